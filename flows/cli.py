@@ -1,0 +1,64 @@
+"""``ito-sweep``: run a sweep without a server, run one stage, or serve the flow as deployments.
+
+  ito-sweep run experiment=demo                # the sweep flow (Prefect ephemeral mode)
+  ito-sweep run -m ito.images=1,2,4 seed=0,1   # -m is accepted for Hydra users; lists always expand
+  ito-sweep prep|train|strip|eval [OVERRIDES]  # one stage of one grid point, for debugging
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+# Offline-friendly Prefect defaults; a user's own settings win.
+for _name, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                      "PREFECT_LOGGING_EXTRA_LOGGERS": "ito_core,cluster",
+                      "PYTHONWARNINGS": "ignore::FutureWarning"}.items():
+    os.environ.setdefault(_name, _value)
+
+STAGES = ("prep", "train", "strip", "eval")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="ito-sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("run", *STAGES))
+    parser.add_argument("-m", "--multirun", action="store_true", help="accepted for Hydra habits; no effect")
+    parser.add_argument("--config-name", default="config")
+    parser.add_argument("--sweep-name", default="")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. ito.images=1,2 model=vit_b_16")
+    return parser.parse_args(argv)
+
+
+def _run_stage(stage: str, overrides: list[str], config_name: str) -> None:
+    from flows.stages import eval_task, prep_task, run_key, strip_task, train_task
+    from ito_core.config import load_config
+
+    cfg = load_config(overrides, config_name=config_name)
+    key = run_key(cfg)
+    data_keys = prep_task.fn(cfg) if stage in ("prep", "train", "eval") else {}
+    result = {"prep": lambda: data_keys, "train": lambda: train_task.fn(cfg, data_keys, key),
+              "strip": lambda: strip_task.fn(cfg, key), "eval": lambda: eval_task.fn(cfg, data_keys, key)}[stage]()
+    print(f"{stage} done for {key}: {result if stage != 'train' else result['checkpoint']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "run":
+            from flows.sweep import ito_sweep
+
+            print(ito_sweep(overrides=args.overrides, config_name=args.config_name, sweep_name=args.sweep_name))
+        else:
+            _run_stage(args.command, args.overrides, args.config_name)
+    except ValueError as err:  # config errors: one clear line, no traceback
+        print(f"ito-sweep: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""One Prefect task per pipeline stage; each only calls into ``cluster``/``ito_core``.
+
+Every stage first checks its committed artifact (a manifest in the store, keyed by a hash of its
+inputs) and skips itself when it exists, so re-running a sweep redoes only what is missing, and
+a missing or deleted artifact is rebuilt (Prefect's own cache would not notice that).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+
+from cluster.jobs import submit_training, work_dir
+from cluster.waiting import wait_streaming
+from ito_core.config import RunConfig, as_dict, config_hash
+from ito_core.eval.suite import evaluate
+from ito_core.prep import prepare, shard_paths
+from ito_core.storage import MANIFEST, build_store, commit, is_committed
+from ito_core.strip import load_stripped, strip
+
+RUN_IDENTITY = ("model", "data", "ito", "loss", "train", "deepspeed", "seed")
+
+
+def run_key(cfg: RunConfig) -> str:
+    """Runs are named by the hash of everything that changes their weights."""
+    identity = {k: v for k, v in as_dict(cfg).items() if k in RUN_IDENTITY}
+    return f"runs/{config_hash(identity)}"
+
+
+def stage_logger() -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger inside a flow; a plain logger when a stage runs alone (``ito-sweep train``)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("flows")
+
+
+@task(name="prep", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def prep_task(cfg: RunConfig) -> dict[str, str]:
+    return prepare(cfg.data, cfg.eval, build_store(cfg.storage))
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> dict[str, Any]:
+    logger, store = stage_logger(), build_store(cfg.storage)
+    if is_committed(store, f"{key}/train"):
+        logger.info("train: %s already committed, skipping", store.url(f"{key}/train"))
+        return store.read_json(f"{key}/train/{MANIFEST}")
+    store.write_json(f"{key}/config.json", as_dict(cfg))
+    shards = shard_paths(store, data_keys["train"], work_dir(cfg, key) / "staging")
+    job = submit_training(cfg, shard_paths=shards, run_key=key)
+    logger.info("train: submitted job %s (%s executor) for %s", job.job_id, cfg.cluster.kind, key)
+    return wait_streaming(job, logger)
+
+
+@task(name="strip", retries=1, cache_policy=NO_CACHE)
+def strip_task(cfg: RunConfig, key: str) -> dict[str, Any]:
+    store = build_store(cfg.storage)
+    if is_committed(store, f"{key}/model"):
+        return store.read_json(f"{key}/model/{MANIFEST}")
+    staging = work_dir(cfg, key) / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    return strip(cfg, store=store, run_key=key, staging=staging)
+
+
+@task(name="eval", retries=1, cache_policy=NO_CACHE)
+def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> list[dict[str, Any]]:
+    store = build_store(cfg.storage)
+    if is_committed(store, f"{key}/eval"):
+        return store.read_json(f"{key}/eval/{MANIFEST}")["records"]
+    staging = work_dir(cfg, key) / "staging"
+    model_dir = store.local_dir(f"{key}/model") or store.download_dir(f"{key}/model", staging / "model")
+    eval_shards = {name: shard_paths(store, data_key, staging) for name, data_key in data_keys.items()
+                   if name != "train"}
+    records = evaluate(load_stripped(model_dir), cfg, eval_shards, model_name=cfg.model.name,
+                       pretrained=store.url(f"{key}/model"))
+    commit(store, f"{key}/eval", {"records": records})
+    return records

@@ -1,0 +1,268 @@
+"""Config schemas: one dataclass per Hydra group, validated before any job starts.
+
+Values live in ``configs/`` (YAML); the defaults below only exist so the schema is complete and
+must match the YAML files (a test checks it). ``load_config`` composes the Hydra tree, merges it
+onto these schemas (unknown keys and wrong types fail there) and runs ``validate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import ConfigCompositionException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    embed_dim: int = 512  # joint embedding width (output of both projections)
+    image_size: int = 224  # input resolution of the image tower
+    patch_size: int = 16
+    vision_width: int = 768
+    vision_layers: int = 12
+    vision_heads: int = 12
+    context_length: int = 77  # text tokens, SOT/EOT included
+    vocab_size: int = 49408  # CLIP BPE vocabulary
+    text_width: int = 512
+    text_layers: int = 12
+    text_heads: int = 8
+    mlp_ratio: float = 4.0
+    init_logit_scale: float = 2.6592  # log(1 / 0.07), as CLIP
+
+
+@dataclass
+class ItoConfig:
+    images: int = 2  # M: augmented image views per sample
+    texts: int = 1  # N: caption variants per sample
+    fusion: str = "transformer"  # training-time fusion module: none | transformer
+    fusion_depth: int = 2
+    fusion_width: int = 0  # 0 = the model's embed_dim
+    fusion_heads: int = 8
+    readout: str = "cls"  # fused vector read-out: cls | mean | token
+    fusion_weight: float = 2.0  # lambda in L = L_align + lambda * L_fusion
+
+
+@dataclass
+class LossConfig:
+    name: str = "clip"  # alignment loss: clip (InfoNCE) | siglip
+    siglip_init_bias: float = -10.0
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    sources: list[str] = field(default_factory=list)  # embedded sets: fashion_mnist, shapes
+    shards: list[str] = field(default_factory=list)  # webdataset shard URLs (name=webdataset)
+    image_size: int = 64  # prep stores images at this size (shorter side)
+    samples_per_shard: int = 2000
+    max_train_samples: int = 0  # 0 = all; caps each embedded source
+    shapes_train: int = 12000  # procedural shapes generated for training
+    shapes_eval: int = 1000  # held-out procedural shapes for retrieval
+    jpeg_quality: int = 95
+    num_workers: int = 1
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 128  # global batch (split over ranks)
+    lr: float = 1e-3
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = 2
+    bf16: bool = False
+
+
+@dataclass
+class ClusterConfig:
+    kind: str = "local"  # local | debug | slurm
+    nodes: int = 1
+    tasks_per_node: int = 1  # training processes per node (one per GPU on a GPU cluster)
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    mem_gb: int = 0  # 0 = scheduler default
+    timeout_min: int = 60
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    max_requeues: int = 3
+    work_dir: str = ".ito-sweep"  # submitit job folders + local staging; on a shared filesystem for SLURM
+    extra_sbatch: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StorageConfig:
+    kind: str = "local"  # local | s3
+    root: str = "outputs"  # local directory, or s3://bucket/prefix
+    endpoint_url: str = ""  # S3-compatible endpoint; empty = AWS
+    region: str = ""
+
+
+@dataclass
+class EvalConfig:
+    zero_shot: str = "fashion_mnist"  # embedded zero-shot set ("" to skip)
+    retrieval: str = "shapes"  # embedded retrieval set ("" to skip)
+    max_samples: int = 2000  # per eval set
+    batch_size: int = 256
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # online | offline | disabled
+    project: str = "ito-sweep"
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    ito: ItoConfig = field(default_factory=ItoConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    seed: int = 0
+    sweep: dict[str, Any] = field(default_factory=dict)  # grid axes (Hydra sweeper syntax)
+
+
+def _register_schemas() -> None:
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+
+
+_register_schemas()
+
+FUSION_KINDS = ("none", "transformer")
+READOUTS = ("cls", "mean", "token")
+LOSS_NAMES = ("clip", "siglip")
+CLUSTER_KINDS = ("local", "debug", "slurm")
+STORAGE_KINDS = ("local", "s3")
+EMBEDDED_SOURCES = ("fashion_mnist", "shapes")
+
+
+def _require(ok: bool, key: str, problem: str, fix: str) -> None:
+    if not ok:
+        raise ValueError(f"config {key}: {problem}; {fix}")
+
+
+def _choice(value: str, key: str, allowed: tuple[str, ...]) -> None:
+    _require(value in allowed, key, f"{value!r} is not supported", f"choose one of {list(allowed)}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Raise ``ValueError`` naming the key and the fix for any impossible value."""
+    m, ito, tr = cfg.model, cfg.ito, cfg.train
+    for key in ("embed_dim", "image_size", "patch_size", "vision_width", "vision_layers", "text_width",
+                "text_layers", "context_length"):
+        _require(getattr(m, key) > 0, f"model.{key}", "must be > 0", "set a positive integer")
+    _require(m.image_size % m.patch_size == 0, "model.image_size",
+             f"{m.image_size} is not a multiple of model.patch_size={m.patch_size}", "pick a multiple")
+    _require(m.vision_width % m.vision_heads == 0, "model.vision_heads",
+             f"vision_width={m.vision_width} is not divisible by {m.vision_heads}", "pick a divisor")
+    _require(m.text_width % m.text_heads == 0, "model.text_heads",
+             f"text_width={m.text_width} is not divisible by {m.text_heads}", "pick a divisor")
+    _require(ito.images >= 1, "ito.images", f"M={ito.images}", "use at least 1 image view")
+    _require(ito.texts >= 1, "ito.texts", f"N={ito.texts}", "use at least 1 text variant")
+    _choice(ito.fusion, "ito.fusion", FUSION_KINDS)
+    _choice(ito.readout, "ito.readout", READOUTS)
+    _require(ito.fusion_weight >= 0, "ito.fusion_weight", f"lambda={ito.fusion_weight} < 0", "use lambda >= 0")
+    if ito.fusion != "none":
+        _require(ito.images * ito.texts >= 2, "ito.fusion",
+                 f"fusion needs >= 2 fused views per sample for its contrastive loss, got M*N="
+                 f"{ito.images}*{ito.texts}", "set ito.images>=2 or ito.texts>=2, or ito.fusion=none")
+        width = ito.fusion_width or m.embed_dim
+        _require(ito.fusion_depth >= 1, "ito.fusion_depth", f"{ito.fusion_depth}", "use >= 1 layer")
+        _require(width % ito.fusion_heads == 0, "ito.fusion_heads",
+                 f"fusion width {width} is not divisible by {ito.fusion_heads}", "pick a divisor")
+    _choice(cfg.loss.name, "loss.name", LOSS_NAMES)
+    _require(tr.steps >= 1, "train.steps", f"{tr.steps}", "use >= 1")
+    _require(tr.lr > 0, "train.lr", f"{tr.lr}", "use a positive learning rate")
+    _require(0 <= tr.warmup_steps <= tr.steps, "train.warmup_steps", f"{tr.warmup_steps} not in [0, steps]",
+             "use 0 <= warmup_steps <= train.steps")
+    world = cfg.cluster.nodes * cfg.cluster.tasks_per_node
+    _require(tr.batch_size >= 2 and tr.batch_size % world == 0, "train.batch_size",
+             f"{tr.batch_size} must be >= 2 and divisible by the {world} training processes",
+             "pick a multiple of cluster.nodes * cluster.tasks_per_node")
+    _require(tr.checkpoint_every >= 1, "train.checkpoint_every", f"{tr.checkpoint_every}", "use >= 1")
+    _require(tr.keep_checkpoints >= 1, "train.keep_checkpoints", f"{tr.keep_checkpoints}", "keep >= 1")
+    _require(cfg.deepspeed.zero_stage in (0, 1, 2, 3), "deepspeed.zero_stage",
+             f"{cfg.deepspeed.zero_stage}", "choose one of [0, 1, 2, 3]")
+    _choice(cfg.cluster.kind, "cluster.kind", CLUSTER_KINDS)
+    _require(cfg.cluster.nodes >= 1 and cfg.cluster.tasks_per_node >= 1, "cluster.tasks_per_node",
+             "nodes and tasks_per_node must be >= 1", "set both to positive integers")
+    _choice(cfg.storage.kind, "storage.kind", STORAGE_KINDS)
+    if cfg.storage.kind == "s3":
+        _require(cfg.storage.root.startswith("s3://") and len(cfg.storage.root) > 5, "storage.root",
+                 f"{cfg.storage.root!r} is not an s3:// URL with a bucket", "set storage.root=s3://BUCKET/PREFIX")
+    if cfg.data.name == "webdataset":
+        _require(bool(cfg.data.shards), "data.shards", "no shard URLs given", "set data.shards=[...]")
+    else:
+        for src in cfg.data.sources:
+            _choice(src, "data.sources", EMBEDDED_SOURCES)
+        _require(bool(cfg.data.sources), "data.sources", "empty", f"list some of {list(EMBEDDED_SOURCES)}")
+    _choice(cfg.wandb.mode, "wandb.mode", ("online", "offline", "disabled"))
+    return cfg
+
+
+def to_run_config(cfg: DictConfig | dict) -> RunConfig:
+    """Merge a plain or Omega config onto the schema (unknown keys/wrong types fail) and validate."""
+    schema = OmegaConf.structured(RunConfig)
+    try:
+        merged = OmegaConf.merge(schema, cfg)
+        run_cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise ValueError(f"config {getattr(err, 'full_key', '') or '?'}: {err.msg}; "
+                         "check the key name and type against ito_core/config.py") from None
+    assert isinstance(run_cfg, RunConfig)
+    return validate(run_cfg)
+
+
+def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> RunConfig:
+    """Compose ``configs/<config_name>.yaml`` with Hydra overrides into a validated ``RunConfig``."""
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(overrides))
+    except ConfigCompositionException as err:
+        cause = f" ({err.__cause__})" if err.__cause__ else ""
+        raise ValueError(f"config overrides {list(overrides)}: {err}{cause}; see configs/ for valid groups "
+                         "and keys") from None
+    except OmegaConfBaseException as err:
+        raise ValueError(f"config {getattr(err, 'full_key', '') or '?'}: {err.msg}; "
+                         "check the key name and type against ito_core/config.py") from None
+    OmegaConf.resolve(cfg)
+    return to_run_config(cfg)
+
+
+def as_dict(cfg: RunConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def config_hash(obj: Any) -> str:
+    """Stable short hash of a JSON-able object (a config subset): names runs and cache keys."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

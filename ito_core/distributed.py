@@ -1,0 +1,39 @@
+"""torch.distributed set-up from the environment a launcher (submitit, SLURM, torchrun) provides."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    local_rank: int
+    world_size: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def init_distributed() -> DistEnv:
+    """Join the process group described by RANK/WORLD_SIZE/MASTER_*; a lone process makes its own.
+
+    Without these variables DeepSpeed would try MPI discovery, so a single process (a researcher's
+    ``ito-sweep train``) gets a one-rank group on loopback.
+    """
+    import deepspeed
+    import torch
+
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(free_port()))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+    return DistEnv(rank=int(os.environ["RANK"]), local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                   world_size=int(os.environ["WORLD_SIZE"]))

@@ -1,0 +1,52 @@
+"""The training-time ITO model: a dual encoder plus an optional fusion module.
+
+Views and captions go through each tower in ONE batched pass (B*M images, B*N captions); the
+fusion module then sees every (view, caption) pair of a sample. Only ``encoder.*`` is deployed.
+
+Shape legend: B samples, M image views, N captions, K = M*N fused pairs, C/H/W pixels,
+L tokens, T image tokens, E joint dim, P = B*K fused pairs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ito_core.config import ItoConfig, LossConfig, ModelConfig
+from ito_core.fusion import build_fusion
+from ito_core.models.dual_encoder import DualEncoder
+
+ENCODER_PREFIX = "encoder."
+
+
+class ItoModel(nn.Module):
+    def __init__(self, model: ModelConfig, ito: ItoConfig, loss: LossConfig) -> None:
+        super().__init__()
+        bias = loss.siglip_init_bias if loss.name == "siglip" else None
+        self.encoder = DualEncoder(model, logit_bias=bias)
+        self.fusion = build_fusion(model, ito) if ito.fusion_weight > 0 else None
+
+    def forward(self, images_BMCHW: torch.Tensor, tokens_BNL: torch.Tensor) -> dict[str, torch.Tensor]:
+        B, M, N = images_BMCHW.shape[0], images_BMCHW.shape[1], tokens_BNL.shape[1]
+        img_pooled, img_tokens = self.encoder.visual(images_BMCHW.flatten(0, 1))
+        txt_pooled, txt_tokens = self.encoder.text(tokens_BNL.flatten(0, 1))
+        out = {
+            "image_features_BMD": F.normalize(img_pooled, dim=-1).view(B, M, -1),
+            "text_features_BND": F.normalize(txt_pooled, dim=-1).view(B, N, -1),
+            "logit_scale": self.encoder.scale(),
+        }
+        if self.encoder.logit_bias is not None:
+            out["logit_bias"] = self.encoder.bias()
+        if self.fusion is not None:
+            out["fused_BKD"] = self._fuse(img_tokens.view(B, M, *img_tokens.shape[1:]),
+                                          txt_tokens.view(B, N, *txt_tokens.shape[1:]), tokens_BNL)
+        return out
+
+    def _fuse(self, img_BMTE: torch.Tensor, txt_BNLE: torch.Tensor, tokens_BNL: torch.Tensor) -> torch.Tensor:
+        B, M, N = img_BMTE.shape[0], img_BMTE.shape[1], txt_BNLE.shape[1]
+        # Pair every view m with every caption n: index k = m * N + n.
+        img_PTE = img_BMTE[:, :, None].expand(-1, -1, N, -1, -1).flatten(0, 2)
+        txt_PLE = txt_BNLE[:, None].expand(-1, M, -1, -1, -1).flatten(0, 2)
+        tok_PL = tokens_BNL[:, None].expand(-1, M, -1, -1).flatten(0, 2)
+        return self.fusion(img_PTE, txt_PLE, tok_PL).view(B, M * N, -1)

@@ -1,0 +1,95 @@
+"""The prep stage: embedded data sets -> webdataset shards committed to the artifact store.
+
+Artifacts are keyed by a hash of the config that shapes their bytes, so every grid point with
+the same data config shares them, and a committed artifact is never rebuilt.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ito_core.config import DataConfig, EvalConfig, config_hash
+from ito_core.data.embedded import Sample, fashion_mnist_samples, shapes_samples
+from ito_core.data.shards import write_shards
+from ito_core.storage import MANIFEST, ArtifactStore, commit, is_committed
+
+log = logging.getLogger(__name__)
+
+# Bump when the bytes prep writes change for the same config (new resize, new caption templates).
+PREP_VERSION = 1
+
+
+def train_data_key(data: DataConfig) -> str:
+    fields = {k: getattr(data, k) for k in ("name", "sources", "image_size", "samples_per_shard",
+                                            "max_train_samples", "shapes_train", "jpeg_quality")}
+    return f"data/train-{config_hash({'v': PREP_VERSION, **fields})}"
+
+
+def eval_data_key(name: str, data: DataConfig, eval_cfg: EvalConfig) -> str:
+    fields = {"name": name, "image_size": data.image_size, "max_samples": eval_cfg.max_samples,
+              "shapes_eval": data.shapes_eval}
+    return f"data/eval-{name}-{config_hash({'v': PREP_VERSION, **fields})}"
+
+
+def _interleave(streams: list[Iterator[Sample]]) -> Iterator[Sample]:
+    """Round-robin over sources so every shard mixes them."""
+    sentinel = object()
+    for group in itertools.zip_longest(*streams, fillvalue=sentinel):
+        yield from (s for s in group if s is not sentinel)
+
+
+def _train_samples(data: DataConfig) -> Iterator[Sample]:
+    limit = data.max_train_samples
+    streams = {
+        "fashion_mnist": lambda: fashion_mnist_samples("train", limit=limit),
+        "shapes": lambda: shapes_samples("train", num_samples=min(data.shapes_train, limit or data.shapes_train),
+                                         image_size=data.image_size),
+    }
+    return _interleave([streams[src]() for src in data.sources])
+
+
+def _eval_samples(name: str, data: DataConfig, eval_cfg: EvalConfig) -> Iterator[Sample]:
+    if name == "fashion_mnist":
+        return fashion_mnist_samples("test", limit=eval_cfg.max_samples)
+    if name == "shapes":
+        return shapes_samples("eval", num_samples=min(data.shapes_eval, eval_cfg.max_samples),
+                              image_size=data.image_size)
+    raise ValueError(f"eval set {name!r} is not an embedded data set; choose fashion_mnist or shapes")
+
+
+def _write(store: ArtifactStore, key: str, samples: Iterable[Sample], data: DataConfig) -> dict[str, Any]:
+    if is_committed(store, key):
+        log.info("prep: %s already committed, reusing it", store.url(key))
+        return store.read_json(f"{key}/{MANIFEST}")
+    local = store.local_dir(key)
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = local or Path(tmp)
+        manifest = write_shards(samples, out_dir, image_size=data.image_size,
+                                samples_per_shard=data.samples_per_shard, jpeg_quality=data.jpeg_quality)
+        store.upload_dir(out_dir, key)
+    commit(store, key, manifest)
+    log.info("prep: committed %d samples in %d shards to %s (skipped: %s)", manifest["num_samples"],
+             len(manifest["shards"]), store.url(key), manifest["stats"]["skipped"])
+    return manifest
+
+
+def prepare(data: DataConfig, eval_cfg: EvalConfig, store: ArtifactStore) -> dict[str, str]:
+    """Write (or reuse) the train shards and the eval sets; return their store keys."""
+    keys = {"train": train_data_key(data)}
+    _write(store, keys["train"], _train_samples(data), data)
+    for name in filter(None, (eval_cfg.zero_shot, eval_cfg.retrieval)):
+        keys[name] = eval_data_key(name, data, eval_cfg)
+        _write(store, keys[name], _eval_samples(name, data, eval_cfg), data)
+    return keys
+
+
+def shard_paths(store: ArtifactStore, key: str, staging: Path) -> list[str]:
+    """Local paths of a committed shard set (downloaded into ``staging`` when the store is remote)."""
+    manifest = store.read_json(f"{key}/{MANIFEST}")
+    folder = store.local_dir(key) or store.download_dir(key, staging / key)
+    return [str(Path(folder) / shard["name"]) for shard in manifest["shards"]]

@@ -1,0 +1,27 @@
+"""Markers by directory (so nobody forgets them) and a quiet, fast CPU environment for every test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["fixtures.tiny_run"]
+
+DIR_MARKERS = {"integration": ("integration", "slow"), "e2e": ("e2e", "slow", "integration")}
+
+# Before anything imports deepspeed/prefect: CPU accelerator, one thread per rank, offline Prefect.
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(Path(__file__).parent).parts
+        for marker in DIR_MARKERS.get(parts[0], ()):
+            item.add_marker(marker)
