@@ -33,16 +33,18 @@ def configure_logging() -> None:
 
 
 class TrainJob(submitit.helpers.Checkpointable):
-    def __call__(self, cfg: dict[str, Any], *, shard_paths: list[str], run_key: str,
+    def __call__(self, cfg: dict[str, Any], *, shard_paths: list[str], samples_per_epoch: int, run_key: str,
                  staging: str) -> dict[str, Any]:
         from ito_core.train import train
 
         configure_logging()
         export_distributed_env()
         run_cfg = to_run_config(cfg)
+        if run_cfg.storage.endpoint_url:  # the loader streams s3:// shards with boto3's own env config
+            os.environ.setdefault("AWS_ENDPOINT_URL_S3", run_cfg.storage.endpoint_url)
         rank_staging = Path(staging) / f"node-{os.environ.get('SLURM_NODEID', '0')}"
-        return train(run_cfg, shard_paths=shard_paths, store=build_store(run_cfg.storage), run_key=run_key,
-                     staging=rank_staging)
+        return train(run_cfg, shard_paths=shard_paths, samples_per_epoch=samples_per_epoch,
+                     store=build_store(run_cfg.storage), run_key=run_key, staging=rank_staging)
 
 
 def work_dir(cfg: RunConfig, run_key: str) -> Path:
@@ -50,7 +52,9 @@ def work_dir(cfg: RunConfig, run_key: str) -> Path:
     return Path(cfg.cluster.work_dir).resolve() / run_key
 
 
-def submit_training(cfg: RunConfig, *, shard_paths: list[str], run_key: str) -> submitit.Job:
+def submit_training(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, run_key: str) -> submitit.Job:
+    """``samples_per_epoch``: the shards' total (prep manifest), so a resume skips whole epochs unread."""
     work = work_dir(cfg, run_key)
     return build_executor(cfg.cluster, work / "jobs").submit(
-        TrainJob(), as_dict(cfg), shard_paths=shard_paths, run_key=run_key, staging=str(work / "staging"))
+        TrainJob(), as_dict(cfg), shard_paths=shard_paths, samples_per_epoch=samples_per_epoch, run_key=run_key,
+        staging=str(work / "staging"))

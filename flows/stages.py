@@ -18,7 +18,7 @@ from cluster.jobs import submit_training, work_dir
 from cluster.waiting import wait_streaming
 from ito_core.config import RunConfig, as_dict, config_hash
 from ito_core.eval.suite import evaluate
-from ito_core.prep import prepare, shard_paths
+from ito_core.prep import prepare, shard_urls
 from ito_core.storage import MANIFEST, build_store, commit, is_committed
 from ito_core.strip import load_stripped, strip
 
@@ -51,8 +51,8 @@ def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> dict[str,
         logger.info("train: %s already committed, skipping", store.url(f"{key}/train"))
         return store.read_json(f"{key}/train/{MANIFEST}")
     store.write_json(f"{key}/config.json", as_dict(cfg))
-    shards = shard_paths(store, data_keys["train"], work_dir(cfg, key) / "staging")
-    job = submit_training(cfg, shard_paths=shards, run_key=key)
+    shards, num_samples = shard_urls(store, data_keys["train"])
+    job = submit_training(cfg, shard_paths=shards, samples_per_epoch=num_samples, run_key=key)
     logger.info("train: submitted job %s (%s executor) for %s", job.job_id, cfg.cluster.kind, key)
     return wait_streaming(job, logger)
 
@@ -74,8 +74,7 @@ def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> list[dict[
         return store.read_json(f"{key}/eval/{MANIFEST}")["records"]
     staging = work_dir(cfg, key) / "staging"
     model_dir = store.local_dir(f"{key}/model") or store.download_dir(f"{key}/model", staging / "model")
-    eval_shards = {name: shard_paths(store, data_key, staging) for name, data_key in data_keys.items()
-                   if name != "train"}
+    eval_shards = {name: shard_urls(store, data_key)[0] for name, data_key in data_keys.items() if name != "train"}
     records = evaluate(load_stripped(model_dir), cfg, eval_shards, model_name=cfg.model.name,
                        pretrained=store.url(f"{key}/model"))
     commit(store, f"{key}/eval", {"records": records})

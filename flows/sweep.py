@@ -55,6 +55,8 @@ def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", s
     points = expand_grid(list(overrides or []), config_name=config_name)
     configs = [load_config(point, config_name=config_name) for point in points]  # all validated up front
     sweep = sweep_name or f"sweep-{config_hash(points)}"
+    for cfg in configs:
+        cfg.wandb.group = cfg.wandb.group or sweep  # one W&B group per sweep
     logger.info("sweep %s: %d grid points", sweep, len(points))
     results = [run_point(cfg, point, logger) for cfg, point in zip(configs, points, strict=True)]
     markdown = report_task(results, grid_axes(points), configs[0], sweep)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ def save(engine: Any, *, store: ArtifactStore, key: str, staging: Path, step: in
         prune(store, key, keep=keep)
         log.info("checkpoint %s committed to %s", tag, store.url(f"{key}/{tag}"))
     dist.barrier()
+    if store.local_dir(key) is None and _local_rank() == 0:
+        shutil.rmtree(local / tag, ignore_errors=True)  # uploaded: the staging copy is not needed
 
 
 def prune(store: ArtifactStore, key: str, *, keep: int) -> None:

@@ -118,6 +118,7 @@ class StorageConfig:
     root: str = "outputs"  # local directory, or s3://bucket/prefix
     endpoint_url: str = ""  # S3-compatible endpoint; empty = AWS
     region: str = ""
+    retry_deadline_s: float = 120.0  # how long S3 calls retry transient failures before failing
 
 
 @dataclass
@@ -132,6 +133,7 @@ class EvalConfig:
 class WandbConfig:
     mode: str = "offline"  # online | offline | disabled
     project: str = "ito-sweep"
+    group: str = ""  # W&B group; the sweep flow sets it to the sweep name
 
 
 @dataclass

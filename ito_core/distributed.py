@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
 
 
@@ -29,6 +30,11 @@ def init_distributed() -> DistEnv:
     import deepspeed
     import torch
 
+    # DeepSpeed JIT-builds its CPU comm op with ninja; pip installs ninja beside this interpreter,
+    # which is not on PATH when a venv's script is called by its full path.
+    bin_dir = os.path.dirname(sys.executable)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(free_port()))

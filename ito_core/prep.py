@@ -88,8 +88,7 @@ def prepare(data: DataConfig, eval_cfg: EvalConfig, store: ArtifactStore) -> dic
     return keys
 
 
-def shard_paths(store: ArtifactStore, key: str, staging: Path) -> list[str]:
-    """Local paths of a committed shard set (downloaded into ``staging`` when the store is remote)."""
+def shard_urls(store: ArtifactStore, key: str) -> tuple[list[str], int]:
+    """URLs (local paths or s3://, both streamed by the loader) and total sample count of a shard set."""
     manifest = store.read_json(f"{key}/{MANIFEST}")
-    folder = store.local_dir(key) or store.download_dir(key, staging / key)
-    return [str(Path(folder) / shard["name"]) for shard in manifest["shards"]]
+    return [store.url(f"{key}/{shard['name']}") for shard in manifest["shards"]], manifest["num_samples"]

@@ -29,6 +29,7 @@ from ito_core.distributed import DistEnv, init_distributed
 from ito_core.losses import FusionLoss, MultiAlignLoss, build_align_loss
 from ito_core.models.ito import ItoModel
 from ito_core.storage import ArtifactStore, commit
+from ito_core.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class ItoObjective(nn.Module):
         return {"loss": total, **losses}
 
 
-def train(cfg: RunConfig, *, shard_paths: list[str], store: ArtifactStore, run_key: str,
+def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, store: ArtifactStore, run_key: str,
           staging: Path) -> dict[str, Any]:
     """Train (or resume) one run; rank 0 commits ``<run_key>/train/manifest.json`` at the end."""
     import deepspeed
@@ -110,7 +111,8 @@ def train(cfg: RunConfig, *, shard_paths: list[str], store: ArtifactStore, run_k
     stream = TrainStream(
         shard_paths, batch_size=cfg.train.batch_size // env.world_size, num_texts=cfg.ito.texts,
         tokenizer=build_tokenizer(cfg.model.context_length), seed=cfg.seed, rank=env.rank,
-        world_size=env.world_size, start_batch=state["step"])
+        world_size=env.world_size, start_batch=state["step"], samples_per_epoch=samples_per_epoch)
+    tracker = Tracker(cfg, run_key=run_key, rank=env.rank, directory=staging / "wandb")
     batches, tick = iter(build_train_loader(stream, num_workers=cfg.data.num_workers)), time.perf_counter()
     for step in range(state["step"], total):
         batch = next(batches)
@@ -122,6 +124,7 @@ def train(cfg: RunConfig, *, shard_paths: list[str], store: ArtifactStore, run_k
         state["step"] = step + 1
         if state["step"] % cfg.train.log_every == 0 or state["step"] == total:
             tick = _log_step(state, losses, engine, cfg, env, tick)
+            tracker.log(state["history"][-1])
         if state["step"] % cfg.train.checkpoint_every == 0 or state["step"] == total:
             checkpoint.save(engine, store=store, key=ckpt_key, staging=staging, step=state["step"],
                             train_state=state, keep=cfg.train.keep_checkpoints)
@@ -129,6 +132,7 @@ def train(cfg: RunConfig, *, shard_paths: list[str], store: ArtifactStore, run_k
                "history": state["history"], "config": as_dict(cfg)}
     if env.rank == 0:
         commit(store, f"{run_key}/train", summary)
+    tracker.finish()
     return summary
 
 

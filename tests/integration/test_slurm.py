@@ -1,0 +1,210 @@
+"""Real SLURM (single node, cluster/slurm-up.sh): 2-task ZeRO-2 training through ``submit_training``,
+preemption -> checkpoint() -> requeue -> exact resume, and a user ``scancel`` reported as a failure.
+
+Jobs inherit this process's environment (sbatch's default ``--export=ALL``): the CPU accelerator,
+one thread per rank and the prebuilt DeepSpeed op cache reach every rank without extra setup.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import submitit
+import torch
+from fixtures.slurm_cluster import SlurmCluster
+from fixtures.tiny_run import tiny_config
+
+from cluster.executors import build_executor
+from cluster.jobs import submit_training
+from cluster.waiting import JobFailedError, slurm_state, wait_streaming
+from ito_core.checkpoint import committed_tags, tag_for
+from ito_core.config import ClusterConfig, RunConfig
+from ito_core.storage import LocalStore
+from ito_core.strip import consolidate
+
+pytestmark = [pytest.mark.slurm, pytest.mark.distributed]
+
+STEPS = 60  # long enough that a signal sent at the first commit (step 3) lands mid-run
+SLURM_RUN = ["deepspeed=zero2", "cluster=slurm", "cluster.tasks_per_node=2", f"train.steps={STEPS}",
+             "train.checkpoint_every=3", "train.log_every=3"]
+KEY = "runs/slurm"
+CKPTS = f"{KEY}/checkpoints"
+LIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "SUSPENDED"}
+
+
+def _config(tmp: Path, *overrides: str) -> RunConfig:
+    return tiny_config(tmp, *SLURM_RUN, *overrides)
+
+
+def _submit(cfg: RunConfig, shards: list[str], jobs: list[submitit.Job]) -> submitit.Job:
+    job = submit_training(cfg, shard_paths=shards, samples_per_epoch=96, run_key=KEY)
+    jobs.append(job)
+    assert isinstance(job, submitit.SlurmJob)
+    return job
+
+
+def _eventually(check: Callable[[], bool], timeout_s: float = 30) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def _rank0_log(job: submitit.Job) -> str:
+    return Path(job.task(0).paths.stderr).read_text(errors="replace")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+class _When(threading.Thread):
+    """Run ``action`` once ``ready()`` holds (polled), beside a blocking ``wait_streaming``."""
+
+    def __init__(self, ready: Callable[[], bool], action: Callable[[], None], timeout_s: float = 240) -> None:
+        super().__init__(daemon=True)
+        self.ready, self.action, self.timeout_s = ready, action, timeout_s
+        self.done_at: float | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            while not self.ready():
+                assert time.monotonic() < deadline, "condition never held"
+                time.sleep(0.1)
+            self.action()
+            self.done_at = time.monotonic()
+        except BaseException as err:  # reported by the test thread
+            self.error = err
+
+
+@pytest.fixture
+def jobs() -> Iterator[list[submitit.Job]]:
+    """Jobs a test submitted; cancelled at the end so a failed test never blocks the node for the next."""
+    submitted: list[submitit.Job] = []
+    yield submitted
+    _cancel_unfinished(submitted)
+
+
+def _cancel_unfinished(jobs: list[submitit.Job]) -> None:
+    for job in jobs:
+        finished = all(Path(job.task(i).paths.result_pickle).exists() for i in range(job.num_tasks))
+        if not finished and slurm_state(job.job_id) in LIVE_STATES:
+            job.cancel(check=False)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(slurm_cluster: SlurmCluster, small_shards: list[str],
+                  tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, submitit.Job, dict, list[str]]:
+    cfg = _config(tmp_path_factory.mktemp("slurm_a"))
+    jobs: list[submitit.Job] = []
+    handler, logger = _Collect(), logging.getLogger("test.slurm.forwarded")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        summary = wait_streaming(_submit(cfg, small_shards, jobs), logger, poll_s=0.5)
+    finally:
+        logger.removeHandler(handler)
+        _cancel_unfinished(jobs)
+    return cfg, jobs[0], summary, handler.lines
+
+
+@pytest.mark.timeout(300)
+def test_two_task_zero2_job_trains_and_commits(uninterrupted: tuple[RunConfig, submitit.Job, dict, list[str]]) -> None:
+    cfg, job, summary, forwarded = uninterrupted
+    assert summary["step"] == STEPS
+    assert len(job.results()) == 2, "one result per SLURM task (rank)"
+    assert _eventually(lambda: slurm_state(job.job_id) == "COMPLETED"), slurm_state(job.job_id)
+    assert "#SBATCH --ntasks-per-node=2" in Path(job.paths.submission_file).read_text()
+    store = LocalStore(cfg.storage.root)
+    assert committed_tags(store, CKPTS)[-1] == tag_for(STEPS)
+    assert len(list((Path(store.url(CKPTS)) / tag_for(STEPS)).glob("*optim_states.pt"))) == 2, "a ZeRO shard per rank"
+    assert any(f"step {STEPS}/{STEPS}" in line for line in forwarded), "rank 0's progress reaches the caller's logger"
+
+
+@pytest.mark.timeout(420)
+def test_preempted_job_requeues_and_resumes_exactly(
+        uninterrupted: tuple[RunConfig, submitit.Job, dict, list[str]], small_shards: list[str], tmp_path: Path,
+        jobs: list[submitit.Job]) -> None:
+    """USR2 mid-run -> TrainJob.checkpoint() -> requeued -> resumes from the last commit -> same weights."""
+    cfg = _config(tmp_path)
+    store = LocalStore(cfg.storage.root)
+    job = _submit(cfg, small_shards, jobs)
+    preempt = _When(lambda: bool(committed_tags(store, CKPTS)),
+                    lambda: subprocess.run(["scancel", "--signal", "USR2", job.job_id], check=True))
+    preempt.start()
+    summary = wait_streaming(job, logging.getLogger("test.slurm"), poll_s=0.5)
+    preempt.join(5)
+    assert preempt.error is None, preempt.error
+
+    assert summary["step"] == STEPS
+    log = _rank0_log(job)
+    assert f"Requeued job {job.job_id}" in log, "submitit's checkpoint handler requeued the same job"
+    resumed = [line for line in log.splitlines() if "resumed from" in line]
+    assert len(resumed) == 1 and f"{CKPTS}/step_" in resumed[0], resumed
+    assert tag_for(STEPS) not in resumed[0], "the signal landed mid-run"
+    original_store = LocalStore(uninterrupted[0].storage.root)
+    original = consolidate(Path(original_store.url(CKPTS)), tag_for(STEPS), zero_stage=2)
+    after_resume = consolidate(Path(store.url(CKPTS)), tag_for(STEPS), zero_stage=2)
+    assert original.keys() == after_resume.keys()
+    for name in original:
+        assert torch.equal(original[name], after_resume[name]), name
+
+
+@pytest.mark.timeout(300)
+def test_user_scancel_fails_fast_with_log_tail_and_is_not_requeued(
+        slurm_cluster: SlurmCluster, small_shards: list[str], tmp_path: Path, jobs: list[submitit.Job]) -> None:
+    # submitit ignores scancel's SIGTERM: the run must outlast KillWait (then SIGKILL) to be cut short
+    cfg = _config(tmp_path, "train.steps=2000", "train.checkpoint_every=100")
+    job = _submit(cfg, small_shards, jobs)
+    cancel = _When(lambda: "step 3/" in (_rank0_log(job) if Path(job.task(0).paths.stderr).exists() else ""),
+                   lambda: subprocess.run(["scancel", job.job_id], check=True))
+    cancel.start()
+    with pytest.raises(JobFailedError) as failure:
+        wait_streaming(job, logging.getLogger("test.slurm"), poll_s=0.5)
+    raised_at = time.monotonic()
+    cancel.join(5)
+    assert cancel.error is None, cancel.error
+
+    assert cancel.done_at is not None and raised_at - cancel.done_at < 45, "reported within a bounded time"
+    assert "CANCELLED" in str(failure.value)
+    assert "step 3/" in failure.value.log_tail, "the error carries the end of rank 0's log"
+    time.sleep(2)  # a requeued job would be PENDING again by now
+    assert slurm_state(job.job_id) == "CANCELLED"
+    assert "Requeued job" not in _rank0_log(job)
+
+
+@pytest.mark.timeout(180)
+def test_crashed_rank_ends_the_job_and_is_reported(slurm_cluster: SlurmCluster, tmp_path: Path,
+                                                   jobs: list[submitit.Job]) -> None:
+    """Rank 1 fails while rank 0 would wait forever (as in a collective): the job ends, rank 1's error is raised.
+
+    The job folder has spaces, quotes and shell syntax: sbatch and srun must get it back intact.
+    """
+    folder = tmp_path / "it's a \"weird\" dir; echo x"
+    executor = build_executor(ClusterConfig(kind="slurm", tasks_per_node=2, timeout_min=5), folder)
+    # rank 0 ignores SIGTERM (as submitit's handler does): only SIGKILL ends it, and it writes no result
+    command = 'if [ "$SLURM_PROCID" = 1 ]; then echo rank-1-gives-up >&2; exit 3; fi; trap "" TERM; sleep 600'
+    job = executor.submit(submitit.helpers.CommandFunction(["bash", "-c", command]))
+    jobs.append(job)
+    start = time.monotonic()
+    with pytest.raises(JobFailedError, match="state FAILED") as failure:
+        wait_streaming(job, logging.getLogger("test.slurm"), poll_s=0.5, grace_s=2)
+    assert time.monotonic() - start < 60
+    assert "rank-1-gives-up" in str(failure.value), "the crashed rank's error is in the report"
+    assert Path(job.task(1).paths.result_pickle).exists(), "results landed in the weird folder"
+    assert not Path(job.task(0).paths.result_pickle).exists(), "rank 0 was killed, not finished"
