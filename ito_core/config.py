@@ -15,7 +15,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -249,7 +249,7 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = 
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=list(overrides))
-    except ConfigCompositionException as err:
+    except (ConfigCompositionException, OverrideParseException) as err:
         cause = f" ({err.__cause__})" if err.__cause__ else ""
         raise ValueError(f"config overrides {list(overrides)}: {err}{cause}; see configs/ for valid groups "
                          "and keys") from None

@@ -13,8 +13,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from braceexpand import braceexpand
+
 from ito_core.config import DataConfig, EvalConfig, config_hash
 from ito_core.data.embedded import Sample, fashion_mnist_samples, shapes_samples
+from ito_core.data.loader import iter_shard_samples
 from ito_core.data.shards import write_shards
 from ito_core.storage import MANIFEST, ArtifactStore, commit, is_committed
 
@@ -25,7 +28,7 @@ PREP_VERSION = 1
 
 
 def train_data_key(data: DataConfig) -> str:
-    fields = {k: getattr(data, k) for k in ("name", "sources", "image_size", "samples_per_shard",
+    fields = {k: getattr(data, k) for k in ("name", "sources", "shards", "image_size", "samples_per_shard",
                                             "max_train_samples", "shapes_train", "jpeg_quality")}
     return f"data/train-{config_hash({'v': PREP_VERSION, **fields})}"
 
@@ -78,10 +81,25 @@ def _write(store: ArtifactStore, key: str, samples: Iterable[Sample], data: Data
     return manifest
 
 
+def _index_external(store: ArtifactStore, key: str, data: DataConfig) -> None:
+    """Commit a manifest that points at the user's own shards (``data=webdataset``), with their counts."""
+    if is_committed(store, key):
+        return
+    urls = [url for pattern in data.shards for url in braceexpand(pattern)]
+    shards = [{"name": url.rsplit("/", 1)[-1], "url": url, "num_samples": sum(1 for _ in iter_shard_samples([url]))}
+              for url in urls]
+    commit(store, key, {"shards": shards, "num_samples": sum(s["num_samples"] for s in shards),
+                        "stats": {"kept": sum(s["num_samples"] for s in shards), "skipped": {}}})
+    log.info("prep: indexed %d external shards for %s", len(shards), store.url(key))
+
+
 def prepare(data: DataConfig, eval_cfg: EvalConfig, store: ArtifactStore) -> dict[str, str]:
     """Write (or reuse) the train shards and the eval sets; return their store keys."""
     keys = {"train": train_data_key(data)}
-    _write(store, keys["train"], _train_samples(data), data)
+    if data.name == "webdataset":
+        _index_external(store, keys["train"], data)
+    else:
+        _write(store, keys["train"], _train_samples(data), data)
     for name in filter(None, (eval_cfg.zero_shot, eval_cfg.retrieval)):
         keys[name] = eval_data_key(name, data, eval_cfg)
         _write(store, keys[name], _eval_samples(name, data, eval_cfg), data)
@@ -91,4 +109,5 @@ def prepare(data: DataConfig, eval_cfg: EvalConfig, store: ArtifactStore) -> dic
 def shard_urls(store: ArtifactStore, key: str) -> tuple[list[str], int]:
     """URLs (local paths or s3://, both streamed by the loader) and total sample count of a shard set."""
     manifest = store.read_json(f"{key}/{MANIFEST}")
-    return [store.url(f"{key}/{shard['name']}") for shard in manifest["shards"]], manifest["num_samples"]
+    urls = [shard.get("url") or store.url(f"{key}/{shard['name']}") for shard in manifest["shards"]]
+    return urls, manifest["num_samples"]

@@ -76,3 +76,24 @@ def test_unknown_keys_and_wrong_types_fail_before_any_job(override: str) -> None
 def test_config_hash_is_stable_and_order_free() -> None:
     assert C.config_hash({"a": 1, "b": [1, 2]}) == C.config_hash({"b": [1, 2], "a": 1})
     assert C.config_hash({"a": 1}) != C.config_hash({"a": 2})
+
+
+@pytest.mark.parametrize("experiment", ["demo", "ito_ablation", "ito_cc3m", "ito_cc12m"])
+def test_experiment_configs_compose_and_validate(experiment: str) -> None:
+    extra = ["data.shards=['/data/x/{0..9}.tar']", "storage.root=s3://bucket/ito"] if "cc" in experiment else []
+    cfg = C.load_config([f"experiment={experiment}", *extra])
+    if "cc" in experiment:
+        assert cfg.model.name == "ViT-B-16" and cfg.train.batch_size == 2048 and cfg.deepspeed.bf16
+        assert cfg.cluster.kind == "slurm" and cfg.cluster.gpus_per_node == 8
+
+
+def test_ablation_grid_points_all_validate() -> None:
+    from flows.grid import expand_grid
+
+    points = expand_grid(["experiment=ito_ablation"])
+    assert len(points) == 8 * 3
+    arms = {tuple(p[1:2]) for p in points}
+    assert len(arms) == 8
+    configs = [C.load_config(p) for p in points if p[-1] == "seed=0"]
+    assert {(c.ito.images, c.ito.fusion_weight) for c in configs} >= {(1, 0.0), (2, 0.0), (2, 2.0), (4, 2.0)}
+    assert {c.train.steps for c in configs} == {400, 800}
