@@ -92,8 +92,8 @@ def test_ablation_grid_points_all_validate() -> None:
 
     points = expand_grid(["experiment=ito_ablation"])
     assert len(points) == 8 * 3
-    arms = {tuple(p[1:2]) for p in points}
+    arms = {p[-1] for p in points}
     assert len(arms) == 8
-    configs = [C.load_config(p) for p in points if p[-1] == "seed=0"]
+    configs = [C.load_config(p) for p in points if p[1] == "seed=0"]
     assert {(c.ito.images, c.ito.fusion_weight) for c in configs} >= {(1, 0.0), (2, 0.0), (2, 2.0), (4, 2.0)}
     assert {c.train.steps for c in configs} == {300, 600}
