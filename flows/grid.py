@@ -1,8 +1,8 @@
 """Expand Hydra multirun syntax into grid points, as ``-m`` does.
 
 Axes come from the config's ``sweep`` section (e.g. ``configs/experiment/demo.yaml``) and from
-overrides; an override on the same key replaces the config's axis. ``a=1,2 b=x,y`` gives the 4
-points of the Cartesian product; ranges (``seed=range(3)``) and ``choice(...)`` work too.
+overrides; an override on the same key, sweep or fixed, replaces the config's axis. ``a=1,2 b=x,y``
+gives the 4 points of the Cartesian product; ranges (``seed=range(3)``) and ``choice(...)`` work too.
 """
 
 from __future__ import annotations
@@ -10,18 +10,38 @@ from __future__ import annotations
 import itertools
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 
 from ito_core.config import load_config
+
+
+def override_key(override: str) -> str:
+    """``+a.b=1`` -> ``a.b``: the config key an override sets."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def with_presets(overrides: list[str], presets: dict[str, str]) -> list[str]:
+    """``presets`` (key -> value; an empty value is no preset) first, minus the keys ``overrides`` set."""
+    taken = {override_key(o) for o in overrides}
+    return [f"{key}={value}" for key, value in presets.items() if value and key not in taken] + list(overrides)
 
 
 def _axes(overrides: list[str]) -> tuple[dict[str, list[str]], list[str]]:
     """Split overrides into sweep axes (key -> values) and fixed overrides."""
     axes, fixed = {}, []
-    for text, parsed in zip(overrides, OverridesParser.create().parse_overrides(overrides), strict=True):
-        if parsed.is_sweep_override():
-            axes[parsed.get_key_element()] = list(parsed.sweep_string_iterator())
-        else:
+    try:
+        parsed_all = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        raise ValueError(f"overrides {overrides}: {err}; use Hydra override syntax (key=value, key=a,b)") from None
+    for text, parsed in zip(overrides, parsed_all, strict=True):
+        if not parsed.is_sweep_override():
             fixed.append(text)
+            continue
+        try:
+            axes[parsed.get_key_element()] = list(parsed.sweep_string_iterator())
+        except HydraException:
+            raise ValueError(f"override {text!r}: only lists (a,b), range() and choice() expand to a grid; "
+                             "interval() and glob() need a sweeper") from None
     return axes, fixed
 
 
@@ -30,7 +50,8 @@ def expand_grid(overrides: list[str], *, config_name: str = "config") -> list[li
     axes, fixed = _axes(overrides)
     config_axes = load_config(fixed, config_name=config_name).sweep
     cfg_axes, _ = _axes([f"{key}={values}" for key, values in config_axes.items()])
-    merged = {**{k: v for k, v in cfg_axes.items() if k not in axes}, **axes}
+    pinned = {override_key(o) for o in [*axes, *fixed]}
+    merged = {**{k: v for k, v in cfg_axes.items() if override_key(k) not in pinned}, **axes}
     keys = list(merged)
     return [fixed + [f"{k}={v}" for k, v in zip(keys, values, strict=True)]
             for values in itertools.product(*(merged[k] for k in keys))]
@@ -38,9 +59,6 @@ def expand_grid(overrides: list[str], *, config_name: str = "config") -> list[li
 
 def grid_axes(points: list[list[str]]) -> list[str]:
     """The override keys that vary across points (the report's columns)."""
-    seen: dict[str, set[str]] = {}
-    for point in points:
-        for override in point:
-            key, _, value = override.partition("=")
-            seen.setdefault(key, set()).add(value)
-    return [key for key, values in seen.items() if len(values) > 1]
+    values = [dict(override.partition("=")[::2] for override in point) for point in points]  # last one wins
+    keys = dict.fromkeys(key for point in values for key in point)
+    return [key for key in keys if len({point.get(key) for point in values}) > 1]

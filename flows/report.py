@@ -1,4 +1,9 @@
-"""The sweep report: one row per grid point (its varying overrides + eval metrics + status)."""
+"""The sweep report: one row per grid point (its varying overrides + eval metrics + status), the
+failed points with their error and how to resume, as markdown and CSV.
+
+A point's result (built by ``flows.sweep``) is a dict: ``overrides``, ``run_key``, ``status``
+(``ok`` | ``failed``), and ``metrics`` + ``final_loss`` when ok, ``stage`` + ``error`` when failed.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,25 @@ from typing import Any
 
 REPORT_METRICS = ("fashion_mnist/acc1", "fashion_mnist/mean_per_class_recall", "shapes/image_retrieval_recall@1",
                   "shapes/text_retrieval_recall@1", "shapes/image_retrieval_recall@5")
+ERROR_TAIL_LINES = 15
+
+
+def point_label(overrides: list[str], axes: list[str]) -> str:
+    """``ito.images=2 ito.fusion=none``: a point named by its values on the grid axes."""
+    values = dict(o.split("=", 1) for o in overrides)
+    return " ".join(f"{axis}={values[axis]}" for axis in axes if axis in values) or "(single point)"
 
 
 def report_rows(results: list[dict[str, Any]], axes: list[str]) -> list[dict[str, Any]]:
+    present = {name for result in results for name in result.get("metrics", {})}
     rows = []
     for result in results:
         overrides = dict(o.split("=", 1) for o in result["overrides"])
         row: dict[str, Any] = {axis: overrides.get(axis, "") for axis in axes}
         row["run"] = result["run_key"]
-        row["status"] = result["status"]
+        row["status"] = "ok" if result["status"] == "ok" else f"failed ({result.get('stage', '?')})"
         metrics = result.get("metrics", {})
-        row.update({name: metrics.get(name, "") for name in REPORT_METRICS if name in metrics or not metrics})
+        row.update({name: metrics.get(name, "") for name in REPORT_METRICS if name in present})
         row["final_loss"] = result.get("final_loss", "")
         rows.append(row)
     return rows
@@ -45,3 +58,29 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def failures_section(results: list[dict[str, Any]], axes: list[str], resume: str) -> str:
+    """Each failed point: its values, the stage that failed, the tail of the error (job log included)."""
+    failed = [r for r in results if r["status"] != "ok"]
+    if not failed:
+        return ""
+    parts = [f"## Failed grid points ({len(failed)} of {len(results)})\n"]
+    for result in failed:
+        tail = "\n".join(str(result.get("error", "")).splitlines()[-ERROR_TAIL_LINES:]).replace("```", "'''")
+        parts.append(f"### {point_label(result['overrides'], axes)}: {result.get('stage', '?')} failed\n\n"
+                     f"Run `{result['run_key']}`.\n\n```text\n{tail}\n```\n")
+    parts.append(f"**How to resume:** {resume}\n")
+    return "\n".join(parts)
+
+
+def render_report(results: list[dict[str, Any]], axes: list[str], *, sweep: str, where: str, plots: list[str],
+                  resume: str) -> str:
+    """The whole report.md: table, plot files, failed points."""
+    ok = sum(r["status"] == "ok" for r in results)
+    head = f"# Sweep {sweep}\n\n{ok}/{len(results)} grid points ok; files in `{where}`.\n\n"
+    plot_list = "".join(f"- `{name}`\n" for name in plots)
+    body = to_markdown(report_rows(results, axes)) + (f"\nPlots of the metrics against each axis:\n\n{plot_list}"
+                                                      if plots else "")
+    failures = failures_section(results, axes, resume)
+    return head + body + (f"\n{failures}" if failures else "")

@@ -1,13 +1,20 @@
 """One Prefect task per pipeline stage; each only calls into ``cluster``/``ito_core``.
 
 Every stage first checks its committed artifact (a manifest in the store, keyed by a hash of its
-inputs) and skips itself when it exists, so re-running a sweep redoes only what is missing, and
-a missing or deleted artifact is rebuilt (Prefect's own cache would not notice that).
+inputs: ``runs/<hash of the run's config>/...``, ``data/<hash of the data config>``) and skips itself
+when it exists. That is the sweep's cache: keyed by inputs, never by the flow run, living in the
+store (local or S3) rather than in the Prefect database, and a missing or deleted artifact is
+rebuilt (Prefect's result cache would not notice that). So tasks use ``NO_CACHE``; re-running or
+retrying a sweep redoes only what is missing, and training resumes from its newest checkpoint.
+
+``train`` carries the tag ``ito-train``: ``prefect concurrency-limit create ito-train 8`` caps the
+training jobs of all sweeps on a Prefect server (``max_concurrent_train`` caps one sweep's).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -23,12 +30,19 @@ from ito_core.storage import MANIFEST, build_store, commit, is_committed
 from ito_core.strip import load_stripped, strip
 
 RUN_IDENTITY = ("model", "data", "ito", "loss", "train", "deepspeed", "seed")
+DATA_IDENTITY = ("data", "eval", "storage")  # what prep's artifacts depend on
+TRAIN_TAG = "ito-train"
 
 
 def run_key(cfg: RunConfig) -> str:
     """Runs are named by the hash of everything that changes their weights."""
     identity = {k: v for k, v in as_dict(cfg).items() if k in RUN_IDENTITY}
     return f"runs/{config_hash(identity)}"
+
+
+def data_id(cfg: RunConfig) -> str:
+    """Grid points with equal data, eval and storage configs share one prep."""
+    return config_hash({k: v for k, v in as_dict(cfg).items() if k in DATA_IDENTITY})
 
 
 def stage_logger() -> logging.Logger | logging.LoggerAdapter:
@@ -39,12 +53,12 @@ def stage_logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger("flows")
 
 
-@task(name="prep", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="prep", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="prep {cfg.data.name}")
 def prep_task(cfg: RunConfig) -> dict[str, str]:
     return prepare(cfg.data, cfg.eval, build_store(cfg.storage))
 
 
-@task(name="train", cache_policy=NO_CACHE)
+@task(name="train", cache_policy=NO_CACHE, tags=[TRAIN_TAG], task_run_name="train {key}")
 def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> dict[str, Any]:
     logger, store = stage_logger(), build_store(cfg.storage)
     if is_committed(store, f"{key}/train"):
@@ -57,7 +71,7 @@ def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> dict[str,
     return wait_streaming(job, logger)
 
 
-@task(name="strip", retries=1, cache_policy=NO_CACHE)
+@task(name="strip", retries=1, cache_policy=NO_CACHE, task_run_name="strip {key}")
 def strip_task(cfg: RunConfig, key: str) -> dict[str, Any]:
     store = build_store(cfg.storage)
     if is_committed(store, f"{key}/model"):
@@ -67,7 +81,7 @@ def strip_task(cfg: RunConfig, key: str) -> dict[str, Any]:
     return strip(cfg, store=store, run_key=key, staging=staging)
 
 
-@task(name="eval", retries=1, cache_policy=NO_CACHE)
+@task(name="eval", retries=1, cache_policy=NO_CACHE, task_run_name="eval {key}")
 def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> list[dict[str, Any]]:
     store = build_store(cfg.storage)
     if is_committed(store, f"{key}/eval"):
@@ -75,6 +89,8 @@ def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> list[dict[
     staging = work_dir(cfg, key) / "staging"
     model_dir = store.local_dir(f"{key}/model") or store.download_dir(f"{key}/model", staging / "model")
     eval_shards = {name: shard_urls(store, data_key)[0] for name, data_key in data_keys.items() if name != "train"}
+    if cfg.storage.endpoint_url:  # the shard reader streams s3:// with boto3's env config, as in cluster.jobs
+        os.environ.setdefault("AWS_ENDPOINT_URL_S3", cfg.storage.endpoint_url)
     records = evaluate(load_stripped(model_dir), cfg, eval_shards, model_name=cfg.model.name,
                        pretrained=store.url(f"{key}/model"))
     commit(store, f"{key}/eval", {"records": records})

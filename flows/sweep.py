@@ -1,67 +1,126 @@
 """The ``ito-sweep`` Prefect flow: expand the grid, then prep -> train -> strip -> eval per point,
 then one report. Reads like DESIGN.md's pipeline; the work lives in ``flows.stages``.
+
+Concurrency: prep runs once per distinct data config; train tasks go to a task runner with
+``max_concurrent_train`` threads, so a 100-point grid has at most that many jobs on the cluster
+(queued points start as slots free up); strip and eval follow each training on the flow's own
+thread pool. A failed stage stops only its own point (its later stages end ``NotReady``); the flow
+reports every point, then ends Failed if any failed. Re-running or retrying skips committed stages.
 """
 
 from __future__ import annotations
 
-import logging
+import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, wait
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.grid import expand_grid, grid_axes
-from flows.report import report_rows, to_csv, to_markdown
-from flows.stages import eval_task, prep_task, run_key, strip_task, train_task
+from flows.grid import expand_grid, grid_axes, with_presets
+from flows.plots import plot_metrics
+from flows.report import render_report, report_rows, to_csv
+from flows.stages import data_id, eval_task, prep_task, run_key, strip_task, train_task
 from ito_core.config import RunConfig, config_hash, load_config
 from ito_core.eval.suite import summary_metrics
 from ito_core.storage import build_store
 
+# Deployments made by `ito-sweep serve` (and prefect.yaml): name -> the parameters it presets.
+DEPLOYMENTS: dict[str, dict[str, Any]] = {"local": {"cluster": "local"}, "slurm": {"cluster": "slurm"}}
 
-def run_point(cfg: RunConfig, overrides: list[str], logger: logging.Logger) -> dict[str, Any]:
-    """prep -> train -> strip -> eval for one grid point; a failure is recorded, not raised."""
+
+class SweepFailed(RuntimeError):
+    """Some grid points failed; the others completed and the report lists both."""
+
+
+def submit_preps(configs: list[RunConfig]) -> dict[str, PrefectFuture]:
+    """One prep task per distinct data config (points share its shards)."""
+    firsts = {data_id(cfg): cfg for cfg in reversed(configs)}
+    return {key: prep_task.submit(cfg) for key, cfg in firsts.items()}
+
+
+def submit_point(cfg: RunConfig, data: PrefectFuture, trainers: ThreadPoolTaskRunner) -> dict[str, PrefectFuture]:
+    """train (waits for a training slot) -> strip -> eval of one grid point, as futures."""
     key = run_key(cfg)
-    result: dict[str, Any] = {"overrides": overrides, "run_key": key}
-    try:
-        data_keys = prep_task(cfg)
-        trained = train_task(cfg, data_keys, key)
-        strip_task(cfg, key)
-        records = eval_task(cfg, data_keys, key)
-        history = trained.get("history") or [{}]
-        result.update(status="ok", metrics=summary_metrics(records), final_loss=history[-1].get("loss", ""))
-    except Exception as err:  # isolate grid points: one failure must not cancel the others
-        logger.error("grid point %s failed: %s", overrides, err)
-        result.update(status=f"failed: {type(err).__name__}: {err}"[:200])
-    return result
+    train = trainers.submit(train_task, {"cfg": cfg, "data_keys": data, "key": key})
+    strip = strip_task.submit(cfg, key, wait_for=[train])
+    return {"prep": data, "train": train, "strip": strip, "eval": eval_task.submit(cfg, data, key, wait_for=[strip])}
+
+
+def point_result(cfg: RunConfig, overrides: list[str], stages: dict[str, PrefectFuture]) -> dict[str, Any]:
+    """The point's row: metrics when every stage completed, else the first stage that failed and why."""
+    result: dict[str, Any] = {"overrides": overrides, "run_key": run_key(cfg)}
+    outputs = {}
+    for stage, future in stages.items():
+        try:
+            outputs[stage] = future.result()
+        except Exception as err:  # the point failed here; its later stages never ran
+            return {**result, "status": "failed", "stage": stage, "error": f"{type(err).__name__}: {err}"}
+    history = outputs["train"].get("history") or [{}]
+    return {**result, "status": "ok", "metrics": summary_metrics(outputs["eval"]),
+            "final_loss": history[-1].get("loss", "")}
+
+
+def resume_hint(store_url: str) -> str:
+    deployment = f"{runtime.flow_run.flow_name}/{runtime.deployment.name}"
+    again = (f"`prefect flow-run retry {runtime.flow_run.id}`, or run deployment `{deployment}` again with the same "
+             "parameters" if runtime.deployment.id else "run the same `ito-sweep run ...` again")
+    return (f"{again}. Committed stages are skipped and training resumes from the newest checkpoint in "
+            f"`{store_url}/runs/<run>/checkpoints/`; fix the cause first if the error is not transient.")
 
 
 @task(name="report", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def report_task(results: list[dict[str, Any]], axes: list[str], cfg: RunConfig, sweep: str) -> str:
-    rows = report_rows(results, axes)
-    markdown, store = to_markdown(rows), build_store(cfg.storage)
-    store.write_json(f"sweeps/{sweep}/results.json", results)
-    for name, text in (("report.md", markdown), ("report.csv", to_csv(rows))):
-        store.write_text(f"sweeps/{sweep}/{name}", text)
-    create_markdown_artifact(markdown=f"# Sweep {sweep}\n\n{markdown}", key=f"sweep-{sweep}".lower()[:60],
-                             description=f"ito-sweep report ({len(rows)} grid points)")
+    """report.md, report.csv, results.json and plot-<axis>.png under ``sweeps/<sweep>/`` + a Prefect artifact."""
+    store, folder = build_store(cfg.storage), f"sweeps/{sweep}"
+    with tempfile.TemporaryDirectory() as tmp:
+        plots = plot_metrics(report_rows(results, axes), axes, Path(tmp))
+        store.upload_dir(Path(tmp), folder)
+    markdown = render_report(results, axes, sweep=sweep, where=store.url(folder), plots=plots,
+                             resume=resume_hint(store.url("")))
+    store.write_json(f"{folder}/results.json", results)
+    store.write_text(f"{folder}/report.csv", to_csv(report_rows(results, axes)))
+    store.write_text(f"{folder}/report.md", markdown)
+    create_markdown_artifact(markdown=markdown, key=artifact_key(sweep),
+                             description=f"ito-sweep report ({len(results)} grid points)")
     return markdown
 
 
-@flow(name="ito-sweep", log_prints=True)
-def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", sweep_name: str = "") -> str:
-    """Run every grid point of ``overrides`` (Hydra multirun syntax) and return the report table."""
+def artifact_key(sweep: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes."""
+    return ("sweep-" + re.sub(r"[^a-z0-9-]+", "-", sweep.lower())).strip("-")[:60]
+
+
+@flow(name="ito-sweep", log_prints=True, task_runner=ThreadPoolTaskRunner())
+def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", sweep_name: str = "",
+              experiment: str = "", cluster: str = "", storage_root: str = "", max_concurrent_train: int = 4) -> str:
+    """Run every grid point of ``overrides`` (Hydra multirun syntax: ``ito.images=1,2,4``, ``seed=range(3)``)
+    on ``configs/<config_name>.yaml`` (+ ``experiment=``, ``cluster=`` and ``storage.root=`` presets when set;
+    an ``s3://`` root selects ``storage=s3``) with at most ``max_concurrent_train`` training jobs at once.
+    Writes the report to ``<storage root>/sweeps/<sweep_name>/`` and returns it (markdown)."""
+    if max_concurrent_train < 1:
+        raise ValueError(f"max_concurrent_train={max_concurrent_train}; use at least 1")
     logger = get_run_logger()
-    points = expand_grid(list(overrides or []), config_name=config_name)
+    presets = {"experiment": experiment, "cluster": cluster, "storage.root": storage_root,
+               "storage": "s3" if storage_root.startswith("s3://") else ""}
+    points = expand_grid(with_presets(list(overrides or []), presets), config_name=config_name)
     configs = [load_config(point, config_name=config_name) for point in points]  # all validated up front
     sweep = sweep_name or f"sweep-{config_hash(points)}"
     for cfg in configs:
         cfg.wandb.group = cfg.wandb.group or sweep  # one W&B group per sweep
-    logger.info("sweep %s: %d grid points", sweep, len(points))
-    results = [run_point(cfg, point, logger) for cfg, point in zip(configs, points, strict=True)]
+    logger.info("sweep %s: %d grid points, at most %d training at once", sweep, len(points), max_concurrent_train)
+    preps = submit_preps(configs)
+    with ThreadPoolTaskRunner(max_workers=max_concurrent_train) as trainers:
+        stages = [submit_point(cfg, preps[data_id(cfg)], trainers) for cfg in configs]
+        wait([future for point in stages for future in point.values()])
+    results = [point_result(*args) for args in zip(configs, points, stages, strict=True)]
     markdown = report_task(results, grid_axes(points), configs[0], sweep)
     failed = [r for r in results if r["status"] != "ok"]
     if failed:
-        raise RuntimeError(f"{len(failed)}/{len(results)} grid points failed; re-run the same command to resume "
-                           f"them (completed stages are skipped):\n{markdown}")
+        raise SweepFailed(f"{len(failed)}/{len(results)} grid points failed; the report lists them and how to "
+                          f"resume:\n{markdown}")
     return markdown

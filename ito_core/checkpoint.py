@@ -4,22 +4,42 @@ DeepSpeed's ``latest`` file is written by rank 0 before other ranks' shards may 
 it is not a commit marker: we save with ``save_latest=False`` and commit ``manifest.json`` in
 the tag folder only after ``save_checkpoint`` returned (it ends in a barrier) and, for remote
 stores, after every node uploaded its files. Resume picks the newest committed tag; partial
-tags are never chosen and are deleted once a newer tag is committed.
+tags are never chosen and are deleted once a newer tag is committed. Weights that are not
+finite are never saved, so a diverged run cannot commit over the last good checkpoint.
+
+The manifest records the world size and ZeRO stage that wrote the shards. Resuming at another
+world size (ZeRO-1/2/3) converts the tag to a DeepSpeed universal checkpoint in local staging
+(``ds_to_universal --inject_missing_state``) and loads that with ``checkpoint.load_universal``.
+ZeRO-0 shards hold whole weights and optimizer state, so they load at any world size as they are.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
-from ito_core.storage import ArtifactStore, commit, is_committed
+from ito_core.storage import MANIFEST, ArtifactStore, commit, is_committed
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The newest committed tag and how to load it at this world size."""
+
+    tag: str
+    saved_world_size: int
+    universal: bool  # load through a universal checkpoint (saved at another world size)
 
 
 def tag_for(step: int) -> str:
@@ -37,13 +57,18 @@ def checkpoint_dir(store: ArtifactStore, key: str, staging: Path) -> Path:
 
 def save(engine: Any, *, store: ArtifactStore, key: str, staging: Path, step: int,
          train_state: dict[str, Any], keep: int) -> None:
+    if not _all_ranks(_weights_finite(engine), engine.device):
+        raise FloatingPointError(
+            f"weights are not finite after step {step}: not saving, so the newest committed checkpoint under "
+            f"{store.url(key)} stays the last good one; resume from it with a lower train.lr or train.grad_clip")
     tag, local = tag_for(step), checkpoint_dir(store, key, staging)
     engine.save_checkpoint(str(local), tag=tag, client_state={"train_state": train_state}, save_latest=False)
     if store.local_dir(key) is None and _local_rank() == 0:
         store.upload_dir(local / tag, f"{key}/{tag}")  # each node uploads the shards its ranks wrote
     dist.barrier()
     if dist.get_rank() == 0:
-        commit(store, f"{key}/{tag}", {"step": step, **train_state})
+        shards = {"world_size": dist.get_world_size(), "zero_stage": engine.zero_optimization_stage()}
+        commit(store, f"{key}/{tag}", {"step": step, **shards, **train_state})
         prune(store, key, keep=keep)
         log.info("checkpoint %s committed to %s", tag, store.url(f"{key}/{tag}"))
     dist.barrier()
@@ -63,18 +88,67 @@ def prune(store: ArtifactStore, key: str, *, keep: int) -> None:
             store.delete_dir(f"{key}/{tag}")
 
 
-def restore(engine: Any, *, store: ArtifactStore, key: str, staging: Path) -> dict[str, Any] | None:
-    """Load the newest committed checkpoint into ``engine``; return its train state (None = fresh start)."""
+def find_resume_point(store: ArtifactStore, key: str, *, world_size: int, zero_stage: int) -> ResumePoint | None:
+    """The newest committed tag (None = fresh start); raise ``ValueError`` if it cannot load with this setup."""
     tags = committed_tags(store, key)
     if not tags:
         return None
-    tag, local = tags[-1], checkpoint_dir(store, key, staging)
+    manifest = store.read_json(f"{key}/{tags[-1]}/{MANIFEST}")
+    saved_world, saved_stage = manifest.get("world_size", world_size), manifest.get("zero_stage", zero_stage)
+    if saved_stage != zero_stage:
+        raise ValueError(
+            f"config deepspeed.zero_stage: checkpoint {store.url(f'{key}/{tags[-1]}')} was written with ZeRO stage "
+            f"{saved_stage}, this run uses {zero_stage}; resume with deepspeed=zero{saved_stage} (a stage change "
+            "is not supported), or start a new run key")
+    universal = saved_world != world_size and zero_stage > 0
+    return ResumePoint(tag=tags[-1], saved_world_size=saved_world, universal=universal)
+
+
+def restore(engine: Any, point: ResumePoint, *, store: ArtifactStore, key: str, staging: Path) -> dict[str, Any]:
+    """Load ``point`` into ``engine`` (built with ``load_universal=point.universal``); return its train state."""
+    tag, local = point.tag, checkpoint_dir(store, key, staging)
     if store.local_dir(key) is None and _local_rank() == 0:
         store.download_dir(f"{key}/{tag}", local / tag)
+    load_dir = staging / "universal" if point.universal else local
+    if point.universal and _local_rank() == 0:  # every node converts its own copy into its local staging
+        to_universal(local / tag, load_dir / tag)
     dist.barrier()
-    _, client_state = engine.load_checkpoint(str(local), tag=tag)
-    log.info("resumed from %s", store.url(f"{key}/{tag}"))
+    load_path, client_state = engine.load_checkpoint(str(load_dir), tag=tag)
+    if load_path is None:
+        raise FileNotFoundError(f"DeepSpeed found no checkpoint {tag} in {load_dir} (see its log above)")
+    dist.barrier()
+    if point.universal and _local_rank() == 0:
+        shutil.rmtree(load_dir / tag, ignore_errors=True)
+    how = f" (saved by {point.saved_world_size} ranks, via a universal checkpoint)" if point.universal else ""
+    log.info("resumed from %s%s", store.url(f"{key}/{tag}"), how)
     return client_state["train_state"]
+
+
+def to_universal(tag_dir: Path, out_dir: Path) -> None:
+    """Convert one ZeRO-1/2/3 tag folder into a DeepSpeed universal checkpoint at ``out_dir``."""
+    from deepspeed.checkpoint import ds_to_universal
+
+    shutil.rmtree(out_dir, ignore_errors=True)  # a conversion a crash left half-done
+    args = argparse.Namespace(input_folder=str(tag_dir), output_folder=str(out_dir), num_extract_workers=1,
+                              num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=True)
+    with contextlib.redirect_stdout(io.StringIO()) as chatter:  # it prints every step; keep it for errors
+        try:
+            ds_to_universal.main(args)
+        except Exception as err:
+            raise RuntimeError(f"converting {tag_dir} to a universal checkpoint failed: {err}\n"
+                               f"{chatter.getvalue()[-2000:]}") from err
+    log.info("converted %s to a universal checkpoint in %s", tag_dir, out_dir)
+
+
+def _weights_finite(engine: Any) -> bool:
+    # ZeRO-3 keeps only this rank's partition of each parameter, in ``ds_tensor``.
+    return all(bool(torch.isfinite(getattr(p, "ds_tensor", p)).all()) for p in engine.module.parameters())
+
+
+def _all_ranks(ok: bool, device: torch.device) -> bool:
+    flag = torch.tensor([0.0 if ok else 1.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return flag.item() == 0.0
 
 
 def _local_rank() -> int:

@@ -74,24 +74,30 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 300
-    batch_size: int = 128  # global batch (split over ranks)
+    steps: int = 300  # optimizer steps (a skipped non-finite step counts: it consumed its batch)
+    batch_size: int = 128  # global batch = micro_batch_size x ranks x gradient accumulation steps
+    micro_batch_size: int = 0  # samples per rank per forward/backward; 0 = batch_size / ranks (no accumulation)
     lr: float = 1e-3
     warmup_steps: int = 30
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.98
     eps: float = 1e-6
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     log_every: int = 10
+    nonfinite: str = "skip"  # a NaN/inf loss: skip (no update, counted) | stop (raise at once)
+    max_skipped_steps: int = 10  # with nonfinite=skip: stop once more steps than this were skipped
+    activation_checkpointing: bool = False  # recompute each transformer block in backward (less memory)
+    compile: bool = False  # torch.compile the model (DeepSpeed engine.compile); slow first steps on CPU
+    peak_tflops: float = 0.0  # peak TFLOP/s of one device for MFU; 0 = env ITO_PEAK_TFLOPS, else no MFU
 
 
 @dataclass
 class DeepSpeedConfig:
     zero_stage: int = 2
-    bf16: bool = False
+    precision: str = "fp32"  # fp32 | bf16 (DeepSpeed bf16) | fp16 (DeepSpeed dynamic loss scaling, GPU only)
 
 
 @dataclass
@@ -125,6 +131,12 @@ class StorageConfig:
 class EvalConfig:
     zero_shot: str = "fashion_mnist"  # embedded zero-shot set ("" to skip)
     retrieval: str = "shapes"  # embedded retrieval set ("" to skip)
+    linear_probe: str = "fashion_mnist"  # labelled set for the logistic-regression probe on image features ("" to skip)
+    modality_gap: str = "shapes"  # captioned set for the modality-gap metrics and UMAP plot ("" to skip)
+    probe_val_fraction: float = 0.2  # share of each class the probe's C is picked on
+    probe_test_fraction: float = 0.5  # share of each class the probe is scored on (never fit on)
+    probe_c_grid: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0])  # C sweep
+    umap_points: int = 1000  # per modality in the modality-gap UMAP plot (0 = no plot)
     max_samples: int = 2000  # per eval set
     batch_size: int = 256
 
@@ -165,6 +177,8 @@ LOSS_NAMES = ("clip", "siglip")
 CLUSTER_KINDS = ("local", "debug", "slurm")
 STORAGE_KINDS = ("local", "s3")
 EMBEDDED_SOURCES = ("fashion_mnist", "shapes")
+PRECISIONS = ("fp32", "bf16", "fp16")
+NONFINITE_POLICIES = ("skip", "stop")
 
 
 def _require(ok: bool, key: str, problem: str, fix: str) -> None:
@@ -174,6 +188,17 @@ def _require(ok: bool, key: str, problem: str, fix: str) -> None:
 
 def _choice(value: str, key: str, allowed: tuple[str, ...]) -> None:
     _require(value in allowed, key, f"{value!r} is not supported", f"choose one of {list(allowed)}")
+
+
+def accumulation_steps(train: TrainConfig, world_size: int) -> int:
+    """Micro-batches per optimizer step on each rank: batch_size = micro_batch_size x world_size x this."""
+    per_rank = train.batch_size // world_size
+    micro = train.micro_batch_size or per_rank
+    _require(micro >= 1 and per_rank % micro == 0, "train.micro_batch_size",
+             f"{train.micro_batch_size} does not divide the per-rank batch {per_rank} (train.batch_size="
+             f"{train.batch_size} over {world_size} processes)",
+             "pick a divisor of the per-rank batch, or 0 for no gradient accumulation")
+    return per_rank // micro
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -210,10 +235,16 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(tr.batch_size >= 2 and tr.batch_size % world == 0, "train.batch_size",
              f"{tr.batch_size} must be >= 2 and divisible by the {world} training processes",
              "pick a multiple of cluster.nodes * cluster.tasks_per_node")
+    accumulation_steps(tr, world)  # raises for a micro batch that does not divide the per-rank batch
+    _require(tr.grad_clip >= 0, "train.grad_clip", f"{tr.grad_clip}", "use a norm > 0, or 0 to disable clipping")
     _require(tr.checkpoint_every >= 1, "train.checkpoint_every", f"{tr.checkpoint_every}", "use >= 1")
     _require(tr.keep_checkpoints >= 1, "train.keep_checkpoints", f"{tr.keep_checkpoints}", "keep >= 1")
+    _choice(tr.nonfinite, "train.nonfinite", NONFINITE_POLICIES)
+    _require(tr.max_skipped_steps >= 0, "train.max_skipped_steps", f"{tr.max_skipped_steps}", "use >= 0")
+    _require(tr.peak_tflops >= 0, "train.peak_tflops", f"{tr.peak_tflops}", "use the device's peak, or 0 if unknown")
     _require(cfg.deepspeed.zero_stage in (0, 1, 2, 3), "deepspeed.zero_stage",
              f"{cfg.deepspeed.zero_stage}", "choose one of [0, 1, 2, 3]")
+    _choice(cfg.deepspeed.precision, "deepspeed.precision", PRECISIONS)
     _choice(cfg.cluster.kind, "cluster.kind", CLUSTER_KINDS)
     _require(cfg.cluster.nodes >= 1 and cfg.cluster.tasks_per_node >= 1, "cluster.tasks_per_node",
              "nodes and tasks_per_node must be >= 1", "set both to positive integers")

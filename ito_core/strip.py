@@ -2,12 +2,19 @@
 
 Consolidates any ZeRO stage's shards on one CPU process (DeepSpeed's zero_to_fp32 API, no
 process group needed), keeps only ``encoder.*`` (the fusion module and anything else
-training-only is dropped), and writes ``model.safetensors`` + ``model_config.json``. The stripped
-model has exactly a CLIP dual encoder's parameters and inference cost.
+training-only is dropped), and writes one model folder:
+
+- ``model.safetensors`` + ``model_config.json``: ours (``load_stripped``);
+- ``open_clip_model.safetensors`` + ``open_clip_config.json``: OpenCLIP's layout (``ito_core.export``);
+- ``tokenizer_spec.json``: the CLIP BPE tokenizer the model was trained with;
+- ``README.md``: the model card (training config, data manifest hash, steps, eval summary once evaluated).
+
+The stripped model has exactly a CLIP dual encoder's parameters and inference cost.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from dataclasses import asdict
@@ -15,24 +22,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from ito_core import checkpoint
-from ito_core.config import ModelConfig, RunConfig
+from ito_core.config import ModelConfig, RunConfig, as_dict
+from ito_core.data import tokenizer as clip_bpe
+from ito_core.export import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, export_open_clip
 from ito_core.models.dual_encoder import DualEncoder
 from ito_core.models.ito import ENCODER_PREFIX
-from ito_core.storage import ArtifactStore, commit
+from ito_core.prep import train_data_key
+from ito_core.storage import MANIFEST, ArtifactStore, commit
 
 WEIGHTS, MODEL_CONFIG = "model.safetensors", "model_config.json"
+TOKENIZER_SPEC, MODEL_CARD = "tokenizer_spec.json", "README.md"
+EVAL_BEGIN, EVAL_END = "<!-- eval:begin -->", "<!-- eval:end -->"
 
 
 def consolidate(checkpoint_dir: Path, tag: str, *, zero_stage: int) -> dict[str, torch.Tensor]:
     """Full fp32 state dict of the training model from a DeepSpeed checkpoint folder."""
     if zero_stage == 0:
-        # Without ZeRO the module weights sit whole in the rank-0 model file; DeepSpeed pickles
-        # its own objects beside them, so this checkpoint (written by us) needs the full unpickler.
+        # Without ZeRO the module weights sit whole in the rank-0 model file; everything DeepSpeed writes
+        # beside them (optimizer state, config dict, counters) passes the restricted weights-only unpickler.
         states = torch.load(checkpoint_dir / tag / "mp_rank_00_model_states.pt", map_location="cpu",
-                            weights_only=False)
+                            weights_only=True)
         return {k: v.float() for k, v in states["module"].items()}
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
@@ -61,6 +74,92 @@ def load_stripped(model_dir: Path) -> DualEncoder:
     return model.eval()
 
 
+def tokenizer_spec(context_length: int) -> dict[str, Any]:
+    """What a user needs to rebuild the tokenizer: CLIP's BPE (= ``open_clip.tokenize``), its vocabulary's hash."""
+    tok = clip_bpe.build_tokenizer(context_length)
+    return {"kind": "clip_bpe", "vocab_file": clip_bpe.VOCAB_PATH.name,
+            "vocab_sha256": hashlib.sha256(clip_bpe.VOCAB_PATH.read_bytes()).hexdigest(),
+            "vocab_size": tok.vocab_size, "context_length": context_length, "sot_token_id": tok.sot_token_id,
+            "eot_token_id": tok.eot_token_id, "pad_token_id": 0,
+            "cleaning": "ftfy + html unescape + whitespace + lower",
+            "reference": "open_clip.tokenizer.SimpleTokenizer; ito_core.data.tokenizer.ClipTokenizer"}
+
+
+def _eval_summary(records: list[dict[str, Any]] | None) -> str:
+    if not records:
+        return "Not evaluated yet: the eval stage rewrites this section."
+    lines = ["| dataset | task | metrics |", "|---|---|---|"]
+    for r in records:
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
+        # Plots live in the run's eval/ folder, beside this model/ folder.
+        plots = "".join(f" ([{name}](../eval/{file}))" for name, file in r.get("plots", {}).items())
+        lines.append(f"| {r['dataset']} | {r['task']} | {metrics}{plots} |")
+    return "\n".join(lines)
+
+
+def model_card(cfg: RunConfig, manifest: dict[str, Any], records: list[dict[str, Any]] | None = None) -> str:
+    """The model folder's README.md, from the run config and the strip manifest (+ eval records when there are)."""
+    m = manifest
+    return f"""# ITO dual encoder `{cfg.model.name}`
+
+A CLIP dual encoder (ViT image tower, causal text transformer) trained with ITO: {cfg.ito.images} image views x
+{cfg.ito.texts} captions per sample, fusion `{cfg.ito.fusion}` (weight {cfg.ito.fusion_weight}), loss `{cfg.loss.name}`.
+Training-only weights (the fusion module) were dropped: the model has exactly a CLIP dual encoder's
+{m["num_parameters"]:,} parameters ({m["dropped_parameters"]:,} training-only parameters removed).
+
+| | |
+|---|---|
+| training steps | {m["steps"]} |
+| final training loss | {m["final_loss"]} |
+| training data | `{m["data_key"]}` (manifest sha256 `{m["data_manifest_sha256"]}`) |
+| source checkpoint | `{m["source_checkpoint"]}` |
+
+## Files
+
+- `{WEIGHTS}` + `{MODEL_CONFIG}`: `ito_core.strip.load_stripped(folder)`.
+- `{OPEN_CLIP_WEIGHTS}` + `{OPEN_CLIP_CONFIG}`: OpenCLIP layout,
+  `open_clip.create_model_and_transforms("local-dir:<folder>")`.
+- `{TOKENIZER_SPEC}`: CLIP BPE, context length {cfg.model.context_length} (`open_clip.tokenize` ids).
+
+## Evaluation
+
+{EVAL_BEGIN}
+{_eval_summary(records)}
+{EVAL_END}
+
+## Training config
+
+```yaml
+{OmegaConf.to_yaml(as_dict(cfg)).rstrip()}
+```
+"""
+
+
+def _data_manifest(store: ArtifactStore, cfg: RunConfig) -> tuple[str, str]:
+    """(store key, sha256 of its canonical JSON) of the training data's manifest; "unknown" if not in the store."""
+    key = train_data_key(cfg.data)
+    if not store.exists(f"{key}/{MANIFEST}"):
+        return key, "unknown"
+    blob = json.dumps(store.read_json(f"{key}/{MANIFEST}"), sort_keys=True, separators=(",", ":"))
+    return key, hashlib.sha256(blob.encode()).hexdigest()
+
+
+def write_model_folder(state: dict[str, torch.Tensor], cfg: RunConfig, out_dir: Path, manifest: dict[str, Any],
+                       records: list[dict[str, Any]] | None = None) -> None:
+    """Every file of a stripped model folder: ours, OpenCLIP's, the tokenizer spec and the model card."""
+    spec = tokenizer_spec(cfg.model.context_length)
+    save_stripped(state, cfg.model, out_dir, {"tokenizer": spec, "source_checkpoint": manifest["source_checkpoint"]})
+    export_open_clip(state, cfg.model, out_dir)
+    (out_dir / TOKENIZER_SPEC).write_text(json.dumps(spec, indent=2))
+    (out_dir / MODEL_CARD).write_text(model_card(cfg, manifest, records))
+
+
+def write_model_card(cfg: RunConfig, *, store: ArtifactStore, run_key: str, records: list[dict[str, Any]]) -> None:
+    """Rewrite ``<run_key>/model/README.md`` with the eval summary (for the eval stage)."""
+    manifest = store.read_json(f"{run_key}/model/{MANIFEST}")
+    store.write_text(f"{run_key}/model/{MODEL_CARD}", model_card(cfg, manifest, records))
+
+
 def strip(cfg: RunConfig, *, store: ArtifactStore, run_key: str, staging: Path) -> dict[str, Any]:
     """Consolidate the run's final checkpoint and commit ``<run_key>/model``."""
     train_manifest = store.read_json(f"{run_key}/train/manifest.json")
@@ -70,12 +169,15 @@ def strip(cfg: RunConfig, *, store: ArtifactStore, run_key: str, staging: Path) 
         store.download_dir(f"{ckpt_key}/{tag}", ckpt_dir / tag)
     full = consolidate(ckpt_dir, tag, zero_stage=cfg.deepspeed.zero_stage)
     state = encoder_state(full)
-    extra = {"tokenizer": {"kind": "clip_bpe", "context_length": cfg.model.context_length},
-             "source_checkpoint": store.url(f"{ckpt_key}/{tag}")}
-    with tempfile.TemporaryDirectory(dir=staging) as tmp:
-        save_stripped(state, cfg.model, Path(tmp), extra)
-        store.upload_dir(Path(tmp), f"{run_key}/model")
+    data_key, data_hash = _data_manifest(store, cfg)
+    history = train_manifest.get("history") or [{}]
     manifest = {"checkpoint": tag, "num_parameters": sum(v.numel() for v in state.values()),
-                "dropped_parameters": sum(v.numel() for k, v in full.items() if not k.startswith(ENCODER_PREFIX))}
+                "dropped_parameters": sum(v.numel() for k, v in full.items() if not k.startswith(ENCODER_PREFIX)),
+                "steps": train_manifest.get("step"), "final_loss": history[-1].get("loss"),
+                "data_key": data_key, "data_manifest_sha256": data_hash,
+                "source_checkpoint": store.url(f"{ckpt_key}/{tag}")}
+    with tempfile.TemporaryDirectory(dir=staging) as tmp:
+        write_model_folder(state, cfg, Path(tmp), manifest)
+        store.upload_dir(Path(tmp), f"{run_key}/model")
     commit(store, f"{run_key}/model", manifest)
     return manifest

@@ -1,10 +1,23 @@
-"""The ITO training loop on a DeepSpeed engine (ZeRO 0-3, fp32/bf16, CPU gloo or GPU NCCL).
+"""The ITO training loop on a DeepSpeed engine (ZeRO 0-3, fp32/bf16/fp16, CPU gloo or GPU NCCL).
 
 One call of ``train`` is one rank of one run. Every stateful piece is restored on resume:
 weights, optimizer, scheduler and step live in the DeepSpeed checkpoint; the data position is
 the number of consumed batches (the stream is deterministic); augmentation randomness is
 re-seeded from (seed, rank, step) each step, so it needs no saved state. An interrupted and
-resumed run therefore equals an uninterrupted one, bitwise on CPU.
+resumed run therefore equals an uninterrupted one, bitwise on CPU. A run may resume at another
+world size (same global batch): ZeRO shards are converted to a universal checkpoint on the fly.
+
+One step: the rank's batch is augmented at once, split into ``accumulation_steps`` micro-batches
+and run through :class:`GradientAccumulation` (exact for the contrastive losses). A NaN/inf loss
+on any rank skips the update on every rank before any gradient exists (``train.nonfinite=skip``,
+up to ``train.max_skipped_steps``) or stops the run (``stop``); so do non-finite gradients, which
+DeepSpeed's ZeRO optimizers refuse to apply. Non-finite weights are never checkpointed.
+
+Switches: ``deepspeed.precision`` fp32 | bf16 | fp16 (fp16 needs a GPU: DeepSpeed's CPU
+accelerator has none); ``train.activation_checkpointing`` (same parameter names, bitwise the same
+step on CPU); ``train.compile`` (``engine.compile()``, i.e. torch.compile with inductor: on CPU it
+needs g++, the first step compiles C++ kernels for minutes on 2 cores (seconds with a warm
+``/tmp/torchinductor_$USER`` cache), and results are close to eager but not bitwise equal).
 
 Shape legend: B samples per rank, M image views, N captions, C/H/W pixels, L tokens.
 """
@@ -18,14 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ito_core import checkpoint
-from ito_core.config import RunConfig, as_dict
+from ito_core.accumulation import GradientAccumulation
+from ito_core.activation_checkpointing import apply_activation_checkpointing
+from ito_core.config import RunConfig, accumulation_steps, as_dict
 from ito_core.data.augment import MultiViewAugment
 from ito_core.data.loader import TrainStream, build_train_loader
 from ito_core.data.tokenizer import build_tokenizer
 from ito_core.distributed import DistEnv, init_distributed
+from ito_core.flops import forward_flops_per_sample, mfu, peak_flops
 from ito_core.losses import FusionLoss, MultiAlignLoss, build_align_loss
 from ito_core.models.ito import ItoModel
 from ito_core.storage import ArtifactStore, commit
@@ -33,18 +50,35 @@ from ito_core.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-def deepspeed_config(cfg: RunConfig, world_size: int) -> dict[str, Any]:
+
+def deepspeed_config(cfg: RunConfig, world_size: int, *, load_universal: bool = False) -> dict[str, Any]:
+    accum = accumulation_steps(cfg.train, world_size)
+    precision = cfg.deepspeed.precision
     return {
         "train_batch_size": cfg.train.batch_size,
-        "train_micro_batch_size_per_gpu": cfg.train.batch_size // world_size,
-        "gradient_accumulation_steps": 1,
+        "train_micro_batch_size_per_gpu": cfg.train.batch_size // world_size // accum,
+        "gradient_accumulation_steps": accum,
         "gradient_clipping": cfg.train.grad_clip,
         "zero_optimization": {"stage": cfg.deepspeed.zero_stage},
-        "bf16": {"enabled": cfg.deepspeed.bf16},
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16"},  # dynamic loss scaling with DeepSpeed's defaults
+        "checkpoint": {"load_universal": load_universal},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+def check_precision(precision: str) -> None:
+    """Fail early, naming the key, when the accelerator cannot train in ``precision``."""
+    from deepspeed.accelerator import get_accelerator
+
+    acc = get_accelerator()
+    ok = {"fp32": True, "bf16": acc.is_bf16_supported(), "fp16": acc.is_fp16_supported()}[precision]
+    if not ok:
+        raise ValueError(f"config deepspeed.precision: {precision!r} is not supported by DeepSpeed's "
+                         f"{acc.device_name()!r} accelerator; use fp32 or bf16 there (fp16 needs a GPU)")
 
 
 def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -68,6 +102,25 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 10_007 + step) % (2**63)
 
 
+def build_engine(cfg: RunConfig, env: DistEnv, *, load_universal: bool = False) -> Any:
+    """The DeepSpeed engine around the ITO model, its AdamW and cosine schedule, with the model switches."""
+    import deepspeed
+
+    check_precision(cfg.deepspeed.precision)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = ItoModel(cfg.model, cfg.ito, cfg.loss)
+    if cfg.train.activation_checkpointing:
+        apply_activation_checkpointing(model)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_with_warmup(s, warmup=cfg.train.warmup_steps, total=cfg.train.steps))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=deepspeed_config(cfg, env.world_size, load_universal=load_universal))
+    if cfg.train.compile:
+        engine.compile()  # torch.compile in place: parameter names and checkpoints are unchanged
+    return engine
+
+
 class ItoObjective(nn.Module):
     """L = L_align (mean over all M x N view/caption pairs) + lambda * L_fusion (ITO, Eq. 5)."""
 
@@ -86,44 +139,39 @@ class ItoObjective(nn.Module):
             # The fusion loss uses CLIP's temperature but must not move it: detach the scale.
             losses.update(self.fusion(out["fused_BKD"], out["logit_scale"].detach()))
             total = total + self.fusion_weight * losses["fusion_loss"]
-        return {"loss": total, **losses}
+        return {"loss": total, **losses, "logit_scale": out["logit_scale"].detach()}
 
 
 def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, store: ArtifactStore, run_key: str,
           staging: Path) -> dict[str, Any]:
     """Train (or resume) one run; rank 0 commits ``<run_key>/train/manifest.json`` at the end."""
-    import deepspeed
-
-    env = init_distributed()
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = ItoModel(cfg.model, cfg.ito, cfg.loss)
-    optimizer = build_optimizer(model, cfg)
-    total = cfg.train.steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cosine_with_warmup(s, warmup=cfg.train.warmup_steps, total=total))
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=deepspeed_config(cfg, env.world_size))
-    ckpt_key = f"{run_key}/checkpoints"
-    state = checkpoint.restore(engine, store=store, key=ckpt_key, staging=staging) or {"step": 0, "history": []}
-    device, dtype = engine.device, torch.bfloat16 if cfg.deepspeed.bf16 else torch.float32
-    objective = ItoObjective(cfg, env)
+    env, ckpt_key, total = init_distributed(), f"{run_key}/checkpoints", cfg.train.steps
+    resume = checkpoint.find_resume_point(store, ckpt_key, world_size=env.world_size,
+                                          zero_stage=cfg.deepspeed.zero_stage)
+    engine = build_engine(cfg, env, load_universal=resume is not None and resume.universal)
+    state = {"step": 0, "skipped_steps": 0, "history": []}
+    if resume is not None:
+        state.update(checkpoint.restore(engine, resume, store=store, key=ckpt_key, staging=staging))
+    device, dtype = engine.device, DTYPES[cfg.deepspeed.precision]
+    accum = GradientAccumulation(engine, ItoObjective(cfg, env), steps=accumulation_steps(cfg.train, env.world_size))
     augment = MultiViewAugment(image_size=cfg.model.image_size, num_views=cfg.ito.images).to(device)
     stream = TrainStream(
         shard_paths, batch_size=cfg.train.batch_size // env.world_size, num_texts=cfg.ito.texts,
         tokenizer=build_tokenizer(cfg.model.context_length), seed=cfg.seed, rank=env.rank,
         world_size=env.world_size, start_batch=state["step"], samples_per_epoch=samples_per_epoch)
     tracker = Tracker(cfg, run_key=run_key, rank=env.rank, directory=staging / "wandb")
-    batches, tick = iter(build_train_loader(stream, num_workers=cfg.data.num_workers)), time.perf_counter()
+    meter = StepMeter(cfg, env, start_step=state["step"])
+    batches = iter(build_train_loader(stream, num_workers=cfg.data.num_workers))
     for step in range(state["step"], total):
         batch = next(batches)
         torch.manual_seed(step_seed(cfg.seed, env.rank, step))
         images_BMCHW = augment(batch["images"].to(device)).to(dtype)
-        losses = objective(engine(images_BMCHW, batch["texts"].to(device)))
-        engine.backward(losses["loss"])
-        engine.step()
+        losses = accum.forward(images_BMCHW, batch["texts"].to(device))  # loss of the whole batch, no update yet
+        if (problem := try_update(accum, losses, precision=cfg.deepspeed.precision)) is not None:
+            skip_or_stop(state, losses=losses, cfg=cfg, problem=problem, checkpoints=store.url(ckpt_key))
         state["step"] = step + 1
         if state["step"] % cfg.train.log_every == 0 or state["step"] == total:
-            tick = _log_step(state, losses, engine, cfg, env, tick)
+            state["history"].append(meter.row(state, losses, lr=engine.get_lr()[0]))
             tracker.log(state["history"][-1])
         if state["step"] % cfg.train.checkpoint_every == 0 or state["step"] == total:
             checkpoint.save(engine, store=store, key=ckpt_key, staging=staging, step=state["step"],
@@ -136,13 +184,59 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
     return summary
 
 
-def _log_step(state: dict[str, Any], losses: dict[str, torch.Tensor], engine: Any, cfg: RunConfig,
-              env: DistEnv, tick: float) -> float:
-    now = time.perf_counter()
-    row = {"step": state["step"], "lr": engine.get_lr()[0], **{k: round(v.item(), 5) for k, v in losses.items()}}
-    row["samples_per_s"] = round(cfg.train.batch_size * cfg.train.log_every / (now - tick), 1)
-    state["history"].append(row)
-    if env.rank == 0:
-        log.info("step %d/%d %s", state["step"], cfg.train.steps,
-                 " ".join(f"{k}={v}" for k, v in row.items() if k != "step"))
-    return now
+def try_update(accum: GradientAccumulation, losses: dict[str, torch.Tensor], *, precision: str) -> str | None:
+    """Backward and optimizer step, unless the loss is not finite on some rank: then no rank updates.
+    Return what prevented the update, or None."""
+    if not all_ranks_finite(losses["loss"]):
+        accum.skip()
+        return "non-finite loss"
+    if not accum.backward() and precision != "fp16":  # in fp16 a skipped overflow is the loss scaler's routine
+        return "non-finite gradients (DeepSpeed skipped the update)"
+    return None
+
+
+def all_ranks_finite(loss: torch.Tensor) -> bool:
+    """Whether the loss is finite on every rank: one all-reduce, so all ranks take the same branch."""
+    bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+    dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return bad.item() == 0.0
+
+
+def skip_or_stop(state: dict[str, Any], *, losses: dict[str, torch.Tensor], cfg: RunConfig, problem: str,
+                 checkpoints: str) -> None:
+    """Count a skipped step; raise ``FloatingPointError`` under ``stop`` or past ``train.max_skipped_steps``."""
+    state["skipped_steps"] += 1
+    tr, step = cfg.train, state["step"] + 1
+    what = f"{problem} at step {step} ({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())})"
+    kept = (f"the committed checkpoints under {checkpoints} are untouched: resume from the newest, e.g. with a "
+            "lower train.lr, a tighter train.grad_clip or deepspeed.precision=fp32")
+    if tr.nonfinite == "stop":
+        raise FloatingPointError(f"{what} with train.nonfinite=stop; {kept}")
+    if state["skipped_steps"] > tr.max_skipped_steps:
+        raise FloatingPointError(f"{what}: {state['skipped_steps']} steps skipped, more than "
+                                 f"train.max_skipped_steps={tr.max_skipped_steps}; {kept}")
+    log.warning("%s; update skipped on all ranks (%d/%d allowed)", what, state["skipped_steps"], tr.max_skipped_steps)
+
+
+class StepMeter:
+    """History rows: losses, lr, logit scale, skipped steps, throughput and, with a known peak, MFU."""
+
+    def __init__(self, cfg: RunConfig, env: DistEnv, *, start_step: int) -> None:
+        self.cfg, self.env, self.last_step, self.tick = cfg, env, start_step, time.perf_counter()
+        self.train_flops_per_sample = 3 * forward_flops_per_sample(cfg.model, cfg.ito)["total"]  # fwd + 2x bwd
+        self.peak = peak_flops(cfg.train)
+
+    def row(self, state: dict[str, Any], losses: dict[str, torch.Tensor], *, lr: float) -> dict[str, Any]:
+        now = time.perf_counter()
+        samples_per_s = self.cfg.train.batch_size * (state["step"] - self.last_step) / (now - self.tick)
+        row = {"step": state["step"], "lr": lr, **{k: round(v.item(), 5) for k, v in losses.items()},
+               "skipped_steps": state["skipped_steps"], "samples_per_s": round(samples_per_s, 1)}
+        util = mfu(train_flops_per_sample=self.train_flops_per_sample, samples_per_s=samples_per_s,
+                   world_size=self.env.world_size, peak=self.peak)
+        if util is not None:
+            row["mfu"] = round(util, 4)
+        self.last_step, self.tick = state["step"], now
+        if self.env.rank == 0:
+            log.info("step %d/%d %s", state["step"], self.cfg.train.steps,
+                     " ".join(f"{k}={v}" for k, v in row.items() if k != "step"))
+        return row

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["fixtures.tiny_run", "fixtures.s3_server", "fixtures.slurm_cluster"]
+pytest_plugins = ["fixtures.tiny_run", "fixtures.s3_server", "fixtures.slurm_cluster", "fixtures.prefect_server"]
 
 DIR_MARKERS = {"integration": ("integration", "slow"), "e2e": ("e2e", "slow", "integration")}
 

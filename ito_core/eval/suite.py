@@ -1,22 +1,30 @@
-"""The eval stage: zero-shot classification and image-text retrieval of a stripped model.
+"""The eval stage: zero-shot classification, retrieval, linear probe and modality gap of a stripped model.
 
-Results use CLIP_benchmark's record layout (``dataset``, ``model``, ``pretrained``, ``task``,
-``metrics``) so they can sit beside CLIP_benchmark outputs.
+Each eval set is encoded once per model (images, plus captions when a task needs them) and every task on
+that set reads the same features. Results use CLIP_benchmark's record layout (``dataset``, ``model``,
+``pretrained``, ``task``, ``metrics``) so they can sit beside CLIP_benchmark outputs; a modality-gap record
+also names its UMAP plot under ``plots``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from ito_core.config import RunConfig
+from ito_core.config import EvalConfig, RunConfig
 from ito_core.data.augment import eval_transform
-from ito_core.data.embedded import FASHION_MNIST_CLASSES
+from ito_core.data.embedded import embedded_eval_classes
 from ito_core.data.loader import read_eval_set
 from ito_core.data.tokenizer import build_tokenizer
 from ito_core.eval.features import compute_features, eval_mode, model_device
+from ito_core.eval.linear_probe import linear_probe_metrics, split_indices
+from ito_core.eval.modality_gap import modality_gap_metrics
+from ito_core.eval.plots import plot_modality_umap
 from ito_core.eval.retrieval import retrieval_metrics
 from ito_core.eval.templates import OPENAI_IMAGENET_TEMPLATES
 from ito_core.eval.zero_shot import build_zero_shot_classifier, zero_shot_metrics
@@ -24,53 +32,125 @@ from ito_core.models.dual_encoder import DualEncoder
 
 log = logging.getLogger(__name__)
 
-ZERO_SHOT_CLASSES = {"fashion_mnist": FASHION_MNIST_CLASSES}
+# EvalConfig key -> CLIP_benchmark task name, in the order tasks run.
+TASKS = {"zero_shot": "zeroshot_classification", "retrieval": "zeroshot_retrieval",
+         "linear_probe": "linear_probe", "modality_gap": "modality_gap"}
+TEXT_TASKS = {"zeroshot_retrieval", "modality_gap"}  # tasks that need the captions encoded
+PROBE_SPLIT_SEED = 0  # fixed, so every grid point's probe sees the same split
 
 
-def _encode(model: DualEncoder, fn: Any, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
+@dataclass
+class EvalFeatures:
+    """One model's L2-normalised features of one eval set, shared by every task on that set."""
+
+    images_ND: torch.Tensor
+    labels_N: torch.Tensor  # -1 where a sample has no label
+    texts_TD: torch.Tensor | None = None  # every caption of every image, when a task needs them
+    text_to_image_T: torch.Tensor | None = None  # image index of each caption
+
+
+def eval_plan(eval_cfg: EvalConfig) -> dict[str, list[str]]:
+    """Eval set name -> CLIP_benchmark task names run on it."""
+    plan: dict[str, list[str]] = {}
+    for key, task in TASKS.items():
+        if name := getattr(eval_cfg, key):
+            plan.setdefault(name, []).append(task)
+    return plan
+
+
+def check_eval_config(eval_cfg: EvalConfig) -> None:
+    """Raise ``ValueError`` naming the key and the fix for eval settings no task could run with."""
+    val, test = eval_cfg.probe_val_fraction, eval_cfg.probe_test_fraction
+    if eval_cfg.linear_probe and not (val > 0 and test > 0 and val + test < 1):
+        raise ValueError(f"config eval.probe_val_fraction={val}, eval.probe_test_fraction={test}: the probe needs "
+                         "both > 0 with a sum < 1 (the rest is its training split)")
+    if eval_cfg.linear_probe and (not eval_cfg.probe_c_grid or min(eval_cfg.probe_c_grid) <= 0):
+        raise ValueError(f"config eval.probe_c_grid={list(eval_cfg.probe_c_grid)}: list one or more C > 0")
+    if eval_cfg.umap_points < 0 or eval_cfg.batch_size < 1:
+        raise ValueError(f"config eval.umap_points={eval_cfg.umap_points}, eval.batch_size={eval_cfg.batch_size}: "
+                         "use umap_points >= 0 (0 = no plot) and batch_size >= 1")
+
+
+def _encode(model: DualEncoder, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+            batch_size: int) -> torch.Tensor:
     with eval_mode(model):
         return compute_features(fn, inputs.split(batch_size), device=model_device(model))
 
 
-def _image_features(model: DualEncoder, shards: list[str], cfg: RunConfig) -> tuple[torch.Tensor, list, torch.Tensor]:
+def encode_eval_set(model: DualEncoder, shards: list[str], cfg: RunConfig, *, with_texts: bool) -> EvalFeatures:
+    """Read an eval set once and encode its images (and, ``with_texts``, all of its captions)."""
     images, captions, labels = read_eval_set(shards, limit=cfg.eval.max_samples)
     pixels = eval_transform(images, cfg.model.image_size)
-    return _encode(model, model.encode_image, pixels, cfg.eval.batch_size), captions, labels
+    features = EvalFeatures(_encode(model, model.encode_image, pixels, cfg.eval.batch_size), labels)
+    if with_texts:
+        tokens = build_tokenizer(cfg.model.context_length)([text for caps in captions for text in caps])
+        features.texts_TD = _encode(model, model.encode_text, tokens, cfg.eval.batch_size)
+        features.text_to_image_T = torch.tensor([i for i, caps in enumerate(captions) for _ in caps], dtype=torch.long)
+    return features
 
 
-def zero_shot_record(model: DualEncoder, name: str, shards: list[str], cfg: RunConfig) -> dict[str, Any]:
-    features, _, labels = _image_features(model, shards, cfg)
-    classifier = build_zero_shot_classifier(model, ZERO_SHOT_CLASSES[name], OPENAI_IMAGENET_TEMPLATES,
-                                            build_tokenizer(cfg.model.context_length))
-    return {"dataset": name, "task": "zeroshot_classification",
-            "metrics": zero_shot_metrics(features, labels, classifier)}
+def zero_shot_task(model: DualEncoder, name: str, feats: EvalFeatures, cfg: RunConfig) -> dict[str, float]:
+    classifier = build_zero_shot_classifier(model, embedded_eval_classes(name), OPENAI_IMAGENET_TEMPLATES,
+                                            build_tokenizer(cfg.model.context_length), batch_size=cfg.eval.batch_size)
+    return zero_shot_metrics(feats.images_ND, feats.labels_N, classifier)
 
 
-def retrieval_record(model: DualEncoder, name: str, shards: list[str], cfg: RunConfig) -> dict[str, Any]:
-    features, captions, _ = _image_features(model, shards, cfg)
-    texts = [text for caps in captions for text in caps]
-    text_to_image = torch.tensor([i for i, caps in enumerate(captions) for _ in caps])
-    tokens = build_tokenizer(cfg.model.context_length)(texts)
-    text_features = _encode(model, model.encode_text, tokens, cfg.eval.batch_size)
-    return {"dataset": name, "task": "zeroshot_retrieval",
-            "metrics": retrieval_metrics(features, text_features, text_to_image)}
+def retrieval_task(model: DualEncoder, name: str, feats: EvalFeatures, cfg: RunConfig) -> dict[str, float]:
+    assert feats.texts_TD is not None and feats.text_to_image_T is not None
+    return retrieval_metrics(feats.images_ND, feats.texts_TD, feats.text_to_image_T)
+
+
+def linear_probe_task(model: DualEncoder, name: str, feats: EvalFeatures, cfg: RunConfig) -> dict[str, float]:
+    if (feats.labels_N < 0).any():
+        raise ValueError(f"eval.linear_probe={name!r}: {(feats.labels_N < 0).sum()} samples have no label; "
+                         "pick a labelled eval set or set eval.linear_probe=''")
+    splits = split_indices(feats.labels_N, val_fraction=cfg.eval.probe_val_fraction,
+                           test_fraction=cfg.eval.probe_test_fraction, seed=PROBE_SPLIT_SEED)
+    return linear_probe_metrics(feats.images_ND, feats.labels_N, splits=splits, c_grid=cfg.eval.probe_c_grid)
+
+
+def modality_gap_task(model: DualEncoder, name: str, feats: EvalFeatures, cfg: RunConfig) -> dict[str, float]:
+    assert feats.texts_TD is not None and feats.text_to_image_T is not None
+    return modality_gap_metrics(feats.images_ND, feats.texts_TD, feats.text_to_image_T)
+
+
+TASK_FNS: dict[str, Callable[[DualEncoder, str, EvalFeatures, RunConfig], dict[str, float]]] = {
+    "zeroshot_classification": zero_shot_task, "zeroshot_retrieval": retrieval_task,
+    "linear_probe": linear_probe_task, "modality_gap": modality_gap_task}
 
 
 def evaluate(model: DualEncoder, cfg: RunConfig, eval_shards: dict[str, list[str]], *, model_name: str,
-             pretrained: str) -> list[dict[str, Any]]:
-    """Run every configured eval task; ``eval_shards`` maps eval set names to shard paths."""
+             pretrained: str, plot_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Run every configured eval task; ``eval_shards`` maps eval set names to shard paths. With ``plot_dir``
+    (and ``eval.umap_points`` > 0) the modality-gap record names its ``umap-<set>.png`` written there."""
+    check_eval_config(cfg.eval)
+    plan = eval_plan(cfg.eval)
+    missing = {name: [k for k in TASKS if getattr(cfg.eval, k) == name] for name in plan if name not in eval_shards}
+    if missing:
+        raise ValueError(f"no eval data for {missing} (eval set -> config keys); prepared sets: {sorted(eval_shards)}. "
+                         "Run prep for them or point those eval.* keys at a prepared set ('' skips a task)")
     records = []
-    if cfg.eval.zero_shot:
-        records.append(zero_shot_record(model, cfg.eval.zero_shot, eval_shards[cfg.eval.zero_shot], cfg))
-    if cfg.eval.retrieval:
-        records.append(retrieval_record(model, cfg.eval.retrieval, eval_shards[cfg.eval.retrieval], cfg))
-    for record in records:
-        record.update(model=model_name, pretrained=pretrained)
-        log.info("eval %s %s: %s", record["dataset"], record["task"],
-                 {k: round(v, 4) for k, v in record["metrics"].items()})
+    for name, tasks in plan.items():
+        feats = encode_eval_set(model, eval_shards[name], cfg, with_texts=bool(TEXT_TASKS & set(tasks)))
+        for task in tasks:
+            record = {"dataset": name, "model": model_name, "pretrained": pretrained, "task": task,
+                      "metrics": TASK_FNS[task](model, name, feats, cfg)}
+            if task == "modality_gap" and plot_dir is not None and cfg.eval.umap_points > 0:
+                assert feats.texts_TD is not None
+                plot = plot_modality_umap(feats.images_ND, feats.texts_TD, Path(plot_dir) / f"umap-{name}.png",
+                                          max_points=cfg.eval.umap_points, title=f"{model_name} on {name}: centroid "
+                                          f"distance {record['metrics']['centroid_distance']:.3f}")
+                record["plots"] = {"umap": plot.name}
+            log.info("eval %s %s: %s", name, task, {k: round(v, 4) for k, v in record["metrics"].items()})
+            records.append(record)
     return records
 
 
 def summary_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
     """Flat ``<dataset>/<metric>`` view of eval records, for sweep tables."""
     return {f"{r['dataset']}/{k}": v for r in records for k, v in r["metrics"].items()}
+
+
+def summary_plots(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Flat ``<dataset>/<plot>`` -> file name (written to ``plot_dir``) view of eval records, for sweep reports."""
+    return {f"{r['dataset']}/{k}": v for r in records for k, v in r.get("plots", {}).items()}

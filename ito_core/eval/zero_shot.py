@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ito_core.eval.features import compute_features, eval_mode, model_device
-from ito_core.eval.ranking import best_match_ranks
+from ito_core.eval.ranking import best_match_ranks, classification_metrics
 
 
 def build_zero_shot_classifier(
@@ -57,12 +57,4 @@ def zero_shot_metrics(
         candidates_CD=classifier_DC.T.float(),
         candidate_ids_C=torch.arange(num_classes, device=labels_N.device),
     )
-    hit1_N = (ranks_N < 1).float()
-    images_per_class_C = labels_N.bincount(minlength=num_classes)
-    hits_per_class_C = labels_N.bincount(weights=hit1_N, minlength=num_classes)
-    present_C = images_per_class_C > 0
-    return {
-        "acc1": hit1_N.mean().item(),
-        "acc5": (ranks_N < min(5, num_classes)).float().mean().item(),
-        "mean_per_class_recall": (hits_per_class_C[present_C] / images_per_class_C[present_C]).mean().item(),
-    }
+    return classification_metrics(ranks_N, labels_N, num_classes)

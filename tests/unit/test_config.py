@@ -83,7 +83,7 @@ def test_experiment_configs_compose_and_validate(experiment: str) -> None:
     extra = ["data.shards=['/data/x/{0..9}.tar']", "storage.root=s3://bucket/ito"] if "cc" in experiment else []
     cfg = C.load_config([f"experiment={experiment}", *extra])
     if "cc" in experiment:
-        assert cfg.model.name == "ViT-B-16" and cfg.train.batch_size == 2048 and cfg.deepspeed.bf16
+        assert cfg.model.name == "ViT-B-16" and cfg.train.batch_size == 2048 and cfg.deepspeed.precision == "bf16"
         assert cfg.cluster.kind == "slurm" and cfg.cluster.gpus_per_node == 8
 
 

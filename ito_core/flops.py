@@ -1,0 +1,62 @@
+"""Model FLOPs per training sample, counted analytically from the config, and MFU.
+
+Counted as matmul FLOPs (2 per multiply-accumulate), attention included, as in the PaLM /
+nanoGPT MFU convention; layer norms, softmax, GELU and the loss are left out (< 1 %). A
+pre-LN block over N tokens of width d with MLP ratio r costs ``2 N d^2 (4 + 2 r)`` in its
+projections and ``4 N^2 d`` in ``QK^T`` and ``AV``: ``24 N d^2 + 4 N^2 d`` for r = 4.
+
+One ITO sample is M image views, N captions and, with fusion, M x N fused pairs. Our towers
+project every token to the joint space (the fusion module reads them), which OpenCLIP does not:
+ViT-B/16 counts 35.27 + 6.00 GF here against OpenCLIP's 35.13 + 5.96 GF (ENV_FACTS).
+
+Training FLOPs are 3x the forward (backward = 2x forward). Recomputation is not model work:
+activation checkpointing and the accumulation cache pass make the hardware do more than this.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ito_core.config import ItoConfig, ModelConfig, TrainConfig
+
+PEAK_TFLOPS_ENV = "ITO_PEAK_TFLOPS"
+
+
+def transformer_flops(*, tokens: int, width: int, layers: int, mlp_ratio: float) -> float:
+    """Forward FLOPs of ``layers`` pre-LN blocks over one sequence of ``tokens`` tokens."""
+    projections = 2 * tokens * width**2 * (4 + 2 * mlp_ratio)  # QKV (3 d^2) + out (d^2) + MLP (2 r d^2)
+    attention = 4 * tokens**2 * width  # QK^T and AV
+    return layers * (projections + attention)
+
+
+def forward_flops_per_sample(model: ModelConfig, ito: ItoConfig) -> dict[str, float]:
+    """Forward FLOPs of one sample, by part: ``image`` (M views), ``text`` (N captions), ``fusion``, ``total``."""
+    patches = (model.image_size // model.patch_size) ** 2
+    image_tokens, text_tokens = patches + 1, model.context_length
+    image = (2 * patches * 3 * model.patch_size**2 * model.vision_width  # patch embedding
+             + transformer_flops(tokens=image_tokens, width=model.vision_width, layers=model.vision_layers,
+                                 mlp_ratio=model.mlp_ratio)
+             + 2 * image_tokens * model.vision_width * model.embed_dim)  # projection of every token
+    text = (transformer_flops(tokens=text_tokens, width=model.text_width, layers=model.text_layers,
+                              mlp_ratio=model.mlp_ratio)
+            + 2 * text_tokens * model.text_width * model.embed_dim)
+    parts = {"image": ito.images * image, "text": ito.texts * text, "fusion": 0.0}
+    if ito.fusion != "none" and ito.fusion_weight > 0:  # ItoModel builds no fusion module otherwise
+        width = ito.fusion_width or model.embed_dim
+        seq = image_tokens + text_tokens + (ito.readout == "token")  # + the learned read-out token
+        in_proj = 0 if width == model.embed_dim else 2 * (image_tokens + text_tokens) * model.embed_dim * width
+        pair = in_proj + transformer_flops(tokens=seq, width=width, layers=ito.fusion_depth, mlp_ratio=model.mlp_ratio)
+        parts["fusion"] = ito.images * ito.texts * pair
+    parts["total"] = parts["image"] + parts["text"] + parts["fusion"]
+    return parts
+
+
+def peak_flops(train: TrainConfig) -> float | None:
+    """Peak FLOP/s of one device: ``train.peak_tflops``, else env ``ITO_PEAK_TFLOPS``, else unknown (None)."""
+    tflops = train.peak_tflops or float(os.environ.get(PEAK_TFLOPS_ENV) or 0)
+    return tflops * 1e12 if tflops > 0 else None
+
+
+def mfu(*, train_flops_per_sample: float, samples_per_s: float, world_size: int, peak: float | None) -> float | None:
+    """Model FLOPs utilisation of the whole job (None when the peak is unknown)."""
+    return None if peak is None else train_flops_per_sample * samples_per_s / (peak * world_size)

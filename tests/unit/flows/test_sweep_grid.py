@@ -1,0 +1,62 @@
+"""Grid expansion as Hydra's ``-m`` does it: lists, range(), choice(), the config's ``sweep:`` section and
+which override wins; the deployment presets."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.grid import expand_grid, grid_axes, override_key, with_presets
+from ito_core.config import load_config
+
+
+def _values(points: list[list[str]], key: str) -> list[str]:
+    return [dict(o.split("=", 1) for o in point)[key] for point in points]
+
+
+def test_lists_and_ranges_expand_to_the_cartesian_product() -> None:
+    points = expand_grid(["model=tiny", "ito.fusion=none", "ito.images=1,2", "seed=range(3)"])
+    assert len(points) == 6
+    assert sorted(zip(_values(points, "ito.images"), _values(points, "seed"), strict=True)) == [
+        (m, s) for m in ("1", "2") for s in ("0", "1", "2")]
+    assert all(point[:2] == ["model=tiny", "ito.fusion=none"] for point in points), "fixed ones first"
+    assert [load_config(p).seed for p in points[:3]] == [0, 1, 2]
+
+
+def test_choice_sweeps_expand() -> None:
+    points = expand_grid(["ito.fusion=choice(none,transformer)"])
+    assert _values(points, "ito.fusion") == ["none", "transformer"]
+
+
+def test_the_config_sweep_section_is_a_grid() -> None:
+    points = expand_grid(["experiment=demo"])
+    assert sorted(zip(_values(points, "ito.images"), _values(points, "ito.fusion"), strict=True)) == [
+        ("1", "none"), ("1", "transformer"), ("2", "none"), ("2", "transformer")]
+
+
+@pytest.mark.parametrize(("override", "images", "fusions"), [
+    ("ito.images=4,8", {"4", "8"}, {"none", "transformer"}),  # a sweep override replaces the config's axis
+    ("ito.images=4", {"4"}, {"none", "transformer"}),  # a fixed one pins it
+    ("ito.fusion=none", {"1", "2"}, {"none"}),
+])
+def test_overrides_win_over_the_config_sweep_section(override: str, images: set[str], fusions: set[str]) -> None:
+    points = expand_grid(["experiment=demo", override])
+    configs = [load_config(p) for p in points]
+    assert {str(c.ito.images) for c in configs} == images and {c.ito.fusion for c in configs} == fusions
+    assert len(points) == len(images) * len(fusions)
+
+
+def test_interval_sweeps_are_refused_naming_the_override() -> None:
+    with pytest.raises(ValueError, match=r"train.lr=interval\(0.1,1\).*range\(\)"):
+        expand_grid(["train.lr=interval(0.1,1)"])
+
+
+def test_grid_axes_are_the_keys_that_vary_last_value_winning() -> None:
+    points = [["train.steps=6", "ito.images=1", "train.steps=4"], ["train.steps=4", "ito.images=2"]]
+    assert grid_axes(points) == ["ito.images"]
+
+
+def test_presets_fill_only_keys_the_overrides_leave_unset() -> None:
+    overrides = ["cluster=local", "+extra.key=1"]
+    presets = {"cluster": "slurm", "experiment": "demo", "storage.root": "", "extra.key": "2"}
+    assert with_presets(overrides, presets) == ["experiment=demo", "cluster=local", "+extra.key=1"]
+    assert override_key("~a.b") == "a.b"

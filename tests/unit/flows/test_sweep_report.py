@@ -1,0 +1,77 @@
+"""Report rendering: the table (markdown + CSV), the failed points with their error tail and how to
+resume, and the PNG plots of the metrics against each grid axis."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.plots import _lines, plot_metrics
+from flows.report import ERROR_TAIL_LINES, render_report, report_rows, to_csv
+from flows.sweep import artifact_key
+
+AXES = ["ito.images", "ito.fusion"]
+
+
+def _ok(images: int, fusion: str, acc: float) -> dict[str, Any]:
+    return {"overrides": ["model=tiny", f"ito.images={images}", f"ito.fusion={fusion}"],
+            "run_key": f"runs/{images}{fusion}", "status": "ok", "final_loss": 2.5,
+            "metrics": {"fashion_mnist/acc1": acc, "shapes/image_retrieval_recall@1": acc / 2}}
+
+
+@pytest.fixture
+def results() -> list[dict[str, Any]]:
+    log = "\n".join(f"log line {i}" for i in range(40))
+    failed = {"overrides": ["model=tiny", "ito.images=2", "ito.fusion=transformer"], "run_key": "runs/2transformer",
+              "status": "failed", "stage": "train", "error": f"JobFailedError: job 123 failed\n{log}"}
+    return [_ok(1, "none", 0.3), _ok(2, "none", 0.4), _ok(1, "transformer", 0.5), failed]
+
+
+def test_rows_have_the_axes_status_and_metrics(results: list[dict[str, Any]]) -> None:
+    rows = report_rows(results, AXES)
+    assert list(rows[0]) == [*AXES, "run", "status", "fashion_mnist/acc1", "shapes/image_retrieval_recall@1",
+                             "final_loss"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "failed (train)"]
+    assert rows[3]["fashion_mnist/acc1"] == "" and rows[1]["fashion_mnist/acc1"] == 0.4
+    parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
+    assert parsed[2] == {"ito.images": "1", "ito.fusion": "transformer", "run": "runs/1transformer", "status": "ok",
+                         "fashion_mnist/acc1": "0.5", "shapes/image_retrieval_recall@1": "0.25", "final_loss": "2.5"}
+
+
+def test_report_lists_failed_points_with_error_tail_and_resume(results: list[dict[str, Any]]) -> None:
+    markdown = render_report(results, AXES, sweep="demo", where="/store/sweeps/demo", plots=["plot-ito.images.png"],
+                             resume="`prefect flow-run retry abc`")
+    assert markdown.startswith("# Sweep demo\n\n3/4 grid points ok; files in `/store/sweeps/demo`.")
+    assert "| 2 | none | runs/2none | ok | 0.4000 | 0.2000 | 2.5000 |" in markdown
+    assert "- `plot-ito.images.png`" in markdown
+    failures = markdown.split("## Failed grid points (1 of 4)")[1]
+    assert "### ito.images=2 ito.fusion=transformer: train failed" in failures and "`runs/2transformer`" in failures
+    assert "log line 39" in failures and f"log line {39 - ERROR_TAIL_LINES}" not in failures, "only the tail"
+    assert "**How to resume:** `prefect flow-run retry abc`" in failures
+
+
+def test_report_without_failures_has_no_failure_section(results: list[dict[str, Any]]) -> None:
+    markdown = render_report(results[:3], AXES, sweep="s", where="w", plots=[], resume="r")
+    assert "Failed" not in markdown and "resume" not in markdown and "Plots" not in markdown
+
+
+def test_plots_one_png_per_axis_one_line_per_other_setting(results: list[dict[str, Any]], tmp_path: Path) -> None:
+    rows = report_rows(results, AXES)
+    assert plot_metrics(rows, AXES, tmp_path) == ["plot-ito.images.png", "plot-ito.fusion.png"]
+    assert all((tmp_path / name).read_bytes().startswith(b"\x89PNG") for name in ("plot-ito.images.png",))
+    lines = _lines(rows, "ito.images", AXES, "fashion_mnist/acc1")
+    assert lines == {"ito.fusion=none": [("1", 0.3), ("2", 0.4)], "ito.fusion=transformer": [("1", 0.5)]}, \
+        "the failed point is left out"
+
+
+def test_no_plot_without_successful_points(results: list[dict[str, Any]], tmp_path: Path) -> None:
+    assert plot_metrics(report_rows(results[3:], AXES), AXES, tmp_path) == []
+    assert not list(tmp_path.iterdir())
+
+
+def test_artifact_keys_are_what_prefect_accepts() -> None:
+    assert artifact_key("Grow_test.run 1") == "sweep-grow-test-run-1"
