@@ -12,8 +12,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-PLOT_METRICS = ("fashion_mnist/acc1", "shapes/image_retrieval_recall@1", "shapes/text_retrieval_recall@1",
-                "final_loss")
+PLOT_METRICS = ("fashion_mnist/acc1", "fashion_mnist/lp_acc1", "shapes/image_retrieval_recall@1",
+                "shapes/text_retrieval_recall@1", "shapes/centroid_distance", "final_loss")
 
 
 def _number(value: Any) -> float | None:

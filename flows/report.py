@@ -11,8 +11,10 @@ import csv
 import io
 from typing import Any
 
-REPORT_METRICS = ("fashion_mnist/acc1", "fashion_mnist/mean_per_class_recall", "shapes/image_retrieval_recall@1",
-                  "shapes/text_retrieval_recall@1", "shapes/image_retrieval_recall@5")
+REPORT_METRICS = ("fashion_mnist/acc1", "fashion_mnist/mean_per_class_recall", "fashion_mnist/lp_acc1",
+                  "shapes/image_retrieval_recall@1", "shapes/text_retrieval_recall@1",
+                  "shapes/image_retrieval_recall@5", "shapes/centroid_distance", "shapes/matched_pair_cosine",
+                  "shapes/random_pair_cosine")
 ERROR_TAIL_LINES = 15
 
 

@@ -27,7 +27,7 @@ from ito_core.config import RunConfig, as_dict, config_hash
 from ito_core.eval.suite import evaluate
 from ito_core.prep import prepare, shard_urls
 from ito_core.storage import MANIFEST, build_store, commit, is_committed
-from ito_core.strip import load_stripped, strip
+from ito_core.strip import load_stripped, strip, write_model_card
 
 RUN_IDENTITY = ("model", "data", "ito", "loss", "train", "deepspeed", "seed")
 DATA_IDENTITY = ("data", "eval", "storage")  # what prep's artifacts depend on
@@ -91,7 +91,11 @@ def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> list[dict[
     eval_shards = {name: shard_urls(store, data_key)[0] for name, data_key in data_keys.items() if name != "train"}
     if cfg.storage.endpoint_url:  # the shard reader streams s3:// with boto3's env config, as in cluster.jobs
         os.environ.setdefault("AWS_ENDPOINT_URL_S3", cfg.storage.endpoint_url)
+    plot_dir = staging / "eval-plots"
     records = evaluate(load_stripped(model_dir), cfg, eval_shards, model_name=cfg.model.name,
-                       pretrained=store.url(f"{key}/model"))
+                       pretrained=store.url(f"{key}/model"), plot_dir=plot_dir)
+    if plot_dir.is_dir():
+        store.upload_dir(plot_dir, f"{key}/eval")  # umap-<set>.png beside eval/manifest.json
+    write_model_card(cfg, store=store, run_key=key, records=records)
     commit(store, f"{key}/eval", {"records": records})
     return records

@@ -26,7 +26,7 @@ from flows.plots import plot_metrics
 from flows.report import render_report, report_rows, to_csv
 from flows.stages import data_id, eval_task, prep_task, run_key, strip_task, train_task
 from ito_core.config import RunConfig, config_hash, load_config
-from ito_core.eval.suite import summary_metrics
+from ito_core.eval.suite import summary_metrics, summary_plots
 from ito_core.storage import build_store
 
 # Deployments made by `ito-sweep serve` (and prefect.yaml): name -> the parameters it presets.
@@ -61,7 +61,8 @@ def point_result(cfg: RunConfig, overrides: list[str], stages: dict[str, Prefect
         except Exception as err:  # the point failed here; its later stages never ran
             return {**result, "status": "failed", "stage": stage, "error": f"{type(err).__name__}: {err}"}
     history = outputs["train"].get("history") or [{}]
-    return {**result, "status": "ok", "metrics": summary_metrics(outputs["eval"]),
+    plots = {name: f"{result['run_key']}/eval/{path}" for name, path in summary_plots(outputs["eval"]).items()}
+    return {**result, "status": "ok", "metrics": summary_metrics(outputs["eval"]), "plots": plots,
             "final_loss": history[-1].get("loss", "")}
 
 

@@ -100,7 +100,8 @@ def prepare(data: DataConfig, eval_cfg: EvalConfig, store: ArtifactStore) -> dic
         _index_external(store, keys["train"], data)
     else:
         _write(store, keys["train"], _train_samples(data), data)
-    for name in filter(None, (eval_cfg.zero_shot, eval_cfg.retrieval)):
+    sets = (eval_cfg.zero_shot, eval_cfg.retrieval, eval_cfg.linear_probe, eval_cfg.modality_gap)
+    for name in dict.fromkeys(filter(None, sets)):
         keys[name] = eval_data_key(name, data, eval_cfg)
         _write(store, keys[name], _eval_samples(name, data, eval_cfg), data)
     return keys

@@ -29,8 +29,9 @@ class ItoModel(nn.Module):
 
     def forward(self, images_BMCHW: torch.Tensor, tokens_BNL: torch.Tensor) -> dict[str, torch.Tensor]:
         B, M, N = images_BMCHW.shape[0], images_BMCHW.shape[1], tokens_BNL.shape[1]
-        img_pooled, img_tokens = self.encoder.visual(images_BMCHW.flatten(0, 1))
-        txt_pooled, txt_tokens = self.encoder.text(tokens_BNL.flatten(0, 1))
+        fuse = self.fusion is not None
+        img_pooled, img_tokens = self.encoder.visual(images_BMCHW.flatten(0, 1), return_tokens=fuse)
+        txt_pooled, txt_tokens = self.encoder.text(tokens_BNL.flatten(0, 1), return_tokens=fuse)
         out = {
             "image_features_BMD": F.normalize(img_pooled, dim=-1).view(B, M, -1),
             "text_features_BND": F.normalize(txt_pooled, dim=-1).view(B, N, -1),
@@ -38,7 +39,7 @@ class ItoModel(nn.Module):
         }
         if self.encoder.logit_bias is not None:
             out["logit_bias"] = self.encoder.bias()
-        if self.fusion is not None:
+        if fuse:
             out["fused_BKD"] = self._fuse(img_tokens.view(B, M, *img_tokens.shape[1:]),
                                           txt_tokens.view(B, N, *txt_tokens.shape[1:]), tokens_BNL)
         return out

@@ -33,11 +33,12 @@ class TextTransformer(nn.Module):
         nn.init.normal_(self.positional_embedding, std=0.01)
         nn.init.normal_(self.text_projection, std=width**-0.5)
 
-    def forward(self, tokens_BL: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the pooled embedding ``[B, E]`` and all token features in the joint space ``[B, L, E]``."""
+    def forward(self, tokens_BL: torch.Tensor, *, return_tokens: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The pooled embedding ``[B, E]`` and, for the fusion module, all token features in the joint space
+        ``[B, L, E]`` (projected only when asked)."""
         L = tokens_BL.shape[1]
         x_BLD = self.token_embedding(tokens_BL) + self.positional_embedding[:L]
         x_BLD = self.ln_final(self.transformer(x_BLD, self.attn_mask[:L, :L].to(x_BLD.dtype)))
-        tokens_BLE = x_BLD @ self.text_projection
-        pooled_BE = tokens_BLE[torch.arange(tokens_BL.shape[0], device=tokens_BL.device), eot_positions(tokens_BL)]
-        return pooled_BE, tokens_BLE
+        eot_BD = x_BLD[torch.arange(tokens_BL.shape[0], device=tokens_BL.device), eot_positions(tokens_BL)]
+        return eot_BD @ self.text_projection, (x_BLD @ self.text_projection if return_tokens else None)

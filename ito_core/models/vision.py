@@ -26,12 +26,13 @@ class VisionTransformer(nn.Module):
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, cfg.embed_dim))
 
-    def forward(self, images_BCHW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the pooled embedding ``[B, E]`` and all tokens projected to the joint space ``[B, T, E]``."""
+    def forward(self, images_BCHW: torch.Tensor, *, return_tokens: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The pooled embedding ``[B, E]`` and, for the fusion module, all tokens in the joint space ``[B, T, E]``
+        (projected only when asked: inference pays exactly CLIP's cost)."""
         x_BDhw = self.conv1(images_BCHW)
         x_BTD = x_BDhw.flatten(2).transpose(1, 2)
         cls_B1D = self.class_embedding.to(x_BTD.dtype).expand(x_BTD.shape[0], 1, -1)
         x_BTD = torch.cat([cls_B1D, x_BTD], dim=1) + self.positional_embedding.to(x_BTD.dtype)
         x_BTD = self.ln_post(self.transformer(self.ln_pre(x_BTD)))
-        tokens_BTE = x_BTD @ self.proj
-        return tokens_BTE[:, 0], tokens_BTE
+        return x_BTD[:, 0] @ self.proj, (x_BTD @ self.proj if return_tokens else None)

@@ -16,7 +16,7 @@ def test_external_webdataset_shards_are_indexed_with_counts(tmp_path: Path) -> N
                  samples_per_shard=10, jpeg_quality=80)
     pattern = str(tmp_path / "mine" / "shard-{000000..000002}.tar")
     cfg = load_config(["data=webdataset", f"data.shards=['{pattern}']", f"storage.root={tmp_path / 'store'}",
-                       "eval.zero_shot=", "eval.retrieval="])
+                       "eval.zero_shot=", "eval.retrieval=", "eval.linear_probe=", "eval.modality_gap="])
     store = LocalStore(cfg.storage.root)
 
     keys = prepare(cfg.data, cfg.eval, store)
