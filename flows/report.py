@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import statistics
 from typing import Any
 
 REPORT_METRICS = ("fashion_mnist/acc1", "fashion_mnist/mean_per_class_recall", "fashion_mnist/lp_acc1",
@@ -76,6 +77,26 @@ def failures_section(results: list[dict[str, Any]], axes: list[str], resume: str
     return "\n".join(parts)
 
 
+def seed_summary(rows: list[dict[str, Any]], axes: list[str]) -> list[dict[str, Any]]:
+    """Mean ± sample std over seeds of every ok row, one row per setting of the other axes."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["status"] == "ok":
+            groups.setdefault(tuple(row[a] for a in axes if a != "seed"), []).append(row)
+    summary = []
+    for key, members in groups.items():
+        out: dict[str, Any] = dict(zip([a for a in axes if a != "seed"], key, strict=True))
+        out["seeds"] = len(members)
+        for metric in (*REPORT_METRICS, "final_loss"):
+            values = [float(m[metric]) for m in members if m.get(metric, "") != ""]
+            if values:
+                mean = statistics.fmean(values)
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                out[metric] = f"{mean:.4f} ± {spread:.4f}"
+        summary.append(out)
+    return summary
+
+
 def render_report(results: list[dict[str, Any]], axes: list[str], *, sweep: str, where: str, plots: list[str],
                   resume: str) -> str:
     """The whole report.md: table, plot files, failed points."""
@@ -84,5 +105,8 @@ def render_report(results: list[dict[str, Any]], axes: list[str], *, sweep: str,
     plot_list = "".join(f"- `{name}`\n" for name in plots)
     body = to_markdown(report_rows(results, axes)) + (f"\nPlots of the metrics against each axis:\n\n{plot_list}"
                                                       if plots else "")
+    if "seed" in axes:
+        summary = to_markdown(seed_summary(report_rows(results, axes), axes))
+        body = f"Mean ± std over seeds:\n\n{summary}\nEvery grid point:\n\n{body}"
     failures = failures_section(results, axes, resume)
     return head + body + (f"\n{failures}" if failures else "")
