@@ -1,7 +1,8 @@
 """Expand Hydra multirun syntax into grid points, as ``-m`` does.
 
-Axes come from the config's ``sweep`` section (e.g. ``configs/experiment/demo.yaml``) and from
-overrides; an override on the same key, sweep or fixed, replaces the config's axis. ``a=1,2 b=x,y``
+Axes come from the config's ``sweep`` section (e.g. ``configs/experiment/demo.yaml``), from Hydra's
+``hydra.sweeper.params`` section, and from overrides; an override on the same key, sweep or fixed,
+replaces the config's axis. ``a=1,2 b=x,y``
 gives the 4 points of the Cartesian product; ranges (``seed=range(3)``) and ``choice(...)`` work too.
 """
 
@@ -12,7 +13,7 @@ import itertools
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
-from ito_core.config import load_config
+from ito_core.config import hydra_sweeper_params, load_config
 
 
 def override_key(override: str) -> str:
@@ -48,7 +49,7 @@ def _axes(overrides: list[str]) -> tuple[dict[str, list[str]], list[str]]:
 def expand_grid(overrides: list[str], *, config_name: str = "config") -> list[list[str]]:
     """Every grid point as a full list of overrides (fixed ones first, then one value per axis)."""
     axes, fixed = _axes(overrides)
-    config_axes = load_config(fixed, config_name=config_name).sweep
+    config_axes = {**hydra_sweeper_params(fixed, config_name), **load_config(fixed, config_name=config_name).sweep}
     cfg_axes, _ = _axes([f"{key}={values}" for key, values in config_axes.items()])
     pinned = {override_key(o) for o in [*axes, *fixed]}
     merged = {**{k: v for k, v in cfg_axes.items() if override_key(k) not in pinned}, **axes}

@@ -291,6 +291,14 @@ def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = 
     return to_run_config(cfg)
 
 
+def hydra_sweeper_params(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> dict[str, str]:
+    """``hydra.sweeper.params`` of the composed config (Hydra's own way to keep a grid in config)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper).get("params") or {}
+    return {str(key): str(value) for key, value in params.items()}
+
+
 def as_dict(cfg: RunConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 

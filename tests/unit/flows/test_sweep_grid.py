@@ -60,3 +60,21 @@ def test_presets_fill_only_keys_the_overrides_leave_unset() -> None:
     presets = {"cluster": "slurm", "experiment": "demo", "storage.root": "", "extra.key": "2"}
     assert with_presets(overrides, presets) == ["experiment=demo", "cluster=local", "+extra.key=1"]
     assert override_key("~a.b") == "a.b"
+
+
+def test_hydra_sweeper_params_section_expands_like_sweep(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import ito_core.config
+
+    configs = tmp_path / "configs"
+    shutil.copytree(ito_core.config.CONFIG_DIR, configs)
+    (configs / "experiment" / "hydra_grid.yaml").write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      seed: 0,1\n      ito.images: 1,2\n")
+    monkeypatch.setattr(ito_core.config, "CONFIG_DIR", configs)
+
+    points = expand_grid(["experiment=hydra_grid"])
+
+    assert len(points) == 4 and grid_axes(points) == ["seed", "ito.images"]
+    assert expand_grid(["experiment=hydra_grid", "seed=5"]) == [
+        ["experiment=hydra_grid", "seed=5", "ito.images=1"], ["experiment=hydra_grid", "seed=5", "ito.images=2"]]
