@@ -158,7 +158,8 @@ def build_ours(cfg: RunConfig) -> ItoModel:
 
 class Worker:
     def __init__(self, argv: list[str], threads: int) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+        # PASSIVE: an idle worker's OpenMP threads must not spin on the cores while the next worker is timed.
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "PYTHONWARNINGS": "ignore"}
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.params = self.ask(None)["params"]
 
@@ -283,6 +284,7 @@ def time_rounds(workers: dict[str, Worker], args: argparse.Namespace) -> tuple[d
                 extra[name]["first_loss"] = out["loss"]
             if r >= args.warmup:
                 times[name].append(out["t"])
+        print(f"round {r + 1}/{args.warmup + args.rounds} done", file=sys.stderr, flush=True)
     for name, worker in workers.items():
         extra[name]["flops"] = worker.ask("flops")["flops"] * 1.0
         extra[name].update(worker.close())
