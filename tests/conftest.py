@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = Path(str(item.fspath)).relative_to(Path(__file__).parent).parts
         for marker in DIR_MARKERS.get(parts[0], ()):
             item.add_marker(marker)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_ephemeral_prefect_servers() -> Iterator[None]:
+    """Stop the temporary servers of Prefect's ephemeral mode while pytest still owns stdout; left to
+    atexit, their "Stopping temporary server" log line hits a closed stream after the summary."""
+    yield
+    if "prefect.server.api.server" in sys.modules:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        for server in list(SubprocessASGIServer._instances.values()):  # private, but Prefect has no public handle
+            server.stop()
