@@ -17,7 +17,7 @@ import submitit
 
 from cluster.executors import build_executor
 from ito_core.config import RunConfig, as_dict, to_run_config
-from ito_core.storage import build_store
+from ito_core.storage import build_store, export_shard_endpoint
 
 
 def export_distributed_env() -> None:
@@ -40,8 +40,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         configure_logging()
         export_distributed_env()
         run_cfg = to_run_config(cfg)
-        if run_cfg.storage.endpoint_url:  # the loader streams s3:// shards with boto3's own env config
-            os.environ.setdefault("AWS_ENDPOINT_URL_S3", run_cfg.storage.endpoint_url)
+        export_shard_endpoint(run_cfg.storage)
         rank_staging = Path(staging) / f"node-{os.environ.get('SLURM_NODEID', '0')}"
         return train(run_cfg, shard_paths=shard_paths, samples_per_epoch=samples_per_epoch,
                      store=build_store(run_cfg.storage), run_key=run_key, staging=rank_staging)

@@ -14,7 +14,6 @@ training jobs of all sweeps on a Prefect server (``max_concurrent_train`` caps o
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -26,7 +25,7 @@ from cluster.waiting import wait_streaming
 from ito_core.config import RunConfig, as_dict, config_hash
 from ito_core.eval.suite import evaluate
 from ito_core.prep import prepare, shard_urls
-from ito_core.storage import MANIFEST, build_store, commit, is_committed
+from ito_core.storage import MANIFEST, build_store, commit, export_shard_endpoint, is_committed
 from ito_core.strip import load_stripped, strip, write_model_card
 
 RUN_IDENTITY = ("model", "data", "ito", "loss", "train", "deepspeed", "seed")
@@ -89,8 +88,7 @@ def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> list[dict[
     staging = work_dir(cfg, key) / "staging"
     model_dir = store.local_dir(f"{key}/model") or store.download_dir(f"{key}/model", staging / "model")
     eval_shards = {name: shard_urls(store, data_key)[0] for name, data_key in data_keys.items() if name != "train"}
-    if cfg.storage.endpoint_url:  # the shard reader streams s3:// with boto3's env config, as in cluster.jobs
-        os.environ.setdefault("AWS_ENDPOINT_URL_S3", cfg.storage.endpoint_url)
+    export_shard_endpoint(cfg.storage)
     plot_dir = staging / "eval-plots"
     records = evaluate(load_stripped(model_dir), cfg, eval_shards, model_name=cfg.model.name,
                        pretrained=store.url(f"{key}/model"), plot_dir=plot_dir)

@@ -418,6 +418,12 @@ def open_s3_object(url: str) -> S3ObjectStream:
     return S3ObjectStream(url, _reader_calls(os.getpid(), env))
 
 
+def export_shard_endpoint(cfg: StorageConfig) -> None:
+    """Let the shard reader (which streams s3:// with boto3's own env config) reach a custom endpoint."""
+    if cfg.endpoint_url:
+        os.environ.setdefault("AWS_ENDPOINT_URL_S3", cfg.endpoint_url)
+
+
 def build_store(cfg: StorageConfig) -> ArtifactStore:
     if cfg.kind == "s3":
         return S3Store(cfg.root, endpoint_url=cfg.endpoint_url, region=cfg.region,
