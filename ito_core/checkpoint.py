@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ito_core.distributed import all_ranks
 from ito_core.storage import MANIFEST, ArtifactStore, commit, is_committed
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def checkpoint_dir(store: ArtifactStore, key: str, staging: Path) -> Path:
 
 def save(engine: Any, *, store: ArtifactStore, key: str, staging: Path, step: int,
          train_state: dict[str, Any], keep: int) -> None:
-    if not _all_ranks(_weights_finite(engine), engine.device):
+    if not all_ranks(_weights_finite(engine), engine.device):
         raise FloatingPointError(
             f"weights are not finite after step {step}: not saving, so the newest committed checkpoint under "
             f"{store.url(key)} stays the last good one; resume from it with a lower train.lr or train.grad_clip")
@@ -143,12 +144,6 @@ def to_universal(tag_dir: Path, out_dir: Path) -> None:
 def _weights_finite(engine: Any) -> bool:
     # ZeRO-3 keeps only this rank's partition of each parameter, in ``ds_tensor``.
     return all(bool(torch.isfinite(getattr(p, "ds_tensor", p)).all()) for p in engine.module.parameters())
-
-
-def _all_ranks(ok: bool, device: torch.device) -> bool:
-    flag = torch.tensor([0.0 if ok else 1.0], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return flag.item() == 0.0
 
 
 def _local_rank() -> int:

@@ -43,3 +43,12 @@ def init_distributed() -> DistEnv:
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
     return DistEnv(rank=int(os.environ["RANK"]), local_rank=int(os.environ.get("LOCAL_RANK", "0")),
                    world_size=int(os.environ["WORLD_SIZE"]))
+
+
+def all_ranks(ok: bool, device: object) -> bool:
+    """Whether ``ok`` holds on every rank: one all-reduce, so all ranks take the same branch."""
+    import torch
+
+    flag = torch.tensor([0.0 if ok else 1.0], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return flag.item() == 0.0

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ito_core import checkpoint
@@ -41,7 +40,7 @@ from ito_core.config import RunConfig, accumulation_steps, as_dict
 from ito_core.data.augment import MultiViewAugment
 from ito_core.data.loader import TrainStream, build_train_loader
 from ito_core.data.tokenizer import build_tokenizer
-from ito_core.distributed import DistEnv, init_distributed
+from ito_core.distributed import DistEnv, all_ranks, init_distributed
 from ito_core.flops import forward_flops_per_sample, mfu, peak_flops
 from ito_core.losses import FusionLoss, MultiAlignLoss, build_align_loss
 from ito_core.models.ito import ItoModel
@@ -187,19 +186,12 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
 def try_update(accum: GradientAccumulation, losses: dict[str, torch.Tensor], *, precision: str) -> str | None:
     """Backward and optimizer step, unless the loss is not finite on some rank: then no rank updates.
     Return what prevented the update, or None."""
-    if not all_ranks_finite(losses["loss"]):
+    if not all_ranks(bool(torch.isfinite(losses["loss"].detach()).all()), losses["loss"].device):
         accum.skip()
         return "non-finite loss"
     if not accum.backward() and precision != "fp16":  # in fp16 a skipped overflow is the loss scaler's routine
         return "non-finite gradients (DeepSpeed skipped the update)"
     return None
-
-
-def all_ranks_finite(loss: torch.Tensor) -> bool:
-    """Whether the loss is finite on every rank: one all-reduce, so all ranks take the same branch."""
-    bad = (~torch.isfinite(loss.detach())).float().reshape(1)
-    dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-    return bad.item() == 0.0
 
 
 def skip_or_stop(state: dict[str, Any], *, losses: dict[str, torch.Tensor], cfg: RunConfig, problem: str,
