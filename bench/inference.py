@@ -9,6 +9,7 @@ adds time: best-of-N is timeit's statistic) with the median beside it.
     python bench/inference.py --model outputs/runs/<ito>/model --baseline outputs/runs/<clip>/model
     python bench/inference.py --model-config vit_b_16 --device cuda --precision bf16 --batch-size 256
     ... --open-clip-python /tmp/ocvenv/bin/python                    # also time OpenCLIP's CLIP on the same export
+    ... --json inference.json                                         # also write the figures as JSON
 
 Without ``--baseline`` the baseline is a freshly built CLIP dual encoder (``ito=clip``: no fusion) of the same
 model config. The OpenCLIP peer runs in its own interpreter after ours, so compare it with care.
@@ -31,12 +32,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import describe, machine  # noqa: E402
+
 from ito_core.config import ModelConfig, load_config  # noqa: E402
 from ito_core.data.tokenizer import build_tokenizer  # noqa: E402
 from ito_core.models.dual_encoder import DualEncoder, count_parameters  # noqa: E402
 from ito_core.models.ito import ItoModel  # noqa: E402
 from ito_core.strip import MODEL_CONFIG, encoder_state, load_stripped, write_model_folder  # noqa: E402
 
+QUICK_ARGS = ["--rounds", "5", "--threads", "1"]  # bench/all.py --quick; 1 thread: steadier on a busy machine
 CAPTIONS = ["a red circle above a small blue square", "a photo of an ankle boot.", "two stars and a cross"]
 
 # Runs under the OpenCLIP venv's python: the same timing loop on open_clip.create_model("local-dir:DIR").
@@ -129,6 +133,29 @@ def run_peer(args: argparse.Namespace, ito_dir: Path, images: torch.Tensor, toke
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def summarize(args: argparse.Namespace, times: dict[str, dict[str, list[float]]], params: dict[str, int]) -> dict:
+    models = {}
+    for name, kinds in times.items():
+        models[name] = {"params": params[name], **{f"{k}_per_s_best": args.batch_size / min(kinds[k])
+                                                   for k in ("images", "texts")},
+                        **{f"{k}_per_s_median": args.batch_size / statistics.median(kinds[k])
+                           for k in ("images", "texts")}, "times_s": kinds}
+    threads = f", {torch.get_num_threads()} threads" if args.device == "cpu" else ""
+    return {"machine": machine(), "setup": f"device {args.device}{threads}, {args.precision}, batch {args.batch_size}, "
+            f"{args.rounds} rounds", "models": models}
+
+
+def print_table(result: dict) -> None:
+    print(f"\n{describe(result['machine'])}; {result['setup']}: best (median) per second\n")
+    print("| model | params | images/s | texts/s | best vs CLIP baseline (img, txt) |\n|---|---:|---:|---:|---:|")
+    base = result["models"]["CLIP baseline"]
+    for name, m in result["models"].items():
+        img, txt = (f"{m[f'{k}_per_s_best']:.1f} ({m[f'{k}_per_s_median']:.1f})" for k in ("images", "texts"))
+        ratio = (f"{m['images_per_s_best'] / base['images_per_s_best']:.3f}x, "
+                 f"{m['texts_per_s_best'] / base['texts_per_s_best']:.3f}x")
+        print(f"| {name} | {m['params']:,} | {img} | {txt} | {ratio} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="stripped ITO model folder (default: build one from --model-config)")
@@ -140,6 +167,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
     parser.add_argument("--open-clip-python", help="python of a venv with open_clip_torch: also time OpenCLIP's CLIP")
+    parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -156,17 +184,10 @@ def main() -> None:
         if args.open_clip_python:
             peer = run_peer(args, ito_dir, images, tokens, Path(tmp))
             times["OpenCLIP CLIP (peer)"], params["OpenCLIP CLIP (peer)"] = peer, peer["params"]
-    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    print(f"\ndevice {args.device}{threads}, {args.precision}, batch {args.batch_size}, {args.rounds} rounds: "
-          "best (median) per second")
-    best = {name: {k: args.batch_size / min(kinds[k]) for k in ("images", "texts")} for name, kinds in times.items()}
-    print(f"{'model':<22} {'params':>13} {'images/s':>20} {'texts/s':>20} {'best vs baseline (img, txt)':>29}")
-    for name, kinds in times.items():
-        img, txt = (f"{best[name][k]:.1f} ({args.batch_size / statistics.median(kinds[k]):.1f})"
-                    for k in ("images", "texts"))
-        base = best["CLIP baseline"]
-        ratio = f"{best[name]['images'] / base['images']:.3f}x, {best[name]['texts'] / base['texts']:.3f}x"
-        print(f"{name:<22} {params[name]:>13,} {img:>20} {txt:>20} {ratio:>29}")
+    result = summarize(args, times, params)
+    print_table(result)
+    if args.json:
+        args.json.write_text(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

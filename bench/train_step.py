@@ -15,7 +15,7 @@ median of per-round ratios.
 OpenCLIP's model is built with ``open_clip.create_model(name, pretrained=None)`` from the model config that
 ``ito_core.export.open_clip_model_config`` writes for our config, and loaded (strict) with our CLIP baseline's
 initial weights through ``OpenClipStateDictAdapter``; its loss is ``open_clip.ClipLoss``. Same batch (view 0 of
-the images, caption 0), same thread count. MFU = analytic model FLOPs (``ito_core.flops``, fwd + 2x bwd) x
+the images, caption 0), same thread count. MFU = analytic model FLOPs (``ito_core.flops.train_flops_per_sample``) x
 samples/s / the best fp32 matmul FLOP/s this script measures at the same thread count, before and after.
 """
 
@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,11 +34,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import Worker  # noqa: E402
+
 from ito_core.config import RunConfig, load_config  # noqa: E402
 from ito_core.data.tokenizer import build_tokenizer  # noqa: E402
-from ito_core.flops import forward_flops_per_sample  # noqa: E402
+from ito_core.flops import forward_flops_per_sample, train_flops_per_sample  # noqa: E402
 from ito_core.models.ito import ItoModel  # noqa: E402
 
+QUICK_ARGS = ["--rounds", "3", "--warmup", "1", "--threads", "1"]  # bench/all.py --quick
 CAPTIONS = ["a red circle above a small blue square", "a photo of an ankle boot.", "two stars and a cross"]
 PEER = "OpenCLIP CLIP (peer)"
 BASELINE = "CLIP baseline"
@@ -53,12 +55,15 @@ VARIANTS = {
 LR, WEIGHT_DECAY = 1e-4, 0.1
 
 # Worker protocol (stdin -> stdout, one JSON line per command): "step" -> {"t", "loss"}; "flops" -> torch's
-# FlopCounterMode count of one fwd+bwd per sample; "quit" -> RSS figures. Shared by both workers below.
+# FlopCounterMode count of one fwd+bwd per sample; "profile" -> torch.profiler's op table of one step; "quit" ->
+# RSS figures. Shared by both workers below.
 WORKER_LOOP = r"""
 def _rss_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
+
+PROFILE_ROWS = 12
 
 def serve(step, count_flops, batch_size):
     import json, resource, sys, time
@@ -76,6 +81,16 @@ def serve(step, count_flops, batch_size):
             with sdpa_kernel(SDPBackend.MATH), counter:  # CPU flash attention has no FLOP formula
                 count_flops()
             print(json.dumps({"flops": counter.get_total_flops() / batch_size}), flush=True)
+        elif cmd == "profile":
+            from torch.profiler import ProfilerActivity, profile
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                step()
+            averages = prof.key_averages()
+            total = sum(e.self_cpu_time_total for e in averages)
+            top = sorted(averages, key=lambda e: -e.self_cpu_time_total)[:PROFILE_ROWS]
+            rows = [{"op": e.key, "self_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total,
+                     "calls": e.count} for e in top]
+            print(json.dumps({"profile": rows, "total_ms": total / 1e3}), flush=True)
         elif cmd == "quit":
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(json.dumps({"peak_rss_mb": peak, "ready_rss_mb": ready_rss}), flush=True)
@@ -156,28 +171,6 @@ def build_ours(cfg: RunConfig) -> ItoModel:
     return ItoModel(cfg.model, cfg.ito, cfg.loss)
 
 
-class Worker:
-    def __init__(self, argv: list[str], threads: int) -> None:
-        # PASSIVE: an idle worker's OpenMP threads must not spin on the cores while the next worker is timed.
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "PYTHONWARNINGS": "ignore"}
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        self.params = self.ask(None)["params"]
-
-    def ask(self, cmd: str | None) -> dict:
-        if cmd is not None:
-            self.proc.stdin.write(cmd + "\n")
-            self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"worker {self.proc.args[:3]} died (exit {self.proc.wait()})")
-        return json.loads(line)
-
-    def close(self) -> dict:
-        out = self.ask("quit")
-        self.proc.wait()
-        return out
-
-
 def matmul_flops_per_s(threads: int, *, n: int = 1024, repeats: int = 20) -> float:
     """Best fp32 matmul FLOP/s at ``threads`` threads: the peak MFU is measured against."""
     torch.set_num_threads(threads)
@@ -214,10 +207,10 @@ def start_workers(args: argparse.Namespace, inputs: Path, export: Path) -> dict[
     workers = {}
     if args.open_clip_python:
         workers[PEER] = Worker([args.open_clip_python, "-c", PEER_WORKER, str(export), str(inputs),
-                                str(args.threads), str(LR), str(WEIGHT_DECAY)], args.threads)
+                                str(args.threads), str(LR), str(WEIGHT_DECAY)], threads=args.threads)
     for name in VARIANTS:
         workers[name] = Worker([sys.executable, __file__, "--worker", name, "--model-config", args.model_config,
-                                "--inputs", str(inputs), "--threads", str(args.threads)], args.threads)
+                                "--inputs", str(inputs), "--threads", str(args.threads)], threads=args.threads)
     return workers
 
 
@@ -226,12 +219,13 @@ def summarize(args: argparse.Namespace, times: dict, extra: dict, peak: float) -
     models = {}
     for name, ts in times.items():
         ito = load_config([f"model={args.model_config}", *VARIANTS.get(name, VARIANTS[BASELINE])])
-        flops = 3 * forward_flops_per_sample(ito.model, ito.ito)["total"]
+        flops = train_flops_per_sample(ito.model, ito.ito)
         best, median = min(ts), statistics.median(ts)
         models[name] = {"params": extra[name]["params"], "step_s_best": best, "step_s_median": median,
                         "samples_per_s_best": args.batch_size / best, "samples_per_s_median": args.batch_size / median,
                         "train_gflop_per_sample": flops / 1e9,
                         "counted_train_gflop_per_sample": extra[name]["flops"] / 1e9,
+                        "analytic_over_counted": flops / extra[name]["flops"],
                         "mfu_best": flops * args.batch_size / best / peak,
                         "mfu_median": flops * args.batch_size / median / peak,
                         "peak_rss_mb": extra[name]["peak_rss_mb"],
@@ -253,30 +247,45 @@ def summarize(args: argparse.Namespace, times: dict, extra: dict, peak: float) -
         r = ratio(PEER, BASELINE)
         ratios["CLIP baseline / OpenCLIP (samples/s; goal >= 1.3 on GPU)"] = r
         ratios["ITO M=2 fusion / OpenCLIP (step time)"] = ratio("ITO M=2 fusion", PEER)
-    return {"models": models, "ratios": ratios}
+    result = {"models": models, "ratios": ratios}
+    if args.profile:
+        ito = load_config([f"model={args.model_config}", *VARIANTS.get(args.profile, VARIANTS[BASELINE])])
+        parts = forward_flops_per_sample(ito.model, ito.ito)
+        result["profile"] = {"model": args.profile, **extra[args.profile]["profile"],
+                             "flop_shares": {k: v / parts["total"] for k, v in parts.items() if k != "total"}}
+    return result
 
 
 def print_table(result: dict) -> None:
     print(f"\n{result['machine']}\n")
     print("| model | params | step ms best (median) | samples/s best (median) | vs CLIP step time | "
-          "train GFLOP/sample (counted) | MFU best (median) | peak RSS MB | step RSS MB | first loss |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "train GFLOP/sample (counted) | analytic / counted | MFU best (median) | peak RSS MB | step RSS MB | "
+          "first loss |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = result["models"][BASELINE]
     for name, m in result["models"].items():
         print(f"| {name} | {m['params']:,} | {1e3 * m['step_s_best']:.1f} ({1e3 * m['step_s_median']:.1f}) | "
               f"{m['samples_per_s_best']:.1f} ({m['samples_per_s_median']:.1f}) | "
               f"{m['step_s_best'] / base['step_s_best']:.3f}x | "
               f"{m['train_gflop_per_sample']:.4g} ({m['counted_train_gflop_per_sample']:.4g}) | "
+              f"{m['analytic_over_counted']:.4f} | "
               f"{100 * m['mfu_best']:.1f} % ({100 * m['mfu_median']:.1f} %) | {m['peak_rss_mb']:.0f} | "
               f"{m['step_rss_mb']:.0f} | {m['first_loss']:.4f} |")
     print("\n| ratio | best-of-N | median of per-round | analytic FLOP ratio |\n|---|---:|---:|---:|")
     for name, r in result["ratios"].items():
         print(f"| {name} | {r['best']:.3f} | {r['median_per_round']:.3f} | {r['analytic_flop_ratio']:.3f} |")
+    if "profile" in result:
+        prof = result["profile"]
+        shares = ", ".join(f"{part} {100 * share:.1f} %" for part, share in prof["flop_shares"].items())
+        print(f"\nProfile of one {prof['model']} step ({prof['total_ms']:.0f} ms of CPU time in ops; analytic "
+              f"forward FLOPs: {shares})\n\n| op | self CPU ms | share | calls |\n|---|---:|---:|---:|")
+        for row in prof["profile"]:
+            print(f"| `{row['op']}` | {row['self_ms']:.1f} | {100 * row['share']:.1f} % | {row['calls']} |")
 
 
 def time_rounds(workers: dict[str, Worker], args: argparse.Namespace) -> tuple[dict, dict]:
     times = {name: [] for name in workers}
-    extra = {name: {"params": w.params} for name, w in workers.items()}
+    extra = {name: {"params": w.ready["params"]} for name, w in workers.items()}
     for r in range(args.warmup + args.rounds):
         for name, worker in workers.items():  # interleaved: every round times every model
             out = worker.ask("step")
@@ -286,8 +295,10 @@ def time_rounds(workers: dict[str, Worker], args: argparse.Namespace) -> tuple[d
                 times[name].append(out["t"])
         print(f"round {r + 1}/{args.warmup + args.rounds} done", file=sys.stderr, flush=True)
     for name, worker in workers.items():
+        if name == args.profile:
+            extra[name]["profile"] = worker.ask("profile")
         extra[name]["flops"] = worker.ask("flops")["flops"] * 1.0
-        extra[name].update(worker.close())
+        extra[name].update(worker.close("quit"))
     return times, extra
 
 
@@ -328,10 +339,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (allocator, optimizer state)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads per worker")
     parser.add_argument("--open-clip-python", help="python of a venv with open_clip_torch: time OpenCLIP too")
+    parser.add_argument("--profile", metavar="MODEL", choices=[PEER, *VARIANTS],
+                        help=f"after the rounds, torch.profiler's top ops of one step of MODEL: {[PEER, *VARIANTS]}")
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile == PEER and not args.open_clip_python:
+        parser.error("--profile of the OpenCLIP peer needs --open-clip-python")
     if args.worker:
         return our_worker(args.worker, args.model_config, args.inputs, args.threads)
     result = run(args)

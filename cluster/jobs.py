@@ -3,11 +3,15 @@
 ``TrainJob`` is checkpointable: on preemption or time-out submitit calls ``checkpoint`` and
 requeues the same call; training then resumes from the newest *committed* checkpoint in the
 store, so the requeued job carries only the config, never a pickled engine.
+
+``EvalJob`` runs the eval stage (``eval.executor=job``) as one task with at most one GPU, on the same
+executor kind as training.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -16,7 +20,8 @@ from typing import Any
 import submitit
 
 from cluster.executors import build_executor
-from ito_core.config import RunConfig, as_dict, to_run_config
+from cluster.waiting import record_job, running_job
+from ito_core.config import ClusterConfig, RunConfig, as_dict, to_run_config
 from ito_core.storage import build_store, export_shard_endpoint
 
 
@@ -46,6 +51,19 @@ class TrainJob(submitit.helpers.Checkpointable):
                      store=build_store(run_cfg.storage), run_key=run_key, staging=rank_staging)
 
 
+class EvalJob(submitit.helpers.Checkpointable):
+    """The eval stage as a one-task job (``eval.executor=job``); a preempted eval is requeued and starts over."""
+
+    def __call__(self, cfg: dict[str, Any], *, data_keys: dict[str, str], run_key: str,
+                 staging: str) -> list[dict[str, Any]]:
+        from ito_core.eval.stage import run_eval
+
+        configure_logging()
+        run_cfg = to_run_config(cfg)
+        return run_eval(run_cfg, store=build_store(run_cfg.storage), run_key=run_key, data_keys=data_keys,
+                        staging=Path(staging))
+
+
 def work_dir(cfg: RunConfig, run_key: str) -> Path:
     """The run's job folders and local staging (on a shared filesystem for SLURM)."""
     return Path(cfg.cluster.work_dir).resolve() / run_key
@@ -54,6 +72,25 @@ def work_dir(cfg: RunConfig, run_key: str) -> Path:
 def submit_training(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, run_key: str) -> submitit.Job:
     """``samples_per_epoch``: the shards' total (prep manifest), so a resume skips whole epochs unread."""
     work = work_dir(cfg, run_key)
-    return build_executor(cfg.cluster, work / "jobs").submit(
+    job = build_executor(cfg.cluster, work / "jobs").submit(
         TrainJob(), as_dict(cfg), shard_paths=shard_paths, samples_per_epoch=samples_per_epoch, run_key=run_key,
         staging=str(work / "staging"))
+    record_job(job, cfg.cluster.kind)
+    return job
+
+
+def running_training(cfg: RunConfig, run_key: str) -> submitit.Job | None:
+    """The run's training job if it still runs: the process that submitted it died (a killed flow run), and
+    a second job would train on the same checkpoints."""
+    return running_job(work_dir(cfg, run_key) / "jobs")
+
+
+def eval_cluster(cluster: ClusterConfig) -> ClusterConfig:
+    """The training job's cluster settings cut down to one task on one node, with one GPU if training had any."""
+    return dataclasses.replace(cluster, nodes=1, tasks_per_node=1, gpus_per_node=min(cluster.gpus_per_node, 1))
+
+
+def submit_eval(cfg: RunConfig, *, data_keys: dict[str, str], run_key: str) -> submitit.Job:
+    work = work_dir(cfg, run_key)
+    return build_executor(eval_cluster(cfg.cluster), work / "eval-jobs", name="ito-eval").submit(
+        EvalJob(), as_dict(cfg), data_keys=data_keys, run_key=run_key, staging=str(work / "staging"))

@@ -4,7 +4,7 @@
 # Idempotent: safe to call repeatedly (rewrites slurm.conf and restarts daemons only if it changed).
 # Installs missing Debian packages itself. Must run as root. Prints how long it took.
 # Env: SLURM_WITH_DBD (1; 0 = no accounting, sacct fails), SLURM_PARTITION (debug), SLURM_UP_TIMEOUT (60 s),
-#      SLURM_CPUS (nproc; more oversubscribes), SLURM_DEF_MEM_PER_CPU (1024 MB),
+#      SLURM_CPUS (nproc; more oversubscribes), SLURM_DEF_MEM_PER_CPU (the node's memory / CPUs, in MB),
 #      SLURM_UP_FORCE=1 (replace an /etc/slurm/slurm.conf this script did not write).
 set -euo pipefail
 T0=$(date +%s%N)
@@ -42,9 +42,11 @@ mkdir -p /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/slurm /etc/s
 # 4. slurm.conf: one node at 127.0.0.1. Choices that matter here (each one cost hours to find):
 #    proctrack/linuxproc + task/none (proctrack/cgroup fails at step launch in containers); no cgroup.conf on 22.05;
 #    DefMemPerCPU (else a job without --mem takes the whole node); cred_expire=5 + sched_interval=2 (else a
-#    requeued job waits ~2 min before it runs again).
+#    requeued job waits ~2 min before it runs again); jobacct_gather/linux + OverMemoryKill: a step that outgrows
+#    its --mem is killed ("exceeded memory limit"), as a real cluster's cgroup limit would, without cgroups.
 CPUS=${SLURM_CPUS:-$(nproc)}
 MEM=$(( $(free -m | awk '/^Mem:/{print $2}') - 1024 ))
+DEF_MEM=${SLURM_DEF_MEM_PER_CPU:-$(( MEM / CPUS ))}  # jobs without --mem get their CPUs' share of the node
 if [ "$WITH_DBD" = 1 ]; then ACCT="AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=${H}"; else ACCT="AccountingStorageType=accounting_storage/none"; fi
 CONF=$(cat <<EOF
@@ -58,7 +60,9 @@ CredType=cred/munge
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 ${ACCT}
 JobCompType=jobcomp/none
 MailProg=/bin/true
@@ -83,7 +87,7 @@ KillWait=5
 MinJobAge=300
 Waittime=0
 NodeName=${H} NodeAddr=127.0.0.1 CPUs=${CPUS} RealMemory=${MEM} State=UNKNOWN
-PartitionName=${PART} Nodes=${H} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO DefMemPerCPU=${SLURM_DEF_MEM_PER_CPU:-1024}
+PartitionName=${PART} Nodes=${H} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO DefMemPerCPU=${DEF_MEM}
 EOF
 )
 if [ -f /etc/slurm/slurm.conf ] && ! grep -qx 'ClusterName=ci' /etc/slurm/slurm.conf && [ "${SLURM_UP_FORCE:-0}" != 1 ]; then

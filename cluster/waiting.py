@@ -1,16 +1,25 @@
 """Wait for a submitit job while forwarding its rank-0 log lines (per-step progress) to a logger.
 
 A job that ends without a result (``scancel``, node failure, out of memory, a rank that crashed) is
-raised as ``JobFailedError`` with the tail of rank 0's log, never waited on forever. SLURM jobs are
-judged by their result files plus ``squeue`` (``sacct`` once the controller forgot the job), not by
-submitit's own ``sacct`` polling, which backs off to minutes and without accounting reports UNKNOWN
-forever. A preempted or timed-out job that submitit requeued goes back to PENDING and is waited on.
+raised as ``JobFailedError`` with the tail of rank 0's log, never waited on forever; out of memory
+(SLURM's limit, the kernel's OOM killer, CUDA) and ranks killed from outside are named with the fix.
+SLURM jobs are judged by their result files plus ``squeue`` (``sacct`` once the controller forgot the
+job), not by submitit's own ``sacct`` polling, which backs off to minutes and without accounting
+reports UNKNOWN forever. A preempted or timed-out job that submitit requeued goes back to PENDING and
+is waited on.
+
+A job outlives the process that waits for it (SLURM's by design, submitit's local controller too): if
+that process dies, ``running_job`` finds the job again from the record ``record_job`` left in its
+folder, so a rerun waits for it instead of starting a second job on the same checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -24,6 +33,8 @@ ENDED_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NO
                 "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT"}
 GONE = "GONE"  # neither squeue nor sacct knows the job any more
 TAIL_LINES = 40
+# slurmstepd "exceeded memory limit" / "Exceeded job memory limit", cgroup "oom-kill", srun "Out Of Memory", CUDA
+OUT_OF_MEMORY = re.compile(r"exceeded (job )?memory limit|oom[-_ ]?kill|out[-_ ]of[-_ ]memory", re.IGNORECASE)
 
 
 class JobFailedError(RuntimeError):
@@ -32,6 +43,62 @@ class JobFailedError(RuntimeError):
     def __init__(self, job_id: str, problem: str, log_tail: str) -> None:
         super().__init__(f"job {job_id} {problem}\n--- last lines of rank 0's log ---\n{log_tail}")
         self.job_id, self.problem, self.log_tail = job_id, problem, log_tail
+
+
+JOB_RECORD = "running_job.json"
+
+
+def record_job(job: submitit.Job, kind: str) -> None:
+    """Note ``job`` in its folder (one job at a time per folder: the newest wins)."""
+    record = {"job_id": job.job_id, "kind": kind, "num_tasks": job.num_tasks}
+    (Path(job.paths.folder) / JOB_RECORD).write_text(json.dumps(record))
+
+
+def running_job(folder: Path) -> submitit.Job | None:
+    """The job recorded in ``folder`` if it is still queued or running, re-attached; else None."""
+    path = Path(folder) / JOB_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    job_id, tasks = str(record["job_id"]), range(int(record["num_tasks"]))
+    if record["kind"] == "slurm":
+        state = slurm_state(job_id)
+        alive = state is not None and state != GONE and state not in ENDED_STATES
+        return submitit.SlurmJob(folder, job_id, tasks=tasks) if alive else None
+    if record["kind"] == "local" and _local_controller_alive(int(job_id), Path(folder)):
+        return submitit.LocalJob(folder, job_id, tasks=tasks, process=_Orphan(int(job_id)))
+    return None
+
+
+def _local_controller_alive(pid: int, folder: Path) -> bool:
+    """A local job's id is its controller's pid: alive, and controlling this folder's job (not a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return _alive(pid) and b"submitit.local._local" in cmdline and str(folder.absolute()).encode() in cmdline
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for a dead parent's ``wait``."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class _Orphan:
+    """What ``LocalJob`` needs of its controller's ``Popen`` when another (dead) process started it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def poll(self) -> int | None:
+        return None if _alive(self.pid) else 0  # the exit code was its dead parent's to read
+
+    def send_signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
 
 
 def slurm_state(job_id: str) -> str | None:
@@ -125,8 +192,15 @@ def _failed_task(job: submitit.Job) -> Exception | None:
 
 
 def _failure(job: submitit.Job, problem: str) -> JobFailedError:
-    cause = _failed_task(job)
-    return JobFailedError(job.job_id, f"{problem}:\n{cause}" if cause else problem, log_tail(job))
+    cause, tail = _failed_task(job), log_tail(job)
+    if OUT_OF_MEMORY.search(f"{problem}\n{tail}\n{cause or ''}"):
+        problem += (" -- out of memory (see the log tail): lower train.micro_batch_size (gradient accumulation "
+                    "keeps the global batch); for host memory, raise cluster.mem_gb (the job's limit per node)")
+    elif cause is None:
+        problem += (" -- no rank reported an error, so they were killed from outside by a signal: the kernel's "
+                    "out-of-memory killer (check `dmesg`; lower train.micro_batch_size or raise cluster.mem_gb), "
+                    "scancel, a node failure, or a preemption signal sent before submitit could handle it")
+    return JobFailedError(job.job_id, f"{problem}:\n{cause}" if cause else problem, tail)
 
 
 def wait_streaming(job: submitit.Job, logger: logging.Logger | Any, *, poll_s: float = 1.0,

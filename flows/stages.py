@@ -5,7 +5,10 @@ inputs: ``runs/<hash of the run's config>/...``, ``data/<hash of the data config
 when it exists. That is the sweep's cache: keyed by inputs, never by the flow run, living in the
 store (local or S3) rather than in the Prefect database, and a missing or deleted artifact is
 rebuilt (Prefect's result cache would not notice that). So tasks use ``NO_CACHE``; re-running or
-retrying a sweep redoes only what is missing, and training resumes from its newest checkpoint.
+retrying a sweep redoes only what is missing, and training resumes from its newest checkpoint (or,
+when a killed flow run left its training job running, waits for that job rather than start another).
+A committed eval also needs the same eval settings: pointing a finished run at other eval sets
+evaluates it again. Eval runs in the flow's process, or as a one-task job with ``eval.executor=job``.
 
 ``train`` carries the tag ``ito-train``: ``prefect concurrency-limit create ito-train 8`` caps the
 training jobs of all sweeps on a Prefect server (``max_concurrent_train`` caps one sweep's).
@@ -20,22 +23,24 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
-from cluster.jobs import submit_training, work_dir
+from cluster.jobs import running_training, submit_eval, submit_training, work_dir
 from cluster.waiting import wait_streaming
 from ito_core.config import RunConfig, as_dict, config_hash
-from ito_core.eval.suite import evaluate
-from ito_core.prep import prepare, shard_urls
-from ito_core.storage import MANIFEST, build_store, commit, export_shard_endpoint, is_committed
-from ito_core.strip import load_stripped, strip, write_model_card
+from ito_core.eval.stage import committed_eval, run_eval
+from ito_core.prep import prepare, shard_urls, train_data_key
+from ito_core.storage import MANIFEST, build_store, export_shard_endpoint, is_committed
+from ito_core.strip import strip
 
-RUN_IDENTITY = ("model", "data", "ito", "loss", "train", "deepspeed", "seed")
+RUN_IDENTITY = ("model", "ito", "loss", "train", "deepspeed", "seed")
 DATA_IDENTITY = ("data", "eval", "storage")  # what prep's artifacts depend on
 TRAIN_TAG = "ito-train"
 
 
 def run_key(cfg: RunConfig) -> str:
-    """Runs are named by the hash of everything that changes their weights."""
+    """Runs are named by the hash of everything that changes their weights. The data enters as its prep
+    key, so a new data option that leaves the shards alone (loader workers, eval sets) keeps run keys."""
     identity = {k: v for k, v in as_dict(cfg).items() if k in RUN_IDENTITY}
+    identity["data"] = train_data_key(cfg.data)
     return f"runs/{config_hash(identity)}"
 
 
@@ -54,6 +59,7 @@ def stage_logger() -> logging.Logger | logging.LoggerAdapter:
 
 @task(name="prep", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="prep {cfg.data.name}")
 def prep_task(cfg: RunConfig) -> dict[str, str]:
+    export_shard_endpoint(cfg.storage)  # user data on s3:// (shards, eval sets) is read with boto3's env config
     return prepare(cfg.data, cfg.eval, build_store(cfg.storage))
 
 
@@ -63,6 +69,10 @@ def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> dict[str,
     if is_committed(store, f"{key}/train"):
         logger.info("train: %s already committed, skipping", store.url(f"{key}/train"))
         return store.read_json(f"{key}/train/{MANIFEST}")
+    if (job := running_training(cfg, key)) is not None:
+        logger.info("train: job %s for %s is still running (whoever waited for it died): waiting for it", job.job_id,
+                    key)
+        return wait_streaming(job, logger)
     store.write_json(f"{key}/config.json", as_dict(cfg))
     shards, num_samples = shard_urls(store, data_keys["train"])
     job = submit_training(cfg, shard_paths=shards, samples_per_epoch=num_samples, run_key=key)
@@ -82,18 +92,11 @@ def strip_task(cfg: RunConfig, key: str) -> dict[str, Any]:
 
 @task(name="eval", retries=1, cache_policy=NO_CACHE, task_run_name="eval {key}")
 def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> list[dict[str, Any]]:
-    store = build_store(cfg.storage)
-    if is_committed(store, f"{key}/eval"):
-        return store.read_json(f"{key}/eval/{MANIFEST}")["records"]
-    staging = work_dir(cfg, key) / "staging"
-    model_dir = store.local_dir(f"{key}/model") or store.download_dir(f"{key}/model", staging / "model")
-    eval_shards = {name: shard_urls(store, data_key)[0] for name, data_key in data_keys.items() if name != "train"}
-    export_shard_endpoint(cfg.storage)
-    plot_dir = staging / "eval-plots"
-    records = evaluate(load_stripped(model_dir), cfg, eval_shards, model_name=cfg.model.name,
-                       pretrained=store.url(f"{key}/model"), plot_dir=plot_dir)
-    if plot_dir.is_dir():
-        store.upload_dir(plot_dir, f"{key}/eval")  # umap-<set>.png beside eval/manifest.json
-    write_model_card(cfg, store=store, run_key=key, records=records)
-    commit(store, f"{key}/eval", {"records": records})
-    return records
+    logger, store = stage_logger(), build_store(cfg.storage)
+    if (records := committed_eval(store, key, cfg)) is not None:
+        return records
+    if cfg.eval.executor == "job":
+        job = submit_eval(cfg, data_keys=data_keys, run_key=key)
+        logger.info("eval: submitted job %s (%s executor) for %s", job.job_id, cfg.cluster.kind, key)
+        return wait_streaming(job, logger)
+    return run_eval(cfg, store=store, run_key=key, data_keys=data_keys, staging=work_dir(cfg, key) / "staging")

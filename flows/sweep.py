@@ -21,11 +21,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.grid import expand_grid, grid_axes, with_presets
+from flows.grid import expand_grid, grid_axes, load_grid, with_presets
 from flows.plots import plot_metrics
 from flows.report import render_report, report_rows, to_csv
 from flows.stages import data_id, eval_task, prep_task, run_key, strip_task, train_task
-from ito_core.config import RunConfig, config_hash, load_config
+from ito_core.config import RunConfig, config_hash
 from ito_core.eval.suite import summary_metrics, summary_plots
 from ito_core.storage import build_store
 
@@ -37,23 +37,23 @@ class SweepFailed(RuntimeError):
     """Some grid points failed; the others completed and the report lists both."""
 
 
-def submit_preps(configs: list[RunConfig]) -> dict[str, PrefectFuture]:
+def submit_preps(configs: list[RunConfig], data_ids: list[str]) -> dict[str, PrefectFuture]:
     """One prep task per distinct data config (points share its shards)."""
-    firsts = {data_id(cfg): cfg for cfg in reversed(configs)}
+    firsts = dict(reversed(list(zip(data_ids, configs, strict=True))))
     return {key: prep_task.submit(cfg) for key, cfg in firsts.items()}
 
 
-def submit_point(cfg: RunConfig, data: PrefectFuture, trainers: ThreadPoolTaskRunner) -> dict[str, PrefectFuture]:
-    """train (waits for a training slot) -> strip -> eval of one grid point, as futures."""
-    key = run_key(cfg)
+def submit_point(cfg: RunConfig, key: str, data: PrefectFuture,
+                 trainers: ThreadPoolTaskRunner) -> dict[str, PrefectFuture]:
+    """train (waits for a training slot) -> strip -> eval of one grid point (run ``key``), as futures."""
     train = trainers.submit(train_task, {"cfg": cfg, "data_keys": data, "key": key})
     strip = strip_task.submit(cfg, key, wait_for=[train])
     return {"prep": data, "train": train, "strip": strip, "eval": eval_task.submit(cfg, data, key, wait_for=[strip])}
 
 
-def point_result(cfg: RunConfig, overrides: list[str], stages: dict[str, PrefectFuture]) -> dict[str, Any]:
+def point_result(key: str, overrides: list[str], stages: dict[str, PrefectFuture]) -> dict[str, Any]:
     """The point's row: metrics when every stage completed, else the first stage that failed and why."""
-    result: dict[str, Any] = {"overrides": overrides, "run_key": run_key(cfg)}
+    result: dict[str, Any] = {"overrides": overrides, "run_key": key}
     outputs = {}
     for stage, future in stages.items():
         try:
@@ -105,20 +105,26 @@ def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", s
     Writes the report to ``<storage root>/sweeps/<sweep_name>/`` and returns it (markdown)."""
     if max_concurrent_train < 1:
         raise ValueError(f"max_concurrent_train={max_concurrent_train}; use at least 1")
+    if sweep_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", sweep_name):
+        # Checked before any job: the report key sweeps/<name>/ is only written after the whole sweep.
+        raise ValueError(f"sweep_name={sweep_name!r}: use letters, digits, '.', '_' and '-' (no '/' or '..'), "
+                         "starting with a letter or digit")
     logger = get_run_logger()
     presets = {"experiment": experiment, "cluster": cluster, "storage.root": storage_root,
                "storage": "s3" if storage_root.startswith("s3://") else ""}
     points = expand_grid(with_presets(list(overrides or []), presets), config_name=config_name)
-    configs = [load_config(point, config_name=config_name) for point in points]  # all validated up front
+    configs = load_grid(points, config_name=config_name)  # all validated up front
+    keys, data_ids = [run_key(cfg) for cfg in configs], [data_id(cfg) for cfg in configs]  # ~10 ms each: once
     sweep = sweep_name or f"sweep-{config_hash(points)}"
     for cfg in configs:
         cfg.wandb.group = cfg.wandb.group or sweep  # one W&B group per sweep
     logger.info("sweep %s: %d grid points, at most %d training at once", sweep, len(points), max_concurrent_train)
-    preps = submit_preps(configs)
+    preps = submit_preps(configs, data_ids)
     with ThreadPoolTaskRunner(max_workers=max_concurrent_train) as trainers:
-        stages = [submit_point(cfg, preps[data_id(cfg)], trainers) for cfg in configs]
+        stages = [submit_point(cfg, key, preps[data], trainers)
+                  for cfg, key, data in zip(configs, keys, data_ids, strict=True)]
         wait([future for point in stages for future in point.values()])
-    results = [point_result(*args) for args in zip(configs, points, stages, strict=True)]
+    results = [point_result(*args) for args in zip(keys, points, stages, strict=True)]
     markdown = report_task(results, grid_axes(points), configs[0], sweep)
     failed = [r for r in results if r["status"] != "ok"]
     if failed:

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from ito_core.distributed import all_ranks
-from ito_core.storage import MANIFEST, ArtifactStore, commit, is_committed
+from ito_core.storage import MANIFEST, ArtifactStore, commit, disk_full_error, is_committed
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,17 @@ def save(engine: Any, *, store: ArtifactStore, key: str, staging: Path, step: in
             f"weights are not finite after step {step}: not saving, so the newest committed checkpoint under "
             f"{store.url(key)} stays the last good one; resume from it with a lower train.lr or train.grad_clip")
     tag, local = tag_for(step), checkpoint_dir(store, key, staging)
-    engine.save_checkpoint(str(local), tag=tag, client_state={"train_state": train_state}, save_latest=False)
+    try:
+        engine.save_checkpoint(str(local), tag=tag, client_state={"train_state": train_state}, save_latest=False)
+    except (OSError, RuntimeError) as err:
+        disk = "storage.root" if store.local_dir(key) is not None else "cluster.work_dir (local staging)"
+        full = disk_full_error(err, local / tag, what=f"checkpoint {tag}", fix=(
+            f"Nothing was committed: the newest committed checkpoint under {store.url(key)} is untouched and the "
+            f"partial {tag} is never resumed from. Free space there (delete {local / tag}), point {disk} at a "
+            "larger disk, or lower train.keep_checkpoints; then resume."))
+        if full is None:
+            raise
+        raise full from err
     if store.local_dir(key) is None and _local_rank() == 0:
         store.upload_dir(local / tag, f"{key}/{tag}")  # each node uploads the shards its ranks wrote
     dist.barrier()

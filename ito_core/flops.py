@@ -5,12 +5,14 @@ nanoGPT MFU convention; layer norms, softmax, GELU and the loss are left out (< 
 pre-LN block over N tokens of width d with MLP ratio r costs ``2 N d^2 (4 + 2 r)`` in its
 projections and ``4 N^2 d`` in ``QK^T`` and ``AV``: ``24 N d^2 + 4 N^2 d`` for r = 4.
 
-One ITO sample is M image views, N captions and, with fusion, M x N fused pairs. Our towers
-project every token to the joint space (the fusion module reads them), which OpenCLIP does not:
-ViT-B/16 counts 35.27 + 6.00 GF here against OpenCLIP's 35.13 + 5.96 GF (ENV_FACTS).
+One ITO sample is M image views, N captions and, with fusion, M x N fused pairs. With fusion the
+towers project every token to the joint space (the fusion module reads them); without, only the
+pooled one, as OpenCLIP: ViT-B/16 CLIP counts 35.13 + 5.96 GF, OpenCLIP's count (ENV_FACTS).
 
-Training FLOPs are 3x the forward (backward = 2x forward). Recomputation is not model work:
-activation checkpointing and the accumulation cache pass make the hardware do more than this.
+Training FLOPs are the forward plus a backward of 2x the forward (input and weight gradients),
+except the patch embedding, whose input (the pixels) needs no gradient: torch's FlopCounterMode
+agrees to < 0.5 % (``bench/train_step.py``). Recomputation is not model work: activation
+checkpointing and the accumulation cache pass make the hardware do more than this.
 """
 
 from __future__ import annotations
@@ -29,19 +31,32 @@ def transformer_flops(*, tokens: int, width: int, layers: int, mlp_ratio: float)
     return layers * (projections + attention)
 
 
+def patch_embedding_flops(model: ModelConfig) -> float:
+    """Forward FLOPs of the patch embedding of one image view."""
+    patches = (model.image_size // model.patch_size) ** 2
+    return 2 * patches * 3 * model.patch_size**2 * model.vision_width
+
+
+def fuses(ito: ItoConfig) -> bool:
+    """Whether ``ItoModel`` builds a fusion module (none with ``fusion=none`` or lambda = 0)."""
+    return ito.fusion != "none" and ito.fusion_weight > 0
+
+
 def forward_flops_per_sample(model: ModelConfig, ito: ItoConfig) -> dict[str, float]:
     """Forward FLOPs of one sample, by part: ``image`` (M views), ``text`` (N captions), ``fusion``, ``total``."""
     patches = (model.image_size // model.patch_size) ** 2
     image_tokens, text_tokens = patches + 1, model.context_length
-    image = (2 * patches * 3 * model.patch_size**2 * model.vision_width  # patch embedding
+    # tokens projected to the joint space: all of them for the fusion module, else the pooled one
+    image_projected, text_projected = (image_tokens, text_tokens) if fuses(ito) else (1, 1)
+    image = (patch_embedding_flops(model)
              + transformer_flops(tokens=image_tokens, width=model.vision_width, layers=model.vision_layers,
                                  mlp_ratio=model.mlp_ratio)
-             + 2 * image_tokens * model.vision_width * model.embed_dim)  # projection of every token
+             + 2 * image_projected * model.vision_width * model.embed_dim)
     text = (transformer_flops(tokens=text_tokens, width=model.text_width, layers=model.text_layers,
                               mlp_ratio=model.mlp_ratio)
-            + 2 * text_tokens * model.text_width * model.embed_dim)
+            + 2 * text_projected * model.text_width * model.embed_dim)
     parts = {"image": ito.images * image, "text": ito.texts * text, "fusion": 0.0}
-    if ito.fusion != "none" and ito.fusion_weight > 0:  # ItoModel builds no fusion module otherwise
+    if fuses(ito):
         width = ito.fusion_width or model.embed_dim
         seq = image_tokens + text_tokens + (ito.readout == "token")  # + the learned read-out token
         in_proj = 0 if width == model.embed_dim else 2 * (image_tokens + text_tokens) * model.embed_dim * width
@@ -49,6 +64,11 @@ def forward_flops_per_sample(model: ModelConfig, ito: ItoConfig) -> dict[str, fl
         parts["fusion"] = ito.images * ito.texts * pair
     parts["total"] = parts["image"] + parts["text"] + parts["fusion"]
     return parts
+
+
+def train_flops_per_sample(model: ModelConfig, ito: ItoConfig) -> float:
+    """Forward + backward FLOPs of one sample: 3x the forward, less the patch embedding's input gradient."""
+    return 3 * forward_flops_per_sample(model, ito)["total"] - ito.images * patch_embedding_flops(model)
 
 
 def peak_flops(train: TrainConfig) -> float | None:

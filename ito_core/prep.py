@@ -1,4 +1,4 @@
-"""The prep stage: embedded data sets -> webdataset shards committed to the artifact store.
+"""The prep stage: embedded data sets and user eval sets -> webdataset shards committed to the artifact store.
 
 Artifacts are keyed by a hash of the config that shapes their bytes, so every grid point with
 the same data config shares them, and a committed artifact is never rebuilt.
@@ -16,10 +16,12 @@ from typing import Any
 from braceexpand import braceexpand
 
 from ito_core.config import DataConfig, EvalConfig, config_hash
-from ito_core.data.embedded import Sample, fashion_mnist_samples, shapes_samples
+from ito_core.data.embedded import Sample, embedded_eval_classes, fashion_mnist_samples, shapes_samples
+from ito_core.data.eval_sets import EvalSource, check_eval_tasks, read_eval_source
 from ito_core.data.loader import iter_shard_samples
+from ito_core.data.raw_prep import prepare_raw, raw_prep_config
 from ito_core.data.shards import write_shards
-from ito_core.storage import MANIFEST, ArtifactStore, commit, is_committed
+from ito_core.storage import MANIFEST, ArtifactStore, commit, disk_full_error, is_committed
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ PREP_VERSION = 1
 
 
 def train_data_key(data: DataConfig) -> str:
+    if data.name == "raw":
+        return f"data/train-{config_hash(raw_prep_config(data))}"
     fields = {k: getattr(data, k) for k in ("name", "sources", "shards", "image_size", "samples_per_shard",
                                             "max_train_samples", "shapes_train", "jpeg_quality")}
     return f"data/train-{config_hash({'v': PREP_VERSION, **fields})}"
@@ -36,6 +40,8 @@ def train_data_key(data: DataConfig) -> str:
 def eval_data_key(name: str, data: DataConfig, eval_cfg: EvalConfig) -> str:
     fields = {"name": name, "image_size": data.image_size, "max_samples": eval_cfg.max_samples,
               "shapes_eval": data.shapes_eval}
+    if name in eval_cfg.datasets:  # a user set: its source spec decides what the shards hold
+        fields["source"] = eval_cfg.datasets[name]
     return f"data/eval-{name}-{config_hash({'v': PREP_VERSION, **fields})}"
 
 
@@ -56,24 +62,42 @@ def _train_samples(data: DataConfig) -> Iterator[Sample]:
     return _interleave([streams[src]() for src in data.sources])
 
 
-def _eval_samples(name: str, data: DataConfig, eval_cfg: EvalConfig) -> Iterator[Sample]:
-    if name == "fashion_mnist":
-        return fashion_mnist_samples("test", limit=eval_cfg.max_samples)
-    if name == "shapes":
-        return shapes_samples("eval", num_samples=min(data.shapes_eval, eval_cfg.max_samples),
-                              image_size=data.image_size)
-    raise ValueError(f"eval set {name!r} is not an embedded data set; choose fashion_mnist or shapes")
+def _eval_source(name: str, data: DataConfig, eval_cfg: EvalConfig) -> EvalSource:
+    if name in eval_cfg.datasets:
+        source = read_eval_source(name, eval_cfg.datasets[name], max_samples=eval_cfg.max_samples)
+    elif name == "fashion_mnist":
+        source = EvalSource(embedded_eval_classes(name), True,
+                            fashion_mnist_samples("test", limit=eval_cfg.max_samples))
+    elif name == "shapes":
+        source = EvalSource(embedded_eval_classes(name), True, shapes_samples(
+            "eval", num_samples=min(data.shapes_eval, eval_cfg.max_samples), image_size=data.image_size))
+    else:
+        raise ValueError(f"eval set {name!r} is neither embedded (fashion_mnist, shapes) nor a key of eval.datasets; "
+                         f"add +eval.datasets.{name}=<layout>:<path>")
+    # Before any image is read: a task the set cannot serve must fail here, not after training.
+    check_eval_tasks(name, classnames=source.classnames, captioned=source.captioned, eval_cfg=eval_cfg)
+    return source
 
 
-def _write(store: ArtifactStore, key: str, samples: Iterable[Sample], data: DataConfig) -> dict[str, Any]:
-    if is_committed(store, key):
-        log.info("prep: %s already committed, reusing it", store.url(key))
-        return store.read_json(f"{key}/{MANIFEST}")
+def _write(store: ArtifactStore, key: str, samples: Iterable[Sample], data: DataConfig,
+           meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write and commit shards; ``meta`` adds fields to the manifest (an eval set's class names)."""
     local = store.local_dir(key)
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = local or Path(tmp)
-        manifest = write_shards(samples, out_dir, image_size=data.image_size,
-                                samples_per_shard=data.samples_per_shard, jpeg_quality=data.jpeg_quality)
+        try:
+            manifest = write_shards(samples, out_dir, image_size=data.image_size,
+                                    samples_per_shard=data.samples_per_shard, jpeg_quality=data.jpeg_quality)
+        except OSError as err:
+            where = "storage.root" if local else "TMPDIR (prep stages shards for S3 there)"
+            full = disk_full_error(err, out_dir, what=f"the shards of {store.url(key)}", fix=(
+                f"Nothing was committed and the partial shards were deleted. Free space, or point {where} at a "
+                "larger disk; then run prep again."))
+            if full is None:
+                raise
+            store.delete_dir(key)  # uncommitted: give back the space the partial shards took
+            raise full from err
+        manifest.update(meta or {})
         store.upload_dir(out_dir, key)
     commit(store, key, manifest)
     log.info("prep: committed %d samples in %d shards to %s (skipped: %s)", manifest["num_samples"],
@@ -83,8 +107,6 @@ def _write(store: ArtifactStore, key: str, samples: Iterable[Sample], data: Data
 
 def _index_external(store: ArtifactStore, key: str, data: DataConfig) -> None:
     """Commit a manifest that points at the user's own shards (``data=webdataset``), with their counts."""
-    if is_committed(store, key):
-        return
     urls = [url for pattern in data.shards for url in braceexpand(pattern)]
     shards = [{"name": url.rsplit("/", 1)[-1], "url": url, "num_samples": sum(1 for _ in iter_shard_samples([url]))}
               for url in urls]
@@ -96,14 +118,20 @@ def _index_external(store: ArtifactStore, key: str, data: DataConfig) -> None:
 def prepare(data: DataConfig, eval_cfg: EvalConfig, store: ArtifactStore) -> dict[str, str]:
     """Write (or reuse) the train shards and the eval sets; return their store keys."""
     keys = {"train": train_data_key(data)}
-    if data.name == "webdataset":
+    if is_committed(store, keys["train"]):  # checked first: building a sample stream reads the source files
+        log.info("prep: %s already committed, reusing it", store.url(keys["train"]))
+    elif data.name == "webdataset":
         _index_external(store, keys["train"], data)
+    elif data.name == "raw":
+        prepare_raw(data, store, keys["train"])
     else:
         _write(store, keys["train"], _train_samples(data), data)
     sets = (eval_cfg.zero_shot, eval_cfg.retrieval, eval_cfg.linear_probe, eval_cfg.modality_gap)
     for name in dict.fromkeys(filter(None, sets)):
         keys[name] = eval_data_key(name, data, eval_cfg)
-        _write(store, keys[name], _eval_samples(name, data, eval_cfg), data)
+        if not is_committed(store, keys[name]):  # reading a user set's listing or index is not free
+            source = _eval_source(name, data, eval_cfg)
+            _write(store, keys[name], source.samples, data, source.manifest_fields())
     return keys
 
 

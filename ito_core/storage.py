@@ -12,6 +12,7 @@ instance role), never from configs, and are scrubbed from every message we raise
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import json
@@ -31,11 +32,26 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 RETRY_DEADLINE_S = 120.0  # how long S3 calls keep retrying transient failures before giving up
+LOW_SPACE_BYTES = 8 << 20  # a write that failed with less free space than this ran out of disk
 T = TypeVar("T")
 
 
 class StorageError(RuntimeError):
     """A store call failed for a reason outside this program: endpoint down, bad credentials, no bucket."""
+
+
+def disk_full_error(err: BaseException, path: Path, *, what: str, fix: str) -> OSError | None:
+    """An ``OSError(ENOSPC)`` naming ``what``, ``path`` and ``fix`` if ``err`` (raised while writing under
+    ``path``) means the disk (or quota) is full, else None. torch.save reports a full disk as a bare
+    RuntimeError ("iostream error", "unexpected pos") without an errno: an almost full filesystem is the
+    tell then."""
+    existing = next(p for p in (Path(path), *Path(path).parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    codes = {e.errno for e in _causes(err) if isinstance(e, OSError) and e.errno}
+    if not codes & {errno.ENOSPC, errno.EDQUOT} and (codes or free >= LOW_SPACE_BYTES):
+        return None
+    return OSError(errno.ENOSPC, f"disk full: no space left on device writing {what} under {path} "
+                                 f"({free / 2**20:.1f} MiB free; {type(err).__name__}: {err}). {fix}")
 
 
 class ArtifactStore(Protocol):
@@ -57,6 +73,17 @@ class ArtifactStore(Protocol):
     def local_dir(self, key: str) -> Path | None: ...
 
 
+def checked_key(key: str) -> str:
+    """``key`` if it stays under the store's root. Keys are built from our own names plus config values
+    (sweep and eval set names), so a part that could climb out ("..", ".", an absolute path) or a NUL is
+    refused, never resolved: locally it would escape the root, on S3 it names a different object."""
+    parts = key.split("/")
+    if key.startswith("/") or "\x00" in key or any(part in (".", "..") for part in parts):
+        raise ValueError(f"store key {key!r}: absolute, '.'/'..' parts and NUL are not allowed; rename the sweep, "
+                         "run or eval set that produced it (use plain names)")
+    return key
+
+
 def is_committed(store: ArtifactStore, key: str) -> bool:
     return store.exists(f"{key}/{MANIFEST}")
 
@@ -71,7 +98,7 @@ class LocalStore:
         self.root = str(Path(root).resolve())
 
     def _path(self, key: str) -> Path:
-        return Path(self.root, key)
+        return Path(self.root, checked_key(key))
 
     def url(self, key: str) -> str:
         return str(self._path(key))
@@ -88,15 +115,22 @@ class LocalStore:
     def write_text(self, key: str, text: str) -> None:
         """Readers see the old file or the whole new one, never a part (tmp in the same folder + rename)."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-            try:
-                tmp.write(text)
-                tmp.flush()
-                os.fsync(tmp.fileno())
-                os.replace(tmp.name, path)
-            finally:
-                Path(tmp.name).unlink(missing_ok=True)  # gone after a successful rename; cleans up a failed one
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+                try:
+                    tmp.write(text)
+                    tmp.flush()
+                    os.fsync(tmp.fileno())
+                    os.replace(tmp.name, path)
+                finally:
+                    Path(tmp.name).unlink(missing_ok=True)  # gone after a successful rename; cleans up a failed one
+        except OSError as err:
+            full = disk_full_error(err, path, what=key, fix="The old file (if any) is unchanged. Free space there, "
+                                   "or point storage.root at a larger disk.")
+            if full is None:
+                raise
+            raise full from err
 
     def upload_dir(self, local_dir: Path, key: str) -> None:
         if not Path(local_dir).is_dir():
@@ -266,7 +300,7 @@ class S3Store:
         self.client = self._s3.client
 
     def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}".strip("/")
+        return f"{self.prefix}/{checked_key(key)}".strip("/")
 
     def _dir_prefix(self, key: str) -> str:
         """The listing prefix of the folder ``key`` ("" for the bucket's root)."""
@@ -410,12 +444,33 @@ def _reader_calls(pid: int, env: tuple[str | None, ...]) -> _S3Calls:
     return _S3Calls(ranged_reads=True)
 
 
+def _env_reader_calls() -> _S3Calls:
+    env = tuple(os.environ.get(name) for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                                  "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION"))
+    return _reader_calls(os.getpid(), env)
+
+
 def open_s3_object(url: str) -> S3ObjectStream:
     """Stream ``s3://bucket/key`` with boto3's own configuration: endpoint from ``AWS_ENDPOINT_URL_S3`` or
     ``AWS_ENDPOINT_URL`` (else AWS), credentials from the AWS env vars / profile."""
-    env = tuple(os.environ.get(name) for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-                                                  "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION"))
-    return S3ObjectStream(url, _reader_calls(os.getpid(), env))
+    return S3ObjectStream(url, _env_reader_calls())
+
+
+def list_s3_objects(url: str) -> list[str]:
+    """Keys of every object under the folder ``s3://bucket/prefix``, relative to it and sorted; configured
+    like ``open_s3_object``. An empty list for a folder with nothing in it."""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    if not url.startswith("s3://") or not bucket:
+        raise ValueError(f"{url!r}: expected s3://bucket[/prefix]")
+    folder = f"{prefix.strip('/')}/".lstrip("/")
+    calls = _env_reader_calls()
+
+    def list_all() -> list[str]:
+        pages = calls.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder)
+        return sorted(item["Key"][len(folder):] for page in pages for item in page.get("Contents", [])
+                      if not item["Key"].endswith("/"))
+
+    return calls.call(f"list {url}", list_all)
 
 
 def export_shard_endpoint(cfg: StorageConfig) -> None:

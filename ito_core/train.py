@@ -41,7 +41,7 @@ from ito_core.data.augment import MultiViewAugment
 from ito_core.data.loader import TrainStream, build_train_loader
 from ito_core.data.tokenizer import build_tokenizer
 from ito_core.distributed import DistEnv, all_ranks, init_distributed
-from ito_core.flops import forward_flops_per_sample, mfu, peak_flops
+from ito_core.flops import mfu, peak_flops, train_flops_per_sample
 from ito_core.losses import FusionLoss, MultiAlignLoss, build_align_loss
 from ito_core.models.ito import ItoModel
 from ito_core.storage import ArtifactStore, commit
@@ -151,13 +151,17 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
     state = {"step": 0, "skipped_steps": 0, "history": []}
     if resume is not None:
         state.update(checkpoint.restore(engine, resume, store=store, key=ckpt_key, staging=staging))
+    if env.rank == 0:  # start-up is over (bench/orchestration.py times the phases by these log lines)
+        log.info("engine ready: ZeRO-%d %s, world size %d, at step %d", cfg.deepspeed.zero_stage,
+                 cfg.deepspeed.precision, env.world_size, state["step"])
     device, dtype = engine.device, DTYPES[cfg.deepspeed.precision]
     accum = GradientAccumulation(engine, ItoObjective(cfg, env), steps=accumulation_steps(cfg.train, env.world_size))
     augment = MultiViewAugment(image_size=cfg.model.image_size, num_views=cfg.ito.images).to(device)
     stream = TrainStream(
         shard_paths, batch_size=cfg.train.batch_size // env.world_size, num_texts=cfg.ito.texts,
         tokenizer=build_tokenizer(cfg.model.context_length), seed=cfg.seed, rank=env.rank,
-        world_size=env.world_size, start_batch=state["step"], samples_per_epoch=samples_per_epoch)
+        world_size=env.world_size, start_batch=state["step"], samples_per_epoch=samples_per_epoch,
+        max_bad_shards=cfg.train.max_bad_shards)
     tracker = Tracker(cfg, run_key=run_key, rank=env.rank, directory=staging / "wandb")
     meter = StepMeter(cfg, env, start_step=state["step"])
     batches = iter(build_train_loader(stream, num_workers=cfg.data.num_workers))
@@ -215,7 +219,7 @@ class StepMeter:
 
     def __init__(self, cfg: RunConfig, env: DistEnv, *, start_step: int) -> None:
         self.cfg, self.env, self.last_step, self.tick = cfg, env, start_step, time.perf_counter()
-        self.train_flops_per_sample = 3 * forward_flops_per_sample(cfg.model, cfg.ito)["total"]  # fwd + 2x bwd
+        self.train_flops_per_sample = train_flops_per_sample(cfg.model, cfg.ito)
         self.peak = peak_flops(cfg.train)
 
     def row(self, state: dict[str, Any], losses: dict[str, torch.Tensor], *, lr: float) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["fixtures.tiny_run", "fixtures.s3_server", "fixtures.slurm_cluster", "fixtures.prefect_server"]
+pytest_plugins = ["fixtures.tiny_run", "fixtures.s3_server", "fixtures.slurm_cluster", "fixtures.prefect_server",
+                  "fixtures.faults"]
 
 DIR_MARKERS = {"integration": ("integration", "slow"), "e2e": ("e2e", "slow", "integration")}
 

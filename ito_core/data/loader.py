@@ -14,6 +14,12 @@ start_batch + w + W, ...: every worker walks the raw stream (tar reading only) a
 its own batches, and DataLoader's round-robin over workers restores the order, so the batch
 sequence is the same for any W. The price: each worker of each rank reads every shard.
 
+A shard that is missing or truncated (not a complete tar) stops the stream with an error naming it:
+skipping it would change what the run trains on. ``max_bad_shards`` (``train.max_bad_shards``) skips up
+to that many per epoch instead, keeping the samples read before the damage and logging each; the epoch
+then holds fewer samples, so a resumed run no longer equals an uninterrupted one exactly. An S3 outage is
+not a bad shard: the reader retries it, then fails.
+
 Shape legend: B batch, N captions per sample, L context length, H/W image size.
 """
 
@@ -22,8 +28,11 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import logging
 import random
+import tarfile
 from collections.abc import Callable, Iterator
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -35,7 +44,10 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from ito_core.storage import open_s3_object
 
+log = logging.getLogger(__name__)
+
 Tokenizer = Callable[[list[str]], torch.Tensor]  # list of n texts -> LongTensor [n, L]
+BAD_SHARD_ERRORS = (FileNotFoundError, tarfile.ReadError)  # missing; truncated, empty or not a tar
 
 
 def open_shard(url: str) -> Any:
@@ -50,7 +62,18 @@ def open_shard(url: str) -> Any:
 
 def iter_shard_samples(urls: list[str]) -> Iterator[dict[str, Any]]:
     """Raw webdataset samples ({"__key__", "__url__", "jpg": bytes, "json": bytes}) of ``urls`` in order."""
-    yield from group_by_keys(tar_file_expander(_opened(urls)))
+    yield from group_by_keys(_checked_members(tar_file_expander(_opened(urls))))
+
+
+def _checked_members(members: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Member names only become sample keys, never paths we write; a name that would escape a folder
+    (absolute or "..") still means a crafted tar, so the shard is refused (webdataset skips links itself)."""
+    for member in members:
+        path = PurePosixPath(member.get("fname", ""))  # {} is webdataset's end-of-shard marker
+        if path.is_absolute() or ".." in path.parts:
+            raise ValueError(f"shard {member.get('__url__')}: refusing tar member {member['fname']!r} (absolute "
+                             "path or '..'): prep never writes one, so the shard was altered; re-create it")
+        yield member
 
 
 def _opened(urls: list[str]) -> Iterator[dict[str, Any]]:
@@ -76,18 +99,21 @@ class TrainStream(IterableDataset):
         start_batch: int = 0,
         shuffle_buffer: int = 1000,
         samples_per_epoch: int = 0,
+        max_bad_shards: int = 0,
     ) -> None:
         """``samples_per_epoch``: the shards' total sample count (the prep manifest's ``num_samples``).
         When given, a resume skips whole epochs without reading them, and every epoch read is checked
-        against it; 0 walks the stream from epoch 0."""
+        against it; 0 walks the stream from epoch 0. ``max_bad_shards``: missing or truncated shards
+        skipped per epoch before the stream fails."""
         super().__init__()
         if not shard_paths:
             raise ValueError("TrainStream got no shards (data.shards / the prep manifest lists none)")
-        if batch_size < 1 or num_texts < 1 or start_batch < 0 or shuffle_buffer < 1 or samples_per_epoch < 0:
+        if (batch_size < 1 or num_texts < 1 or start_batch < 0 or shuffle_buffer < 1 or samples_per_epoch < 0
+                or max_bad_shards < 0):
             raise ValueError(
                 f"TrainStream(batch_size={batch_size}, num_texts={num_texts}, start_batch={start_batch}, "
-                f"shuffle_buffer={shuffle_buffer}, samples_per_epoch={samples_per_epoch}): "
-                "need batch_size, num_texts, shuffle_buffer >= 1 and start_batch, samples_per_epoch >= 0"
+                f"shuffle_buffer={shuffle_buffer}, samples_per_epoch={samples_per_epoch}, max_bad_shards="
+                f"{max_bad_shards}): need batch_size, num_texts, shuffle_buffer >= 1 and the others >= 0"
             )
         if not 0 <= rank < world_size:
             raise ValueError(
@@ -103,6 +129,8 @@ class TrainStream(IterableDataset):
         self.start_batch = start_batch
         self.shuffle_buffer = shuffle_buffer
         self.samples_per_epoch = samples_per_epoch
+        self.max_bad_shards = max_bad_shards
+        self._skipped_shards: dict[int, list[str]] = {}  # epoch -> bad shards skipped (this process)
         # This rank's share of an epoch (0 = unknown): samples rank, rank + world_size, ...
         self._rank_epoch_size = len(range(rank, samples_per_epoch, world_size))
 
@@ -128,7 +156,8 @@ class TrainStream(IterableDataset):
             for sample in self._epoch_samples(epoch):
                 count += 1
                 yield epoch, sample
-            if count == 0 or (self.samples_per_epoch and count != self._rank_epoch_size):
+            short_by_design = bool(self._skipped_shards.pop(epoch, None))
+            if count == 0 or (self.samples_per_epoch and count != self._rank_epoch_size and not short_by_design):
                 raise ValueError(
                     f"epoch {epoch} gave rank {self.rank}/{self.world_size} {count} samples, expected "
                     f"{self._rank_epoch_size or '> 0'}: shards changed or hold too few samples "
@@ -140,8 +169,28 @@ class TrainStream(IterableDataset):
         # String seeds: random.Random hashes them with SHA-512, stable across processes and Pythons.
         random.Random(f"{self.seed}/shards/{epoch}").shuffle(shards)
         rng = random.Random(f"{self.seed}/buffer/{epoch}")
-        samples = _shuffled(iter_shard_samples(shards), self.shuffle_buffer, rng)
+        samples = _shuffled(self._readable_samples(shards, epoch), self.shuffle_buffer, rng)
         return itertools.islice(samples, self.rank, None, self.world_size)
+
+    def _readable_samples(self, shards: list[str], epoch: int) -> Iterator[dict[str, Any]]:
+        """Raw samples of ``shards`` in order; a missing or truncated shard fails the stream, or is skipped
+        (its samples before the damage kept) while at most ``max_bad_shards`` were this epoch."""
+        skipped = self._skipped_shards.setdefault(epoch, [])
+        for url in shards:
+            try:
+                yield from iter_shard_samples([url])
+            except BAD_SHARD_ERRORS as err:
+                skipped.append(url)
+                problem = "missing" if isinstance(err, FileNotFoundError) else f"truncated or not a tar ({err.args[0]})"
+                if len(skipped) > self.max_bad_shards:
+                    raise ValueError(
+                        f"shard {url} is {problem}: {len(skipped)} bad shard(s) in epoch {epoch}, more than "
+                        f"train.max_bad_shards={self.max_bad_shards}. Skipping shards changes the data the run trains "
+                        "on (and a resumed run then differs from an uninterrupted one), so it is off by default: "
+                        "restore the shard or re-run prep (delete the data set's manifest.json to rebuild it), or "
+                        "set train.max_bad_shards to skip that many per epoch") from err
+                log.warning("epoch %d: skipping the rest of shard %s (%s); %d/%d bad shards allowed per epoch",
+                            epoch, url, problem, len(skipped), self.max_bad_shards)
 
     def _decode_batch(self, chunk: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
         images, texts, keys = [], [], []

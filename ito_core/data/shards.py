@@ -8,7 +8,6 @@ metadata, sorted JSON), so shard hashes can serve as content addresses.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -24,14 +23,12 @@ import webdataset as wds
 from PIL import Image
 
 from ito_core.data.embedded import Sample
+from ito_core.data.shard_writer import TAR_MTIME, sha256_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
-# Fixed (2000-01-01) so re-running prep gives identical bytes; an int, since a float mtime makes
-# tarfile add a PAX header to every member (twice the headers to parse at read time).
-_TAR_MTIME = 946684800
 _MAX_LOGGED_SKIPS = 10  # per-sample warnings; the rest only count in the manifest
 _BAD_KEY = re.compile(r"[./\s]")  # webdataset splits member names at the first "." after the last "/"
 
@@ -67,7 +64,7 @@ def write_shards(
     seen_keys: set[str] = set()
     # Absolute, with "%" escaped: the pattern goes through %-formatting and webdataset's URL parser.
     pattern = str(out_dir.absolute()).replace("%", "%%") + f"/{prefix}-%06d.tar"
-    with wds.ShardWriter(pattern, maxcount=samples_per_shard, verbose=0, mtime=_TAR_MTIME) as writer:
+    with wds.ShardWriter(pattern, maxcount=samples_per_shard, verbose=0, mtime=TAR_MTIME) as writer:
         for sample in samples:
             reason, record = _encode_sample(sample, seen_keys, image_size=image_size, quality=jpeg_quality)
             if reason:
@@ -92,12 +89,12 @@ def write_shards(
         "image_size": image_size,
         "jpeg_quality": jpeg_quality,
         "shards": [
-            {"name": name, "num_samples": n, "sha256": _sha256(out_dir / name)} for name, n in counts.items()
+            {"name": name, "num_samples": n, "sha256": sha256_file(out_dir / name)} for name, n in counts.items()
         ],
         "num_samples": kept,
         "stats": {"kept": kept, "skipped": dict(sorted(skipped.items()))},
     }
-    _write_json_atomic(out_dir / MANIFEST_NAME, manifest)
+    write_json_atomic(out_dir / MANIFEST_NAME, manifest)
     return manifest
 
 
@@ -123,7 +120,7 @@ def _encode_sample(
         return "bad_key", {}
     if key in seen_keys:
         return "duplicate_key", {}
-    captions = _clean_captions(getattr(sample, "captions", None))
+    captions = clean_captions(getattr(sample, "captions", None))
     if not captions:
         return "no_caption", {}
     try:
@@ -135,7 +132,7 @@ def _encode_sample(
     return "", {"__key__": key, "jpg": jpg, "json": meta.encode("utf-8")}
 
 
-def _clean_captions(captions: Any) -> list[str]:
+def clean_captions(captions: Any) -> list[str]:
     """Drop control/format characters, collapse whitespace, drop empty and repeated captions."""
     if isinstance(captions, str) or not isinstance(captions, list | tuple):
         return []
@@ -163,18 +160,3 @@ def _encode_image(image: Image.Image, *, image_size: int, quality: int) -> bytes
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary name, then rename: readers never see a half-written manifest."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 
 @contextmanager
@@ -28,12 +29,15 @@ def compute_features(
     batches: Iterable[torch.Tensor],
     *,
     device: torch.device | str | None = None,
+    desc: str = "encoding",
 ) -> torch.Tensor:
     """L2-normalised float32 features [N, D] of all batches, each moved to `device` first (when given).
 
-    Call it inside `eval_mode(model)` with e.g. `model.encode_image` or `model.encode_text`.
+    Call it inside `eval_mode(model)` with e.g. `model.encode_image` or `model.encode_text`. A progress bar
+    named `desc` shows on a terminal (tqdm hides it when stderr is not a TTY: job logs stay clean).
     """
-    features_BD = [F.normalize(encode_fn(batch.to(device)).float(), dim=-1) for batch in batches]
+    progress = tqdm(batches, desc=desc, unit="batch", disable=None, leave=False)
+    features_BD = [F.normalize(encode_fn(batch.to(device)).float(), dim=-1) for batch in progress]
     return torch.cat(features_BD)
 
 

@@ -3,22 +3,25 @@
 Each eval set is encoded once per model (images, plus captions when a task needs them) and every task on
 that set reads the same features. Results use CLIP_benchmark's record layout (``dataset``, ``model``,
 ``pretrained``, ``task``, ``metrics``) so they can sit beside CLIP_benchmark outputs; a modality-gap record
-also names its UMAP plot under ``plots``.
+also names its UMAP plot under ``plots``. Encoding runs on the model's device under ``eval.precision``
+(autocast; features are float32), with a progress bar on a terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ito_core.config import EvalConfig, RunConfig
+from ito_core.config import EMBEDDED_SOURCES, EvalConfig, RunConfig
 from ito_core.data.augment import eval_transform
 from ito_core.data.embedded import embedded_eval_classes
+from ito_core.data.eval_sets import check_eval_tasks
 from ito_core.data.loader import read_eval_set
 from ito_core.data.tokenizer import build_tokenizer
 from ito_core.eval.features import compute_features, eval_mode, model_device
@@ -37,6 +40,7 @@ TASKS = {"zero_shot": "zeroshot_classification", "retrieval": "zeroshot_retrieva
          "linear_probe": "linear_probe", "modality_gap": "modality_gap"}
 TEXT_TASKS = {"zeroshot_retrieval", "modality_gap"}  # tasks that need the captions encoded
 PROBE_SPLIT_SEED = 0  # fixed, so every grid point's probe sees the same split
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -47,6 +51,7 @@ class EvalFeatures:
     labels_N: torch.Tensor  # -1 where a sample has no label
     texts_TD: torch.Tensor | None = None  # every caption of every image, when a task needs them
     text_to_image_T: torch.Tensor | None = None  # image index of each caption
+    classnames: list[str] = field(default_factory=list)  # the set's class names in label order (zero-shot)
 
 
 def eval_plan(eval_cfg: EvalConfig) -> dict[str, list[str]]:
@@ -71,27 +76,56 @@ def check_eval_config(eval_cfg: EvalConfig) -> None:
                          "use umap_points >= 0 (0 = no plot) and batch_size >= 1")
 
 
+def check_precision(precision: str, device: torch.device) -> None:
+    """fp16 autocast only on CUDA (on CPU it is slow and partly unsupported); bf16 runs anywhere."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"config eval.precision=fp16 on a {device.type} device: fp16 autocast needs CUDA; "
+                         "use eval.precision=bf16 or fp32")
+
+
+@contextlib.contextmanager
+def encoding(model: DualEncoder, precision: str) -> Iterator[None]:
+    """Eval mode, no grad and autocast to ``eval.precision`` around the model's forward passes only: the
+    metrics computed afterwards compare float32 features."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    with eval_mode(model), torch.autocast(model_device(model).type, dtype=dtype, enabled=dtype is not None):
+        yield
+
+
 def _encode(model: DualEncoder, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
-            batch_size: int) -> torch.Tensor:
-    with eval_mode(model):
-        return compute_features(fn, inputs.split(batch_size), device=model_device(model))
+            cfg: RunConfig, *, desc: str) -> torch.Tensor:
+    with encoding(model, cfg.eval.precision):
+        return compute_features(fn, inputs.split(cfg.eval.batch_size), device=model_device(model), desc=desc)
 
 
-def encode_eval_set(model: DualEncoder, shards: list[str], cfg: RunConfig, *, with_texts: bool) -> EvalFeatures:
+def encode_eval_set(model: DualEncoder, shards: list[str], cfg: RunConfig, *, with_texts: bool,
+                    name: str = "eval") -> EvalFeatures:
     """Read an eval set once and encode its images (and, ``with_texts``, all of its captions)."""
     images, captions, labels = read_eval_set(shards, limit=cfg.eval.max_samples)
-    pixels = eval_transform(images, cfg.model.image_size)
-    features = EvalFeatures(_encode(model, model.encode_image, pixels, cfg.eval.batch_size), labels)
+
+    def encode_pixels(images_BCHW: torch.Tensor) -> torch.Tensor:  # per batch: the whole set never exists as floats
+        return model.encode_image(eval_transform(images_BCHW, cfg.model.image_size))
+
+    features = EvalFeatures(_encode(model, encode_pixels, images, cfg, desc=f"{name} images"), labels)
     if with_texts:
         tokens = build_tokenizer(cfg.model.context_length)([text for caps in captions for text in caps])
-        features.texts_TD = _encode(model, model.encode_text, tokens, cfg.eval.batch_size)
+        features.texts_TD = _encode(model, model.encode_text, tokens, cfg, desc=f"{name} captions")
         features.text_to_image_T = torch.tensor([i for i, caps in enumerate(captions) for _ in caps], dtype=torch.long)
     return features
 
 
+def set_classnames(name: str, manifest: dict[str, Any]) -> list[str]:
+    """Class names from the set's prep manifest; embedded sets prepared before manifests had them use their own."""
+    if manifest.get("classnames"):
+        return list(manifest["classnames"])
+    return embedded_eval_classes(name) if name in EMBEDDED_SOURCES else []
+
+
 def zero_shot_task(model: DualEncoder, name: str, feats: EvalFeatures, cfg: RunConfig) -> dict[str, float]:
-    classifier = build_zero_shot_classifier(model, embedded_eval_classes(name), OPENAI_IMAGENET_TEMPLATES,
-                                            build_tokenizer(cfg.model.context_length), batch_size=cfg.eval.batch_size)
+    with encoding(model, cfg.eval.precision):
+        classifier = build_zero_shot_classifier(model, feats.classnames, OPENAI_IMAGENET_TEMPLATES,
+                                                build_tokenizer(cfg.model.context_length),
+                                                batch_size=cfg.eval.batch_size)
     return zero_shot_metrics(feats.images_ND, feats.labels_N, classifier)
 
 
@@ -120,18 +154,27 @@ TASK_FNS: dict[str, Callable[[DualEncoder, str, EvalFeatures, RunConfig], dict[s
 
 
 def evaluate(model: DualEncoder, cfg: RunConfig, eval_shards: dict[str, list[str]], *, model_name: str,
-             pretrained: str, plot_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Run every configured eval task; ``eval_shards`` maps eval set names to shard paths. With ``plot_dir``
-    (and ``eval.umap_points`` > 0) the modality-gap record names its ``umap-<set>.png`` written there."""
+             pretrained: str, plot_dir: Path | None = None,
+             manifests: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Run every configured eval task; ``eval_shards`` maps eval set names to shard paths and ``manifests`` to
+    their prep manifests (class names; whether the captions are the set's own). With ``plot_dir`` (and
+    ``eval.umap_points`` > 0) the modality-gap record names its ``umap-<set>.png`` written there."""
     check_eval_config(cfg.eval)
     plan = eval_plan(cfg.eval)
     missing = {name: [k for k in TASKS if getattr(cfg.eval, k) == name] for name in plan if name not in eval_shards}
     if missing:
         raise ValueError(f"no eval data for {missing} (eval set -> config keys); prepared sets: {sorted(eval_shards)}. "
                          "Run prep for them or point those eval.* keys at a prepared set ('' skips a task)")
+    check_precision(cfg.eval.precision, model_device(model))
+    manifests = manifests or {}
+    classnames = {name: set_classnames(name, manifests.get(name, {})) for name in plan}
+    for name in plan:  # every set is checked before the first one is encoded
+        check_eval_tasks(name, classnames=classnames[name], captioned=manifests.get(name, {}).get("captioned", True),
+                         eval_cfg=cfg.eval)
     records = []
     for name, tasks in plan.items():
-        feats = encode_eval_set(model, eval_shards[name], cfg, with_texts=bool(TEXT_TASKS & set(tasks)))
+        feats = encode_eval_set(model, eval_shards[name], cfg, with_texts=bool(TEXT_TASKS & set(tasks)), name=name)
+        feats.classnames = classnames[name]
         for task in tasks:
             record = {"dataset": name, "model": model_name, "pretrained": pretrained, "task": task,
                       "metrics": TASK_FNS[task](model, name, feats, cfg)}

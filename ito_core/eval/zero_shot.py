@@ -34,7 +34,7 @@ def build_zero_shot_classifier(
     tokens_PL = tokenizer(prompts)
     with eval_mode(model):
         batches = tokens_PL.split(batch_size)
-        prompts_PD = compute_features(model.encode_text, batches, device=model_device(model))
+        prompts_PD = compute_features(model.encode_text, batches, device=model_device(model), desc="class prompts")
     prompts_CTD = prompts_PD.view(len(classnames), len(templates), -1)
     return F.normalize(prompts_CTD.mean(dim=1), dim=-1).T
 

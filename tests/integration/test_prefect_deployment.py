@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 from e2e.test_sweep_flow import SMALL_BUDGET
-from fixtures.prefect_server import Background, PrefectServer, venv_script
+from fixtures.prefect_server import Background, PrefectServer, serving, venv_script
 from fixtures.s3_server import S3Bucket, S3Server
 
 from flows.grid import expand_grid, override_key
@@ -74,24 +74,9 @@ def aws_env(server: S3Server) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def served(prefect_server: PrefectServer, s3_server: S3Server,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Background]:
-    """``ito-sweep serve`` in the background, polling every second, with the S3 server's credentials."""
-    from prefect.exceptions import ObjectNotFound
-
-    def registered() -> bool:
-        with prefect_server.client() as client:
-            try:
-                return all(client.read_deployment_by_name(f"ito-sweep/{name}") for name in ("local", "slurm"))
-            except ObjectNotFound:
-                return False
-
-    folder = tmp_path_factory.mktemp("served")
-    env = prefect_server.env(PREFECT_RUNNER_POLL_FREQUENCY="1", **aws_env(s3_server))
-    process = Background([venv_script("ito-sweep"), "serve"], env, folder / "serve.log", cwd=folder)
-    process.start(registered)
-    try:
+    """``ito-sweep serve`` in the background with the S3 server's credentials."""
+    with serving(prefect_server, tmp_path_factory.mktemp("served"), **aws_env(s3_server)) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_deployment_run_reports_and_a_new_axis_value_runs_only_new_points(

@@ -14,6 +14,7 @@ GROUP_SCHEMAS = {"model": C.ModelConfig, "data": C.DataConfig, "ito": C.ItoConfi
                  "train": C.TrainConfig, "deepspeed": C.DeepSpeedConfig, "cluster": C.ClusterConfig,
                  "storage": C.StorageConfig, "eval": C.EvalConfig, "wandb": C.WandbConfig}
 REQUIRED_OVERRIDES = {"data/webdataset.yaml": ["data.shards=[/data/a.tar]"],
+                      "data/raw.yaml": ["data.input_kind=table", "data.input=/data/cc3m.parquet"],
                       "storage/s3.yaml": ["storage.root=s3://bucket/prefix"]}
 
 
@@ -80,11 +81,12 @@ def test_config_hash_is_stable_and_order_free() -> None:
 
 @pytest.mark.parametrize("experiment", ["demo", "ito_ablation", "ito_cc3m", "ito_cc12m"])
 def test_experiment_configs_compose_and_validate(experiment: str) -> None:
-    extra = ["data.shards=['/data/x/{0..9}.tar']", "storage.root=s3://bucket/ito"] if "cc" in experiment else []
+    extra = ["data.input='/data/x/{0..9}.tar'", "storage.root=s3://bucket/ito"] if "cc" in experiment else []
     cfg = C.load_config([f"experiment={experiment}", *extra])
     if "cc" in experiment:
         assert cfg.model.name == "ViT-B-16" and cfg.train.batch_size == 2048 and cfg.deepspeed.precision == "bf16"
         assert cfg.cluster.kind == "slurm" and cfg.cluster.gpus_per_node == 8
+        assert cfg.data.name == "raw" and cfg.data.input_kind == "img2dataset"
 
 
 def test_ablation_grid_points_all_validate() -> None:

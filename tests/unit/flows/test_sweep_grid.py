@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.grid import expand_grid, grid_axes, override_key, with_presets
+from flows.grid import expand_grid, grid_axes, load_grid, override_key, with_presets
 from ito_core.config import load_config
 
 
@@ -45,6 +45,27 @@ def test_overrides_win_over_the_config_sweep_section(override: str, images: set[
     assert len(points) == len(images) * len(fusions)
 
 
+@pytest.mark.parametrize("overrides", [
+    ["model=tiny", "ito.texts=2", "ito.images=1,2", "train.lr=1e-4,2e-4"],  # values only: one composition
+    ["experiment=demo", "seed=0,1"],  # a group preset, the config's own axes and a value axis
+    ["ablation=clip,ito_m4", "seed=0,1", "ito.texts=2"],  # a group axis: one composition per choice
+    ["model=tiny", "ito=clip,ito", "ito.images=2"],  # a value inside a group that is an axis
+])
+def test_load_grid_equals_composing_every_point(overrides: list[str]) -> None:
+    points = expand_grid(overrides)
+    assert load_grid(points) == [load_config(point) for point in points]
+
+
+@pytest.mark.parametrize("bad", ["ito.imagez=2", "train.lr=fast", "ito.images=0",  # unknown key, type, value
+                                 "cluster.extra_sbatch.hold=true"])  # a new dict key needs +, as with Hydra
+def test_load_grid_raises_the_error_load_config_raises(bad: str) -> None:
+    with pytest.raises(ValueError, match=bad.split("=")[0]) as fast:
+        load_grid([["model=tiny"], ["model=tiny", bad]])
+    with pytest.raises(ValueError) as one:
+        load_config(["model=tiny", bad])
+    assert str(fast.value) == str(one.value)
+
+
 def test_interval_sweeps_are_refused_naming_the_override() -> None:
     with pytest.raises(ValueError, match=r"train.lr=interval\(0.1,1\).*range\(\)"):
         expand_grid(["train.lr=interval(0.1,1)"])
@@ -75,6 +96,15 @@ def test_hydra_sweeper_params_section_expands_like_sweep(tmp_path, monkeypatch: 
 
     points = expand_grid(["experiment=hydra_grid"])
 
+    assert [c.seed for c in load_grid([[*p, "ito.fusion=none"] for p in points])] == [0, 0, 1, 1]
     assert len(points) == 4 and grid_axes(points) == ["seed", "ito.images"]
     assert expand_grid(["experiment=hydra_grid", "seed=5"]) == [
         ["experiment=hydra_grid", "seed=5", "ito.images=1"], ["experiment=hydra_grid", "seed=5", "ito.images=2"]]
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", "a/b", ".hidden", "/abs"])
+def test_a_sweep_name_that_would_leave_the_store_is_refused_before_any_job(name: str) -> None:
+    from flows.sweep import ito_sweep
+
+    with pytest.raises(ValueError, match="sweep_name"):
+        ito_sweep.fn(overrides=["train.steps=1"], sweep_name=name)
