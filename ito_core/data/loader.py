@@ -32,6 +32,7 @@ import logging
 import random
 import tarfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -260,20 +261,25 @@ def build_train_loader(stream: TrainStream, *, num_workers: int) -> DataLoader:
     )
 
 
-def read_eval_set(
-    shard_paths: list[str], *, limit: int = 0
-) -> tuple[torch.Tensor, list[list[str]], torch.Tensor]:
-    """(uint8 images [n,3,H,W], captions per sample, long labels [n]) in shard order; the first ``limit``
-    samples if > 0."""
-    images, captions, labels = [], [], []
-    for sample in iter_shard_samples(list(shard_paths)):
-        if 0 < limit <= len(images):
-            break
-        image_HWC, meta = decode_sample(sample)
-        images.append(image_HWC)
-        captions.append(list(meta["captions"]))
-        labels.append(int(meta.get("label", -1)))
-    if not images:
+@dataclass
+class EvalBatch:
+    images_BCHW: torch.Tensor  # uint8
+    captions: list[list[str]]  # every caption of each sample
+    labels_B: torch.Tensor  # long; -1 where a sample has no label
+
+
+def iter_eval_batches(shard_paths: list[str], *, batch_size: int, limit: int = 0) -> Iterator[EvalBatch]:
+    """An eval set in shard order, ``batch_size`` samples at a time (the last batch may be smaller); the first
+    ``limit`` samples if > 0. Only one batch of images is decoded at a time: ImageNet val at 224 px would be
+    7.5 GB as one uint8 tensor."""
+    samples = iter_shard_samples(list(shard_paths))
+    if limit > 0:
+        samples = itertools.islice(samples, limit)
+    count = 0
+    while chunk := [decode_sample(sample) for sample in itertools.islice(samples, batch_size)]:
+        count += len(chunk)
+        images_BCHW = torch.from_numpy(np.stack([image_HWC for image_HWC, _ in chunk])).permute(0, 3, 1, 2)
+        yield EvalBatch(images_BCHW.contiguous(), [list(meta["captions"]) for _, meta in chunk],
+                        torch.tensor([int(meta.get("label", -1)) for _, meta in chunk], dtype=torch.long))
+    if count == 0:
         raise ValueError(f"no eval samples in {shard_paths[:3]}")
-    images_NCHW = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return images_NCHW, captions, torch.tensor(labels, dtype=torch.long)

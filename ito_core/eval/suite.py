@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from ito_core.config import EMBEDDED_SOURCES, EvalConfig, RunConfig
 from ito_core.data.augment import eval_transform
 from ito_core.data.embedded import embedded_eval_classes
 from ito_core.data.eval_sets import check_eval_tasks
-from ito_core.data.loader import read_eval_set
+from ito_core.data.loader import iter_eval_batches
 from ito_core.data.tokenizer import build_tokenizer
 from ito_core.eval.features import compute_features, eval_mode, model_device
 from ito_core.eval.linear_probe import linear_probe_metrics, split_indices
@@ -92,24 +92,34 @@ def encoding(model: DualEncoder, precision: str) -> Iterator[None]:
         yield
 
 
-def _encode(model: DualEncoder, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
+def _encode(model: DualEncoder, fn: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[torch.Tensor],
             cfg: RunConfig, *, desc: str) -> torch.Tensor:
     with encoding(model, cfg.eval.precision):
-        return compute_features(fn, inputs.split(cfg.eval.batch_size), device=model_device(model), desc=desc)
+        return compute_features(fn, batches, device=model_device(model), desc=desc)
 
 
 def encode_eval_set(model: DualEncoder, shards: list[str], cfg: RunConfig, *, with_texts: bool,
                     name: str = "eval") -> EvalFeatures:
-    """Read an eval set once and encode its images (and, ``with_texts``, all of its captions)."""
-    images, captions, labels = read_eval_set(shards, limit=cfg.eval.max_samples)
+    """Read an eval set once, a batch at a time, and encode its images (and, ``with_texts``, all of its
+    captions). Memory holds one batch of pixels plus the features, whatever the set's size."""
+    captions: list[list[str]] = []
+    labels: list[torch.Tensor] = []
 
-    def encode_pixels(images_BCHW: torch.Tensor) -> torch.Tensor:  # per batch: the whole set never exists as floats
+    def pixel_batches() -> Iterator[torch.Tensor]:
+        for batch in iter_eval_batches(shards, batch_size=cfg.eval.batch_size, limit=cfg.eval.max_samples):
+            captions.extend(batch.captions)
+            labels.append(batch.labels_B)
+            yield batch.images_BCHW
+
+    def encode_pixels(images_BCHW: torch.Tensor) -> torch.Tensor:
         return model.encode_image(eval_transform(images_BCHW, cfg.model.image_size))
 
-    features = EvalFeatures(_encode(model, encode_pixels, images, cfg, desc=f"{name} images"), labels)
+    images_ND = _encode(model, encode_pixels, pixel_batches(), cfg, desc=f"{name} images")
+    features = EvalFeatures(images_ND, torch.cat(labels))
     if with_texts:
         tokens = build_tokenizer(cfg.model.context_length)([text for caps in captions for text in caps])
-        features.texts_TD = _encode(model, model.encode_text, tokens, cfg, desc=f"{name} captions")
+        features.texts_TD = _encode(model, model.encode_text, tokens.split(cfg.eval.batch_size), cfg,
+                                    desc=f"{name} captions")
         features.text_to_image_T = torch.tensor([i for i, caps in enumerate(captions) for _ in caps], dtype=torch.long)
     return features
 

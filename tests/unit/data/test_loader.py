@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ito_core.data.loader import TrainStream, build_train_loader, iter_shard_samples, read_eval_set
+from ito_core.data.loader import TrainStream, build_train_loader, iter_eval_batches, iter_shard_samples
 from ito_core.data.shards import shard_paths
 
 NUM_SAMPLES = 70  # conftest's shapes_shard_dir: 3 shards (25, 25, 20), 32x32 images, 3 captions each
@@ -118,11 +118,22 @@ def test_iterating_the_loader_leaves_torch_rng_alone(shapes_shard_dir: Path, tok
     assert torch.equal(before, torch.get_rng_state())  # a resumed trainer's restored RNG stays exact
 
 
-def test_read_eval_set(shapes_shard_dir: Path) -> None:
-    images_NCHW, captions, labels_N = read_eval_set(shard_paths(shapes_shard_dir))
+def test_eval_batches_stream_the_set_in_shard_order(shapes_shard_dir: Path) -> None:
+    batches = list(iter_eval_batches(shard_paths(shapes_shard_dir), batch_size=16))
+    assert [len(b.captions) for b in batches] == [16, 16, 16, 16, 6]  # NUM_SAMPLES, one batch decoded at a time
+    images_NCHW = torch.cat([b.images_BCHW for b in batches])
+    labels_N = torch.cat([b.labels_B for b in batches])
+    captions = [caps for b in batches for caps in b.captions]
     assert images_NCHW.shape == (NUM_SAMPLES, 3, 32, 32) and images_NCHW.dtype == torch.uint8
     assert len(captions) == NUM_SAMPLES and all(len(c) == 3 for c in captions)
     assert labels_N.dtype == torch.long and int(labels_N.min()) >= 0 and int(labels_N.max()) < 6
-    few_NCHW, few_captions, few_N = read_eval_set(shard_paths(shapes_shard_dir), limit=10)
-    assert torch.equal(few_NCHW, images_NCHW[:10]) and few_captions == captions[:10]
-    assert torch.equal(few_N, labels_N[:10])
+    few = list(iter_eval_batches(shard_paths(shapes_shard_dir), batch_size=4, limit=10))
+    assert [len(b.captions) for b in few] == [4, 4, 2]
+    assert torch.equal(torch.cat([b.images_BCHW for b in few]), images_NCHW[:10])
+    assert [caps for b in few for caps in b.captions] == captions[:10]
+    assert torch.equal(torch.cat([b.labels_B for b in few]), labels_N[:10])
+
+
+def test_an_empty_eval_set_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no eval samples"):
+        list(iter_eval_batches([], batch_size=4))

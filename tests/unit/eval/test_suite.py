@@ -46,7 +46,7 @@ def test_features_are_computed_once_per_set_and_shared_by_every_task(
         shapes_shards: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(["model=tiny", *ALL_ON_SHAPES])
     model, reads, image_batches = tiny_model(cfg), [], []
-    monkeypatch.setattr(suite, "read_eval_set", counted(suite.read_eval_set, reads))
+    monkeypatch.setattr(suite, "iter_eval_batches", counted(suite.iter_eval_batches, reads))
     model.encode_image = counted(model.encode_image, image_batches)  # type: ignore[method-assign]
     records = suite.evaluate(model, cfg, {"shapes": shapes_shards}, model_name="tiny", pretrained="runs/x/model")
 
