@@ -15,9 +15,11 @@ import logging
 import os
 import sys
 
-# Offline-friendly Prefect defaults; a user's own settings win.
+# Offline-friendly Prefect defaults; a user's own settings win. The ephemeral server gets 90 s to start
+# (Prefect's default 20 s is missed on a busy 2-core machine).
 for _name, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
                       "PREFECT_LOGGING_EXTRA_LOGGERS": "ito_core,cluster",
+                      "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
                       "PYTHONWARNINGS": "ignore::FutureWarning"}.items():
     os.environ.setdefault(_name, _value)
 
