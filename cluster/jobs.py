@@ -6,6 +6,9 @@ store, so the requeued job carries only the config, never a pickled engine.
 
 ``EvalJob`` runs the eval stage (``eval.executor=job``) as one task with at most one GPU, on the same
 executor kind as training.
+
+Both are noted in their job folder when submitted (``record_job``), so a rerun after a killed flow run finds
+a job still running (``running_training``, ``running_eval``) and waits for it instead of submitting another.
 """
 
 from __future__ import annotations
@@ -69,10 +72,13 @@ def work_dir(cfg: RunConfig, run_key: str) -> Path:
     return Path(cfg.cluster.work_dir).resolve() / run_key
 
 
+TRAIN_JOBS, EVAL_JOBS = "jobs", "eval-jobs"  # a run's job folders in its work_dir, one per stage
+
+
 def submit_training(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, run_key: str) -> submitit.Job:
     """``samples_per_epoch``: the shards' total (prep manifest), so a resume skips whole epochs unread."""
     work = work_dir(cfg, run_key)
-    job = build_executor(cfg.cluster, work / "jobs").submit(
+    job = build_executor(cfg.cluster, work / TRAIN_JOBS).submit(
         TrainJob(), as_dict(cfg), shard_paths=shard_paths, samples_per_epoch=samples_per_epoch, run_key=run_key,
         staging=str(work / "staging"))
     record_job(job, cfg.cluster.kind)
@@ -82,7 +88,7 @@ def submit_training(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch
 def running_training(cfg: RunConfig, run_key: str) -> submitit.Job | None:
     """The run's training job if it still runs: the process that submitted it died (a killed flow run), and
     a second job would train on the same checkpoints."""
-    return running_job(work_dir(cfg, run_key) / "jobs")
+    return running_job(work_dir(cfg, run_key) / TRAIN_JOBS)
 
 
 def eval_cluster(cluster: ClusterConfig) -> ClusterConfig:
@@ -92,5 +98,19 @@ def eval_cluster(cluster: ClusterConfig) -> ClusterConfig:
 
 def submit_eval(cfg: RunConfig, *, data_keys: dict[str, str], run_key: str) -> submitit.Job:
     work = work_dir(cfg, run_key)
-    return build_executor(eval_cluster(cfg.cluster), work / "eval-jobs", name="ito-eval").submit(
+    job = build_executor(eval_cluster(cfg.cluster), work / EVAL_JOBS, name="ito-eval").submit(
         EvalJob(), as_dict(cfg), data_keys=data_keys, run_key=run_key, staging=str(work / "staging"))
+    record_job(job, cfg.cluster.kind, inputs=_eval_id(cfg))
+    return job
+
+
+def running_eval(cfg: RunConfig, run_key: str) -> submitit.Job | None:
+    """The run's eval job if it still runs (its submitter died) with ``cfg``'s eval settings: its records are
+    the ones ``cfg`` asks for. One evaluating other settings (the rerun changed them) is not waited for."""
+    return running_job(work_dir(cfg, run_key) / EVAL_JOBS, inputs=_eval_id(cfg))
+
+
+def _eval_id(cfg: RunConfig) -> str:
+    from ito_core.eval.stage import eval_id  # here, as in EvalJob: importing cluster.jobs loads no torch
+
+    return eval_id(cfg)

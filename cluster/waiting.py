@@ -48,18 +48,22 @@ class JobFailedError(RuntimeError):
 JOB_RECORD = "running_job.json"
 
 
-def record_job(job: submitit.Job, kind: str) -> None:
-    """Note ``job`` in its folder (one job at a time per folder: the newest wins)."""
-    record = {"job_id": job.job_id, "kind": kind, "num_tasks": job.num_tasks}
+def record_job(job: submitit.Job, kind: str, *, inputs: str = "") -> None:
+    """Note ``job`` in its folder (one job at a time per folder: the newest wins). ``inputs``: what the job's
+    result depends on beyond its folder (a hash), for ``running_job`` to tell whether it is the job wanted."""
+    record = {"job_id": job.job_id, "kind": kind, "num_tasks": job.num_tasks, "inputs": inputs}
     (Path(job.paths.folder) / JOB_RECORD).write_text(json.dumps(record))
 
 
-def running_job(folder: Path) -> submitit.Job | None:
-    """The job recorded in ``folder`` if it is still queued or running, re-attached; else None."""
+def running_job(folder: Path, *, inputs: str = "") -> submitit.Job | None:
+    """The job recorded in ``folder`` if it is still queued or running and was recorded with these ``inputs``,
+    re-attached; else None."""
     path = Path(folder) / JOB_RECORD
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
+    if record.get("inputs", "") != inputs:
+        return None
     job_id, tasks = str(record["job_id"]), range(int(record["num_tasks"]))
     if record["kind"] == "slurm":
         state = slurm_state(job_id)

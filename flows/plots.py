@@ -10,8 +10,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 PLOT_METRICS = ("fashion_mnist/acc1", "fashion_mnist/lp_acc1", "shapes/image_retrieval_recall@1",
                 "shapes/text_retrieval_recall@1", "shapes/centroid_distance", "final_loss")
 
@@ -47,6 +45,8 @@ def plot_axis(rows: list[dict[str, Any]], axis: str, axes: list[str], path: Path
     if not metrics:
         return False
     xs = _ordered({row[axis] for row in rows})
+    from matplotlib.figure import Figure  # here: ~0.35 s CPU, needed only once a sweep has metrics to plot
+
     fig = Figure(figsize=(4.2 * len(metrics), 3.4), layout="constrained")
     for panel, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True):
         for label, points in _lines(rows, axis, axes, metric).items():

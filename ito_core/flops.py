@@ -24,11 +24,16 @@ from ito_core.config import ItoConfig, ModelConfig, TrainConfig
 PEAK_TFLOPS_ENV = "ITO_PEAK_TFLOPS"
 
 
-def transformer_flops(*, tokens: int, width: int, layers: int, mlp_ratio: float) -> float:
-    """Forward FLOPs of ``layers`` pre-LN blocks over one sequence of ``tokens`` tokens."""
-    projections = 2 * tokens * width**2 * (4 + 2 * mlp_ratio)  # QKV (3 d^2) + out (d^2) + MLP (2 r d^2)
-    attention = 4 * tokens**2 * width  # QK^T and AV
-    return layers * (projections + attention)
+def transformer_flops(*, tokens: int, width: int, layers: int, mlp_ratio: float, out_rows: int | None = None) -> float:
+    """Forward FLOPs of ``layers`` pre-LN blocks over one sequence of ``tokens`` tokens; with ``out_rows`` the last
+    block computes only that many rows (keys and values still from every token), as a tower read out at one token."""
+    kv_per_token = 2 * width**2 * 2  # K and V projections
+    rest_per_row = 2 * width**2 * (2 + 2 * mlp_ratio)  # Q (d^2) + out (d^2) + MLP (2 r d^2)
+    full_block = tokens * (kv_per_token + rest_per_row) + 4 * tokens**2 * width  # + QK^T and AV
+    if layers == 0 or out_rows is None:
+        return layers * full_block
+    last_block = tokens * kv_per_token + out_rows * rest_per_row + 4 * out_rows * tokens * width
+    return (layers - 1) * full_block + last_block
 
 
 def patch_embedding_flops(model: ModelConfig) -> float:
@@ -42,33 +47,41 @@ def fuses(ito: ItoConfig) -> bool:
     return ito.fusion != "none" and ito.fusion_weight > 0
 
 
-def forward_flops_per_sample(model: ModelConfig, ito: ItoConfig) -> dict[str, float]:
-    """Forward FLOPs of one sample, by part: ``image`` (M views), ``text`` (N captions), ``fusion``, ``total``."""
+def forward_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens: int | None = None
+                             ) -> dict[str, float]:
+    """Forward FLOPs of one sample, by part: ``image`` (M views), ``text`` (N captions), ``fusion``, ``total``.
+    ``text_tokens``: the tokens each caption runs (the loader cuts padding after the batch's longest caption);
+    default the whole context."""
     patches = (model.image_size // model.patch_size) ** 2
-    image_tokens, text_tokens = patches + 1, model.context_length
-    # tokens projected to the joint space: all of them for the fusion module, else the pooled one
+    image_tokens, text_tokens = patches + 1, text_tokens or model.context_length
+    # The fusion module reads every token of both towers; without it each tower is read out at one token
+    # (CLS / EOT), so only that row is projected to the joint space and computed by the last block.
+    pooled_rows = None if fuses(ito) else 1
     image_projected, text_projected = (image_tokens, text_tokens) if fuses(ito) else (1, 1)
     image = (patch_embedding_flops(model)
              + transformer_flops(tokens=image_tokens, width=model.vision_width, layers=model.vision_layers,
-                                 mlp_ratio=model.mlp_ratio)
+                                 mlp_ratio=model.mlp_ratio, out_rows=pooled_rows)
              + 2 * image_projected * model.vision_width * model.embed_dim)
     text = (transformer_flops(tokens=text_tokens, width=model.text_width, layers=model.text_layers,
-                              mlp_ratio=model.mlp_ratio)
+                              mlp_ratio=model.mlp_ratio, out_rows=pooled_rows)
             + 2 * text_projected * model.text_width * model.embed_dim)
     parts = {"image": ito.images * image, "text": ito.texts * text, "fusion": 0.0}
     if fuses(ito):
         width = ito.fusion_width or model.embed_dim
         seq = image_tokens + text_tokens + (ito.readout == "token")  # + the learned read-out token
         in_proj = 0 if width == model.embed_dim else 2 * (image_tokens + text_tokens) * model.embed_dim * width
-        pair = in_proj + transformer_flops(tokens=seq, width=width, layers=ito.fusion_depth, mlp_ratio=model.mlp_ratio)
+        read_rows = None if ito.readout == "mean" else 1  # cls / token: the last block computes that row only
+        pair = in_proj + transformer_flops(tokens=seq, width=width, layers=ito.fusion_depth, mlp_ratio=model.mlp_ratio,
+                                           out_rows=read_rows)
         parts["fusion"] = ito.images * ito.texts * pair
     parts["total"] = parts["image"] + parts["text"] + parts["fusion"]
     return parts
 
 
-def train_flops_per_sample(model: ModelConfig, ito: ItoConfig) -> float:
+def train_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens: int | None = None) -> float:
     """Forward + backward FLOPs of one sample: 3x the forward, less the patch embedding's input gradient."""
-    return 3 * forward_flops_per_sample(model, ito)["total"] - ito.images * patch_embedding_flops(model)
+    forward = forward_flops_per_sample(model, ito, text_tokens=text_tokens)["total"]
+    return 3 * forward - ito.images * patch_embedding_flops(model)
 
 
 def peak_flops(train: TrainConfig) -> float | None:

@@ -56,12 +56,14 @@ class TransformerFusion(nn.Module):
             parts.insert(0, self.readout_token.expand(B, 1, -1).to(img_BTW.dtype))
             valid.insert(0, torch.ones(B, 1, dtype=torch.bool, device=tokens_BL.device))
         x_BSW, valid_BS = torch.cat(parts, dim=1), torch.cat(valid, dim=1)
-        # Padding is masked as keys only; padded query rows still compute but are never read out.
-        x_BSW = self.ln(self.transformer(x_BSW, attn_mask=valid_BS[:, None, None, :]))
+        # Padding is masked as keys; its query rows are never read out.
+        keys_mask = valid_BS[:, None, None, :]
         if self.readout == "mean":
+            x_BSW = self.ln(self.transformer(x_BSW, attn_mask=keys_mask))
             pooled_BW = (x_BSW * valid_BS[..., None]).sum(1) / valid_BS.sum(1, keepdim=True)
-        else:  # "cls" (image CLS is first) or "token" (the read-out token is first)
-            pooled_BW = x_BSW[:, 0]
+        else:  # "cls" (image CLS is first) or "token" (the read-out token is first): the last block computes row 0
+            first_B1 = torch.zeros(B, 1, dtype=torch.long, device=x_BSW.device)
+            pooled_BW = self.ln(self.transformer(x_BSW, attn_mask=keys_mask, rows_BQ=first_B1))[:, 0]
         return F.normalize(pooled_BW, dim=-1)
 
 

@@ -170,6 +170,7 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
         torch.manual_seed(step_seed(cfg.seed, env.rank, step))
         images_BMCHW = augment(batch["images"].to(device)).to(dtype)
         losses = accum.forward(images_BMCHW, batch["texts"].to(device))  # loss of the whole batch, no update yet
+        meter.count(text_tokens=batch["texts"].shape[-1])
         if (problem := try_update(accum, losses, precision=cfg.deepspeed.precision)) is not None:
             skip_or_stop(state, losses=losses, cfg=cfg, problem=problem, checkpoints=store.url(ckpt_key))
         state["step"] = step + 1
@@ -219,16 +220,27 @@ class StepMeter:
 
     def __init__(self, cfg: RunConfig, env: DistEnv, *, start_step: int) -> None:
         self.cfg, self.env, self.last_step, self.tick = cfg, env, start_step, time.perf_counter()
-        self.train_flops_per_sample = train_flops_per_sample(cfg.model, cfg.ito)
         self.peak = peak_flops(cfg.train)
+        self.flops_per_sample_sum, self.counted_steps = 0.0, 0
+        self.flops_by_text_tokens: dict[int, float] = {}
+
+    def count(self, *, text_tokens: int) -> None:
+        """Add a step's model FLOPs: they depend on its text length, which the loader cuts to the longest caption
+        (this rank's; the ranks' lengths differ a little, so the logged MFU is rank 0's view)."""
+        if text_tokens not in self.flops_by_text_tokens:
+            self.flops_by_text_tokens[text_tokens] = train_flops_per_sample(self.cfg.model, self.cfg.ito,
+                                                                            text_tokens=text_tokens)
+        self.flops_per_sample_sum += self.flops_by_text_tokens[text_tokens]
+        self.counted_steps += 1
 
     def row(self, state: dict[str, Any], losses: dict[str, torch.Tensor], *, lr: float) -> dict[str, Any]:
         now = time.perf_counter()
         samples_per_s = self.cfg.train.batch_size * (state["step"] - self.last_step) / (now - self.tick)
         row = {"step": state["step"], "lr": lr, **{k: round(v.item(), 5) for k, v in losses.items()},
                "skipped_steps": state["skipped_steps"], "samples_per_s": round(samples_per_s, 1)}
-        util = mfu(train_flops_per_sample=self.train_flops_per_sample, samples_per_s=samples_per_s,
-                   world_size=self.env.world_size, peak=self.peak)
+        util = mfu(train_flops_per_sample=self.flops_per_sample_sum / max(self.counted_steps, 1),
+                   samples_per_s=samples_per_s, world_size=self.env.world_size, peak=self.peak)
+        self.flops_per_sample_sum, self.counted_steps = 0.0, 0
         if util is not None:
             row["mfu"] = round(util, 4)
         self.last_step, self.tick = state["step"], now

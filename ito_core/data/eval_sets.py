@@ -33,7 +33,6 @@ import io
 import itertools
 import json
 import logging
-import os
 import pickle
 import random
 import re
@@ -49,13 +48,13 @@ from PIL import Image
 
 from ito_core.config import EvalConfig
 from ito_core.data.embedded import Sample
+from ito_core.data.files import is_image_name, is_s3, list_files, read_bytes
 from ito_core.data.loader import iter_shard_samples
-from ito_core.storage import list_s3_objects, open_s3_object
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")  # torchvision's
+# Not files.IMAGE_EXTENSIONS: more members would change eval shards under unchanged keys (prep.PREP_VERSION).
 WDS_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 CLASSNAMES_FILE = "classnames.txt"
 IMAGENET_CLASSNAMES = Path(__file__).with_name("imagenet_classnames.txt")  # see LICENSE-imagenet-classnames
@@ -124,10 +123,6 @@ def check_eval_tasks(name: str, *, classnames: list[str], captioned: bool, eval_
 # ---------------------------------------------------------------------------------------------- files
 
 
-def _is_s3(path: str) -> bool:
-    return path.startswith("s3://")
-
-
 def _join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
 
@@ -136,30 +131,18 @@ def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path.rstrip("/") else "."
 
 
-def _read_bytes(path: str) -> bytes:
-    if _is_s3(path):
-        with open_s3_object(path) as stream:
-            return stream.read()
-    return Path(path).expanduser().read_bytes()
-
-
 def _read_lines(path: str) -> list[str] | None:
     """Non-empty stripped lines of a UTF-8 text file; None if there is no such file."""
-    try:
-        text = _read_bytes(path).decode("utf-8")
-    except FileNotFoundError:
+    data = read_bytes(path, missing_ok=True)
+    if data is None:
         return None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [line.strip() for line in data.decode("utf-8").splitlines() if line.strip()]
 
 
 def _list_files(source: SourceSpec, root: str) -> list[str]:
     """Every file under ``root``, relative to it, sorted; fails naming the key when there is none."""
-    if _is_s3(root):
-        files = list_s3_objects(root)
-    else:
-        base = Path(root).expanduser()  # os.walk follows symlinked class folders, as torchvision's ImageFolder does
-        files = sorted((Path(folder) / name).relative_to(base).as_posix()
-                       for folder, _, names in os.walk(base, followlinks=True) for name in names)
+    # Symlinked class folders count, as in torchvision's ImageFolder; whole-path order fixes what max_samples picks.
+    files = sorted(list_files(root, follow_links=True))
     if not files:
         raise source.error(f"no files under {root}", "point it at an existing folder with the data set in it")
     return files
@@ -192,7 +175,7 @@ def _decode_image(data: bytes | None, where: str) -> Image.Image:
 
 def _open_image(path: str) -> Image.Image:
     try:
-        data = _read_bytes(path)
+        data = read_bytes(path)
     except _BAD_FILE as err:
         return _UnreadableImage(path, err)  # type: ignore[return-value]
     return _decode_image(data, path)
@@ -234,7 +217,7 @@ def _class_caption(classnames: list[str], label: int) -> list[str]:
 
 def _class_tree(files: list[str]) -> tuple[list[str], list[tuple[str, int]]]:
     """(sorted class folders, (image path, label) in path order) of ``<class>/<...>/<image>`` files."""
-    images = [f for f in files if "/" in f and f.lower().endswith(IMAGE_EXTENSIONS)]
+    images = [f for f in files if "/" in f and is_image_name(f)]
     folders = sorted({f.split("/", 1)[0] for f in images})
     label = {folder: i for i, folder in enumerate(folders)}
     return folders, [(f, label[f.split("/", 1)[0]]) for f in images]
@@ -255,7 +238,7 @@ def read_folder(source: SourceSpec, *, max_samples: int) -> EvalSource:
     folders, items = _class_tree(files)
     if not items:
         raise source.error(f"no images in class folders under {source.path}",
-                           f"lay it out as <root>/<class>/<image> ({', '.join(IMAGE_EXTENSIONS[:4])}, ...)")
+                           "lay it out as <root>/<class>/<image> (.jpg, .jpeg, .png, .webp, ...)")
     classnames = [f.replace("_", " ") for f in folders]
     if CLASSNAMES_FILE in files:
         classnames = _read_lines(_join(source.path, CLASSNAMES_FILE)) or []
@@ -307,7 +290,7 @@ class CifarUnpickler(pickle.Unpickler):
 def _load_cifar_file(source: SourceSpec, path: str, keys: tuple[str, ...]) -> dict[str, Any]:
     fix = f"use the extracted files of the python version of {source.layout} (cs.toronto.edu/~kriz/cifar.html)"
     try:
-        loaded = CifarUnpickler(io.BytesIO(_read_bytes(path)), encoding="bytes").load()
+        loaded = CifarUnpickler(io.BytesIO(read_bytes(path)), encoding="bytes").load()
     except FileNotFoundError:
         raise source.error(f"{path} not found", fix) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
@@ -341,7 +324,7 @@ def read_cifar(source: SourceSpec, *, max_samples: int) -> EvalSource:
 def read_karpathy(source: SourceSpec, *, max_samples: int) -> EvalSource:
     fix = "point it at dataset_coco.json or dataset_flickr30k.json of Karpathy's splits"
     try:
-        test = [image for image in json.loads(_read_bytes(source.path))["images"] if image["split"] == "test"]
+        test = [image for image in json.loads(read_bytes(source.path))["images"] if image["split"] == "test"]
     except FileNotFoundError:
         raise source.error(f"{source.path} not found", fix) from None
     except (ValueError, KeyError, TypeError) as err:  # not JSON, or not {"images": [{"split": ...}]}
@@ -363,7 +346,7 @@ def _karpathy_samples(source: SourceSpec, test: list[dict[str, Any]], root: str,
 
 def read_wds(source: SourceSpec, *, max_samples: int) -> EvalSource:
     urls = list(braceexpand(source.path))
-    if missing := [url for url in urls if not _is_s3(url) and not Path(url).expanduser().is_file()]:
+    if missing := [url for url in urls if not is_s3(url) and not Path(url).expanduser().is_file()]:
         raise source.error(f"{len(missing)} of {len(urls)} shards not found, e.g. {missing[0]}",
                            "point it at existing shards (brace patterns like {000000..000009}.tar expand)")
     shard_dir = _parent(urls[0])

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.gopen import gopen
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from ito_core.data.tokenizer import trim_padding
 from ito_core.storage import open_s3_object
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ class TrainStream(IterableDataset):
         if len({image.shape for image in images}) != 1:
             raise ValueError(f"shards mix image sizes {sorted({i.shape for i in images})}: re-run prep")
         images_BHWC = torch.from_numpy(np.stack(images))
-        texts_BNL = self.tokenizer(texts).view(len(chunk), self.num_texts, -1)
+        texts_BNL = trim_padding(self.tokenizer(texts).view(len(chunk), self.num_texts, -1))
         return {"images": images_BHWC.permute(0, 3, 1, 2).contiguous(), "texts": texts_BNL, "keys": keys}
 
 

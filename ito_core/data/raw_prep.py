@@ -47,16 +47,17 @@ from typing import Any
 from tqdm import tqdm
 
 from ito_core.config import DataConfig, config_hash
+from ito_core.data.files import read_bytes
 from ito_core.data.shard_writer import SIDECAR_SUFFIX, ShardTask, add_example, shard_name, spill_sample, write_shard
 from ito_core.data.shards import MANIFEST_VERSION, clean_captions
-from ito_core.data.sources import RawRecord, read_bytes, read_records
+from ito_core.data.sources import RawRecord, read_records
 from ito_core.data.transcode import TranscodeOptions
 from ito_core.storage import MANIFEST, ArtifactStore, commit, is_committed
 
 log = logging.getLogger(__name__)
 
 # Bump when the bytes this path writes change for the same input and config.
-RAW_PREP_VERSION = 1
+RAW_PREP_VERSION = 2  # 2: folders and img2dataset tars also take .ppm .pgm .tif .tiff images
 FETCH_THREADS = 16  # image reads in flight (S3 GETs are latency-bound)
 # Config fields that shape the output bytes (not prep_workers / num_workers: they change no byte).
 RAW_FIELDS = ("name", "input_kind", "input", "caption_columns", "image_column", "image_size", "resize_mode",
@@ -200,7 +201,7 @@ def _load(record: RawRecord) -> tuple[RawRecord, bytes, list[str], str]:
         return record, b"", [], record.skip
     raw_captions: list[Any] = list(record.captions)
     if record.caption_url:
-        blob = read_bytes(record.caption_url) or b""
+        blob = read_bytes(record.caption_url, missing_ok=True) or b""
         raw_captions += blob.split(b"\n")  # decoded (and checked) below with the others
     captions = []
     for caption in raw_captions:
@@ -208,7 +209,7 @@ def _load(record: RawRecord) -> tuple[RawRecord, bytes, list[str], str]:
             captions.append(caption.decode("utf-8") if isinstance(caption, bytes) else caption)
         except UnicodeDecodeError:
             return record, b"", [], "bad_caption_encoding"
-    image = record.image if record.image is not None else read_bytes(record.image_url)
+    image = record.image if record.image is not None else read_bytes(record.image_url, missing_ok=True)
     if image is None:
         return record, b"", [], "missing_file"
     if not image:

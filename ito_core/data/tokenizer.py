@@ -109,6 +109,19 @@ class ClipTokenizer:
         return torch.from_numpy(ids_BL)
 
 
+def trim_padding(tokens_BL: torch.Tensor, multiple: int = 8) -> torch.Tensor:
+    """Cut the padding columns after the batch's longest text (its EOT included), rounded up to ``multiple``.
+
+    Exact for our models: the causal text tower reads out at EOT, which never attends past itself, and the fusion
+    module masks padding keys. CLIP captions average ~10 tokens of the 77, so the text tower and the fusion run
+    several times fewer tokens. The rounding bounds how many shapes ``torch.compile`` sees. Run it on the CPU
+    batch: its max over the lengths would be a host sync on the GPU."""
+    if tokens_BL.numel() == 0:
+        return tokens_BL
+    longest = int(tokens_BL.argmax(dim=-1).max()) + 1  # EOT has the largest id, so argmax is its position
+    return tokens_BL[..., : min(-(-longest // multiple) * multiple, tokens_BL.shape[-1])]
+
+
 @functools.cache
 def build_tokenizer(context_length: int = 77) -> ClipTokenizer:
     """The shared tokenizer for `context_length` (building one reads the vocabulary, so reuse it)."""

@@ -12,15 +12,17 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from ito_core.eval.ranking import classification_metrics, true_class_ranks
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,10 @@ def fit_probe(
     same samples with another C, refit from its solution (same optimum, far fewer iterations along a C sweep)."""
     if labels_N.unique().numel() < 2:
         raise ValueError(f"the probe's training split has a single class ({labels_N[0].item()}); it needs >= 2")
+    # Imported here: scikit-learn (+ SciPy) costs ~1 s CPU; the flow process imports this module without evaluating.
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
     probe = warm_start.set_params(C=c) if warm_start is not None else LogisticRegression(C=c, max_iter=max_iter,
                                                                                            warm_start=True)
     # One BLAS thread: numpy's OpenBLAS threads fighting torch's spinning OpenMP threads made this 100x slower.

@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 
 MIN_POINTS = 4  # per modality; UMAP's neighbour graph is meaningless below that
@@ -56,6 +54,10 @@ def plot_modality_umap(
     images_ND = _subsample(image_features_ND, max_points, rng)
     texts_TD = _subsample(text_features_TD, max_points, rng)
     xy_P2 = umap_2d(np.concatenate([images_ND, texts_TD]), seed=seed)
+    # Imported here: matplotlib costs ~0.35 s CPU, and the flow process imports this module without plotting.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(5, 5), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

@@ -23,7 +23,7 @@ from ito_core.data.augment import eval_transform
 from ito_core.data.embedded import embedded_eval_classes
 from ito_core.data.eval_sets import check_eval_tasks
 from ito_core.data.loader import iter_eval_batches
-from ito_core.data.tokenizer import build_tokenizer
+from ito_core.data.tokenizer import build_tokenizer, trim_padding
 from ito_core.eval.features import compute_features, eval_mode, model_device
 from ito_core.eval.linear_probe import linear_probe_metrics, split_indices
 from ito_core.eval.modality_gap import modality_gap_metrics
@@ -118,7 +118,7 @@ def encode_eval_set(model: DualEncoder, shards: list[str], cfg: RunConfig, *, wi
     features = EvalFeatures(images_ND, torch.cat(labels))
     if with_texts:
         tokens = build_tokenizer(cfg.model.context_length)([text for caps in captions for text in caps])
-        features.texts_TD = _encode(model, model.encode_text, tokens.split(cfg.eval.batch_size), cfg,
+        features.texts_TD = _encode(model, model.encode_text, map(trim_padding, tokens.split(cfg.eval.batch_size)), cfg,
                                     desc=f"{name} captions")
         features.text_to_image_T = torch.tensor([i for i, caps in enumerate(captions) for _ in caps], dtype=torch.long)
     return features

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ito_core.data.tokenizer import trim_padding
 from ito_core.eval.features import compute_features, eval_mode, model_device
 from ito_core.eval.ranking import best_match_ranks, classification_metrics
 
@@ -33,7 +34,7 @@ def build_zero_shot_classifier(
     prompts = [template.format(name) for name in classnames for template in templates]
     tokens_PL = tokenizer(prompts)
     with eval_mode(model):
-        batches = tokens_PL.split(batch_size)
+        batches = [trim_padding(b) for b in tokens_PL.split(batch_size)]
         prompts_PD = compute_features(model.encode_text, batches, device=model_device(model), desc="class prompts")
     prompts_CTD = prompts_PD.view(len(classnames), len(templates), -1)
     return F.normalize(prompts_CTD.mean(dim=1), dim=-1).T

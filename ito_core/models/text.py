@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ito_core.config import ModelConfig
-from ito_core.models.transformer import Transformer
+from ito_core.models.transformer import Transformer, gather_rows
 
 
 def eot_positions(tokens_BL: torch.Tensor) -> torch.Tensor:
@@ -39,6 +39,13 @@ class TextTransformer(nn.Module):
         ``[B, L, E]`` (projected only when asked)."""
         L = tokens_BL.shape[1]
         x_BLD = self.token_embedding(tokens_BL) + self.positional_embedding[:L]
-        x_BLD = self.ln_final(self.transformer(x_BLD, self.attn_mask[:L, :L].to(x_BLD.dtype)))
-        eot_BD = x_BLD[torch.arange(tokens_BL.shape[0], device=tokens_BL.device), eot_positions(tokens_BL)]
-        return eot_BD @ self.text_projection, (x_BLD @ self.text_projection if return_tokens else None)
+        causal_LL = self.attn_mask[:L, :L].to(x_BLD.dtype)
+        eot_B1 = eot_positions(tokens_BL)[:, None]
+        if return_tokens:  # the fusion module reads every token
+            x_BLD = self.ln_final(self.transformer(x_BLD, causal_LL))
+            eot_BD = gather_rows(x_BLD, eot_B1)[:, 0]
+            return eot_BD @ self.text_projection, x_BLD @ self.text_projection
+        # Pooled at EOT: the last block computes that row only, under its row of the causal mask.
+        eot_BD = self.ln_final(self.transformer(x_BLD, causal_LL, rows_BQ=eot_B1,
+                                                rows_mask=causal_LL[eot_B1][:, None]))[:, 0]
+        return eot_BD @ self.text_projection, None

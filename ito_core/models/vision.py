@@ -34,5 +34,7 @@ class VisionTransformer(nn.Module):
         x_BTD = x_BDhw.flatten(2).transpose(1, 2)
         cls_B1D = self.class_embedding.to(x_BTD.dtype).expand(x_BTD.shape[0], 1, -1)
         x_BTD = torch.cat([cls_B1D, x_BTD], dim=1) + self.positional_embedding.to(x_BTD.dtype)
-        x_BTD = self.ln_post(self.transformer(self.ln_pre(x_BTD)))
+        # Pooled at CLS: without the fusion module the last block computes the CLS row only.
+        cls_rows_B1 = None if return_tokens else torch.zeros(x_BTD.shape[0], 1, dtype=torch.long, device=x_BTD.device)
+        x_BTD = self.ln_post(self.transformer(self.ln_pre(x_BTD), rows_BQ=cls_rows_B1))
         return x_BTD[:, 0] @ self.proj, (x_BTD @ self.proj if return_tokens else None)

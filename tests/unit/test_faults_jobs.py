@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 import submitit
+from fixtures.tiny_run import tiny_config
 
-from cluster import waiting
+from cluster import jobs, waiting
 from cluster.waiting import JOB_RECORD, record_job, running_job
+from flows import stages
 from ito_core.checkpoint import prune, tag_for
 from ito_core.storage import LocalStore, commit, disk_full_error
 
@@ -77,6 +79,32 @@ def test_a_zombie_controller_counts_as_ended(tmp_path: Path) -> None:
         record_job(_Submitted(str(controller.pid), 1, _Paths(tmp_path)), "local")
         assert running_job(tmp_path) is None
     finally:
+        controller.wait()
+
+
+def test_a_rerun_waits_for_the_eval_job_left_running_unless_its_eval_settings_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, key = tiny_config(tmp_path, "eval.executor=job"), "runs/abc"
+    folder = jobs.work_dir(cfg, key) / jobs.EVAL_JOBS
+    folder.mkdir(parents=True)
+    controller = _controller(folder)
+    submitted = []
+
+    class Executor:  # submits "the job" run by the controller above
+        def submit(self, *args: object, **kwargs: object) -> _Submitted:
+            submitted.append(args)
+            return _Submitted(str(controller.pid), 1, _Paths(folder))
+
+    monkeypatch.setattr(jobs, "build_executor", lambda *args, **kwargs: Executor())
+    monkeypatch.setattr(stages, "wait_streaming", lambda job, logger: [{"waited_for": job.job_id}])
+    try:
+        for _ in range(2):  # the first flow run dies waiting; the rerun finds its job still running
+            assert stages.eval_task.fn(cfg, {}, key) == [{"waited_for": str(controller.pid)}]
+        assert len(submitted) == 1, "the rerun waited for the running eval job instead of submitting another"
+        stages.eval_task.fn(tiny_config(tmp_path, "eval.executor=job", "eval.umap_points=0"), {}, key)
+        assert len(submitted) == 2, "a job evaluating other settings has other records: not waited for"
+    finally:
+        controller.kill()
         controller.wait()
 
 

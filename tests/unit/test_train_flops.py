@@ -16,17 +16,37 @@ from ito_core.flops import (
 )
 
 
+def skipped_rows_flops(*, tokens: int, width: int) -> int:
+    """What a last block read out at one row skips: Q, out projection and MLP (2 d^2 (2 + 2 r), r = 4) of the
+    other rows, and their attention rows."""
+    return (tokens - 1) * 2 * width**2 * 10 + 4 * (tokens - 1) * tokens * width
+
+
 def test_vit_b_16_matches_the_reference_count() -> None:
-    """ENV_FACTS (OpenCLIP ViT-B-16, counted with FlopCounterMode): image 35.13 GF, text 5.96 GF. With fusion
-    ours projects every token to the joint space (the fusion reads them): +0.15 GF image, +0.04 GF text."""
+    """ENV_FACTS (OpenCLIP ViT-B-16, counted with FlopCounterMode): image 35.13 GF, text 5.96 GF, every token through
+    every block. Ours computes only the CLS / EOT row in the last block of a pooled tower. With fusion ours runs every
+    row and projects every token to the joint space (the fusion reads them)."""
     model = load_config(["model=vit_b_16"]).model
     flops = forward_flops_per_sample(model, ItoConfig(images=1, texts=1, fusion="none"))
-    assert flops["image"] == pytest.approx(35.13e9, rel=2e-3)
-    assert flops["text"] == pytest.approx(5.96e9, rel=2e-3)
+    image_skipped, text_skipped = skipped_rows_flops(tokens=197, width=768), skipped_rows_flops(tokens=77, width=512)
+    assert flops["image"] + image_skipped == pytest.approx(35.13e9, rel=2e-3)
+    assert flops["text"] + text_skipped == pytest.approx(5.96e9, rel=2e-3)
     assert flops["fusion"] == 0 and flops["total"] == flops["image"] + flops["text"]
     fused = forward_flops_per_sample(model, ItoConfig(images=1, texts=2, fusion="transformer"))
-    assert fused["image"] - flops["image"] == 196 * 2 * 768 * 512
-    assert fused["text"] / 2 - flops["text"] == 76 * 2 * 512 * 512
+    assert fused["image"] - flops["image"] == image_skipped + 196 * 2 * 768 * 512
+    assert fused["text"] / 2 - flops["text"] == text_skipped + 76 * 2 * 512 * 512
+
+
+def test_text_tokens_are_the_tokens_captions_run() -> None:
+    model = load_config(["model=vit_b_16"]).model
+    clip = ItoConfig(images=1, texts=1, fusion="none")
+    full, cut = forward_flops_per_sample(model, clip), forward_flops_per_sample(model, clip, text_tokens=16)
+    assert cut["image"] == full["image"] and cut["text"] < full["text"] / 4
+    assert forward_flops_per_sample(model, clip, text_tokens=77) == full
+    ito = ItoConfig(images=2, texts=1, fusion="transformer")
+    fused_full = forward_flops_per_sample(model, ito)["fusion"]
+    assert forward_flops_per_sample(model, ito, text_tokens=16)["fusion"] == 2 * transformer_flops(
+        tokens=197 + 16, width=512, layers=2, mlp_ratio=4.0, out_rows=1) < fused_full
 
 
 def test_training_is_three_forwards_less_the_pixels_gradient() -> None:
@@ -42,16 +62,24 @@ def test_ito_counts_views_captions_and_fused_pairs() -> None:
                         vision_heads=2, context_length=32, text_width=64, text_layers=2, text_heads=2)
     one = forward_flops_per_sample(model, ItoConfig(images=1, texts=1, fusion="none"))
     ito = forward_flops_per_sample(model, ItoConfig(images=2, texts=3, fusion="transformer", fusion_depth=2))
-    # with fusion every token is projected to the joint space (17 image, 32 text tokens), else the pooled one
-    assert ito["image"] == 2 * (one["image"] + 16 * 2 * 64 * 64) and ito["text"] == 3 * (one["text"] + 31 * 2 * 64 * 64)
-    pair = transformer_flops(tokens=17 + 32, width=64, layers=2, mlp_ratio=4.0)  # CLS + 16 patches ; 32 tokens
+    # with fusion every token (17 image, 32 text) runs the last block and is projected to the joint space
+    image_extra = skipped_rows_flops(tokens=17, width=64) + 16 * 2 * 64 * 64
+    text_extra = skipped_rows_flops(tokens=32, width=64) + 31 * 2 * 64 * 64
+    assert ito["image"] == 2 * (one["image"] + image_extra) and ito["text"] == 3 * (one["text"] + text_extra)
+    # CLS + 16 patches ; 32 tokens, read out at the image CLS: the last block computes that row only
+    pair = transformer_flops(tokens=17 + 32, width=64, layers=2, mlp_ratio=4.0, out_rows=1)
     assert ito["fusion"] == 6 * pair
+    mean = forward_flops_per_sample(model, ItoConfig(images=2, texts=3, fusion="transformer", readout="mean"))
+    assert mean["fusion"] == 6 * transformer_flops(tokens=17 + 32, width=64, layers=2, mlp_ratio=4.0)
     off = forward_flops_per_sample(model, ItoConfig(images=2, texts=1, fusion="transformer", fusion_weight=0.0))
     assert off["fusion"] == 0  # lambda = 0 builds no fusion module
 
 
 def test_transformer_layer_is_24_n_d2_plus_4_n2_d() -> None:
     assert transformer_flops(tokens=10, width=8, layers=3, mlp_ratio=4.0) == 3 * (24 * 10 * 64 + 4 * 100 * 8)
+    # one output row in the last block: K, V of all 10 tokens (4 d^2 each), the rest for 1 row, 1 attention row
+    assert transformer_flops(tokens=10, width=8, layers=3, mlp_ratio=4.0, out_rows=1) == (
+        2 * (24 * 10 * 64 + 4 * 100 * 8) + 4 * 10 * 64 + 20 * 64 + 4 * 10 * 8)
 
 
 def test_mfu_only_with_a_known_peak(monkeypatch: pytest.MonkeyPatch) -> None:

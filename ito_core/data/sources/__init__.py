@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 
 from ito_core.config import DataConfig
 from ito_core.data.sources import folder, img2dataset, table
-from ito_core.data.sources.record import RawRecord, read_bytes
+from ito_core.data.sources.record import RawRecord
 
-__all__ = ["READERS", "RawRecord", "read_bytes", "read_records"]
+__all__ = ["READERS", "RawRecord", "read_records"]
 
 READERS: dict[str, Callable[[DataConfig], Iterator[RawRecord]]] = {
     "img2dataset": img2dataset.records, "table": table.records, "folder": folder.records}

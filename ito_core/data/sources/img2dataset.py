@@ -23,8 +23,9 @@ from pathlib import Path, PurePosixPath
 from braceexpand import braceexpand
 
 from ito_core.config import DataConfig
+from ito_core.data.files import IMAGE_EXTENSIONS
 from ito_core.data.loader import open_shard
-from ito_core.data.sources.record import IMAGE_EXTENSIONS, RawRecord
+from ito_core.data.sources.record import RawRecord
 
 log = logging.getLogger(__name__)
 

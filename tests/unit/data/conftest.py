@@ -15,7 +15,10 @@ NUM_SHARD_SAMPLES = 70  # 3 shards of 25, 25, 20: batches straddle epochs and sh
 
 
 class CharTokenizer:
-    """Stand-in for ClipTokenizer: one id per character, zero padded, so tests can decode texts back."""
+    """Stand-in for ClipTokenizer: one id per character, then an end id larger than any character (as CLIP's EOT
+    is its largest id), zero padded, so tests can decode texts back."""
+
+    END_ID = 0x110000  # one past the last Unicode code point
 
     def __init__(self, context_length: int = 160) -> None:
         self.context_length = context_length
@@ -23,13 +26,13 @@ class CharTokenizer:
     def __call__(self, texts: list[str]) -> torch.Tensor:
         ids_nL = torch.zeros(len(texts), self.context_length, dtype=torch.long)
         for i, text in enumerate(texts):
-            codes = [ord(c) for c in text[: self.context_length]]
+            codes = [*(ord(c) for c in text[: self.context_length - 1]), self.END_ID]
             ids_nL[i, : len(codes)] = torch.tensor(codes, dtype=torch.long)
         return ids_nL
 
-    @staticmethod
-    def decode(ids_L: torch.Tensor) -> str:
-        return "".join(chr(int(i)) for i in ids_L if i != 0)
+    @classmethod
+    def decode(cls, ids_L: torch.Tensor) -> str:
+        return "".join(chr(int(i)) for i in ids_L if i not in (0, cls.END_ID))
 
 
 @pytest.fixture(scope="session")

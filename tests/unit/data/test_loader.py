@@ -32,7 +32,11 @@ def _same(a: list[dict], b: list[dict]) -> bool:
 def test_batches_have_the_promised_shapes(shapes_shard_dir: Path, tokenizer) -> None:
     (batch,) = _take(_stream(shapes_shard_dir, tokenizer, num_texts=3), 1)
     assert batch["images"].shape == (8, 3, 32, 32) and batch["images"].dtype == torch.uint8
-    assert batch["texts"].shape == (8, 3, tokenizer.context_length) and batch["texts"].dtype == torch.long
+    texts_BNL = batch["texts"]
+    assert texts_BNL.shape[:2] == (8, 3) and texts_BNL.dtype == torch.long
+    # Cut after the longest caption (rounded up to 8 tokens): every EOT is kept, no column past the last one.
+    longest = int(texts_BNL.argmax(-1).max()) + 1
+    assert texts_BNL.shape[2] == -(-longest // 8) * 8 < tokenizer.context_length
     assert len(set(batch["keys"])) == 8
 
 
