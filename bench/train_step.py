@@ -1,29 +1,43 @@
 """Training-step cost: OpenCLIP vs our CLIP baseline vs ITO (M=2 with and without fusion, M=4), same model config.
 
-One step = forward, loss, backward, AdamW step, timed with ``perf_counter`` around the whole step. It is a plain
-PyTorch step with ``torch.optim.AdamW`` (same hyper-parameters for every model), not the DeepSpeed engine that
-``ito_core.train`` uses, so engine overhead (ZeRO bookkeeping, gradient clipping, the all-rank finite check) is
-not in these numbers. Every model runs in its own worker process (ours under this python, OpenCLIP's under
-``--open-clip-python``), so each has its own peak RSS. The orchestrator drives the workers round by round: every
-round times one step of every model, one at a time, so a neighbour process slowing the machine hurts all models
-alike. Tables show the best round (noise only ever adds time) and the median; ratios are also given as the
-median of per-round ratios.
+One step = forward, loss, backward, AdamW step, timed with ``perf_counter`` around the whole step (with
+``torch.cuda.synchronize()`` before and after on ``--device cuda``). It is a plain PyTorch step with
+``torch.optim.AdamW`` (same hyper-parameters for every model), not the DeepSpeed engine that ``ito_core.train``
+uses, so engine overhead (ZeRO bookkeeping, gradient clipping, the all-rank finite check) is not in these numbers.
+Every model runs in its own worker process (ours under this python, OpenCLIP's under ``--open-clip-python``), with
+the same device, precision (``bf16``: ``torch.autocast`` around forward + loss) and ``--compile`` setting.
+
+On CPU the orchestrator drives the workers round by round: every round times one step of every model, one at a
+time, so a neighbour process slowing the machine hurts all models alike; memory is each worker's RSS. On CUDA the
+models run one after the other, each alone on the GPU (as in training: its peak memory and largest micro-batch are
+its own); memory is ``torch.cuda.max_memory_allocated()``, reset every step. Tables show the best round (noise only
+ever adds time) and the median; ratios are also given as the median of per-round ratios.
 
     python bench/train_step.py --model-config tiny --batch-size 64 --open-clip-python /tmp/ocvenv/bin/python
-    python bench/train_step.py --model-config vit_s_32 --batch-size 8 --rounds 5 --open-clip-python ...
+    python bench/train_step.py --model-config vit_b_16 --device cuda --precision bf16 --compile --peak-tflops 989 \
+        --batch-size 64 --find-max-batch --open-clip-python ...
+
+Captions: ``--captions cc3m`` (default) draws them from a fixed, seeded generator whose word counts follow a
+CC3M-like distribution (5-30 words, mean ~10.3: Sharma et al. 2018), ``full`` fills the whole context (the worst
+case). Our models get the token matrix cut by ``ito_core.data.tokenizer.trim_padding``, exactly as our training
+loader gives it; OpenCLIP gets the full context, as its own loader does.
 
 OpenCLIP's model is built with ``open_clip.create_model(name, pretrained=None)`` from the model config that
 ``ito_core.export.open_clip_model_config`` writes for our config, and loaded (strict) with our CLIP baseline's
 initial weights through ``OpenClipStateDictAdapter``; its loss is ``open_clip.ClipLoss``. Same batch (view 0 of
-the images, caption 0), same thread count. MFU = analytic model FLOPs (``ito_core.flops.train_flops_per_sample``) x
-samples/s / the best fp32 matmul FLOP/s this script measures at the same thread count, before and after.
+the images, caption 0), same thread count. MFU = analytic model FLOPs at the text tokens each model runs (ours:
+``ito_core.flops.train_flops_per_sample``; the peer: ``peer_forward_flops``, every row of every block) x samples/s
+/ the peak: ``--peak-tflops`` (required on CUDA), else the best matmul FLOP/s (in the step's precision) this script
+measures at the same thread count, before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -34,15 +48,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import Worker  # noqa: E402
+from common import Worker, machine  # noqa: E402
 
-from ito_core.config import RunConfig, load_config  # noqa: E402
+from ito_core.config import ModelConfig, RunConfig, load_config  # noqa: E402
 from ito_core.data.tokenizer import build_tokenizer  # noqa: E402
-from ito_core.flops import forward_flops_per_sample, train_flops_per_sample  # noqa: E402
+from ito_core.flops import (  # noqa: E402
+    forward_flops_per_sample,
+    patch_embedding_flops,
+    train_flops_per_sample,
+    transformer_flops,
+)
 from ito_core.models.ito import ItoModel  # noqa: E402
 
 QUICK_ARGS = ["--rounds", "3", "--warmup", "1", "--threads", "1"]  # bench/all.py --quick
-CAPTIONS = ["a red circle above a small blue square", "a photo of an ankle boot.", "two stars and a cross"]
 PEER = "OpenCLIP CLIP (peer)"
 BASELINE = "CLIP baseline"
 # name -> ITO config overrides (on top of model=...); the peer mirrors the CLIP baseline.
@@ -54,116 +72,242 @@ VARIANTS = {
 }
 LR, WEIGHT_DECAY = 1e-4, 0.1
 
-# Worker protocol (stdin -> stdout, one JSON line per command): "step" -> {"t", "loss"}; "flops" -> torch's
-# FlopCounterMode count of one fwd+bwd per sample; "profile" -> torch.profiler's op table of one step; "quit" ->
-# RSS figures. Shared by both workers below.
+# Caption generator: CC3M-like word counts (Sharma et al. 2018: 10.3 tokens per caption on average), from a
+# log-normal (mean 10.3, sd ~4) rounded and clipped to 5-30 words. Every word is one CLIP BPE token, so a caption
+# of n words runs n + 2 tokens (SOT, EOT). Nothing is downloaded; the same seed gives the same captions.
+CAPTION_WORDS_MIN, CAPTION_WORDS_MAX, CAPTION_WORDS_MEAN, CAPTION_WORDS_SIGMA = 5, 30, 10.3, 0.375
+_CAPTION_WORDS_TEXT = """a the of in on with and at for by to from near under over beside through during after before
+man woman person people child children boy girl baby family friends couple team crowd player actor artist
+dog cat horse bird cow sheep fish bear lion tiger elephant animal flower tree trees plant grass leaves forest
+house home room kitchen bedroom table chair bed window door wall floor roof building city street road bridge
+car bus train boat truck bike plane ship park garden beach sea ocean river lake mountain mountains hill sky
+cloud clouds sun snow rain water field village town island desert sunset night morning day evening summer
+winter autumn spring light view background style vector illustration photo image design pattern icon logo
+cartoon drawing painting portrait picture poster card map set old new young little small large big beautiful
+happy red blue green white black yellow brown pink orange golden dark bright colorful modern traditional
+wooden empty open famous local classic vintage front top side close up holding sitting standing walking
+running playing looking wearing smiling dancing eating riding working driving reading posing attends arrives
+performs celebrates plays is are his her their its football match game stage event concert festival show
+party wedding church school market shop restaurant hotel office museum station stadium airport hospital"""
+CAPTION_WORDS = tuple(_CAPTION_WORDS_TEXT.split())
+CAPTION_KINDS = ("cc3m", "full")
+
+
+def caption_word_counts(count: int, *, seed: int = 0) -> list[int]:
+    """Words per caption of the ``cc3m`` kind: the first ``count`` of a fixed seeded sequence."""
+    rng = random.Random(seed)
+    mu = math.log(CAPTION_WORDS_MEAN) - CAPTION_WORDS_SIGMA**2 / 2  # the log-normal's mean is CAPTION_WORDS_MEAN
+    return [min(CAPTION_WORDS_MAX, max(CAPTION_WORDS_MIN, round(rng.lognormvariate(mu, CAPTION_WORDS_SIGMA))))
+            for _ in range(count)]
+
+
+def make_captions(kind: str, count: int, context_length: int, *, seed: int = 0) -> list[str]:
+    """``count`` captions: ``cc3m`` = CC3M-like lengths; ``full`` = each fills ``context_length`` tokens (the
+    tokenizer cuts it to end in EOT). Deterministic: a larger batch starts with the captions of a smaller one."""
+    if kind not in CAPTION_KINDS:
+        raise ValueError(f"captions {kind!r}: expected one of {CAPTION_KINDS}")
+    counts = caption_word_counts(count, seed=seed) if kind == "cc3m" else [context_length] * count
+    rng = random.Random(seed + 1)
+    return [" ".join(rng.choices(CAPTION_WORDS, k=n)) for n in counts]
+
+
+# Worker side, shared by both workers (it imports only torch and the standard library: the peer's venv has no
+# ito_core). Protocol (stdin -> stdout, one JSON line per command): "step" -> {"t", "loss"[, "peak_gpu_mb"]};
+# "flops" -> torch's FlopCounterMode count of one fwd+bwd per sample; "profile" -> torch.profiler's op table of one
+# step; "max_batch" -> the largest micro-batch that fits (CUDA); "quit" -> RSS figures.
 WORKER_LOOP = r"""
+import contextlib, json, resource, sys, time
+import torch
+
+PROFILE_ROWS = 12
+MAX_BATCH_LIMIT = 1 << 16  # "max_batch" stops doubling here even without an OOM ("capped")
+
+
 def _rss_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
 
-PROFILE_ROWS = 12
 
-def serve(step, count_flops, batch_size):
-    import json, resource, sys, time
-    ready_rss = _rss_mb()
-    print(json.dumps({"ready": True, "params": PARAMS}), flush=True)
+def _device_name(device):
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def serve(model, loss_of, batch, settings, *, text_tokens):
+    # model: the eager module on settings["device"]; loss_of(fn, *batch) -> loss; batch: tensors, dim 0 = samples.
+    # One step function for every device: the device only adds synchronisation and the GPU memory counters.
+    device, cuda = settings["device"], settings["device"] == "cuda"
+    opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+    fn = torch.compile(model) if settings["compile"] else model  # compiled on the first (warm-up) step
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def fwd_bwd(fn, batch):
+        bf16 = settings["precision"] == "bf16"
+        with torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = loss_of(fn, *batch)
+        loss.backward()
+        return loss
+
+    def step(batch):
+        opt.zero_grad(set_to_none=True)
+        loss = fwd_bwd(fn, batch)
+        opt.step()
+        return loss
+
+    def timed_step(batch):
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        sync(); t = time.perf_counter(); loss = step(batch); sync(); t = time.perf_counter() - t
+        out = {"t": t, "loss": loss.item()}
+        if cuda:
+            out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        return out
+
+    def max_batch():
+        # double the micro-batch (the batch repeated) until a step runs out of GPU memory
+        tries, size = [], len(batch[0])
+        while size <= MAX_BATCH_LIMIT:
+            out = None
+            try:
+                big = tuple(x.repeat(size // len(x), *[1] * (x.dim() - 1)) for x in batch)
+                out = [timed_step(big) for _ in range(2)][-1]  # the 2nd: allocator settled, compiled for the shape
+            except torch.cuda.OutOfMemoryError:
+                pass
+            big = None
+            opt.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            tries.append({"batch": size, "fits": out is not None, **(out or {})})
+            if out is None:
+                break
+            size *= 2
+        return {"max_batch": max((t["batch"] for t in tries if t["fits"]), default=0), "tries": tries,
+                "capped": all(t["fits"] for t in tries)}
+
+    ready = {"ready": True, "params": sum(p.numel() for p in model.parameters()), "text_tokens": text_tokens,
+             "device_name": _device_name(device), "torch": torch.__version__, "ready_rss_mb": _rss_mb()}
+    if cuda:
+        ready["ready_gpu_mb"] = torch.cuda.memory_allocated() / 2**20
+    print(json.dumps(ready), flush=True)
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "step":
-            t = time.perf_counter(); loss = step(); t = time.perf_counter() - t
-            print(json.dumps({"t": t, "loss": loss}), flush=True)
+            answer = timed_step(batch)
         elif cmd == "flops":
             from torch.nn.attention import SDPBackend, sdpa_kernel
             from torch.utils.flop_counter import FlopCounterMode
             counter = FlopCounterMode(display=False)
-            with sdpa_kernel(SDPBackend.MATH), counter:  # CPU flash attention has no FLOP formula
-                count_flops()
-            print(json.dumps({"flops": counter.get_total_flops() / batch_size}), flush=True)
+            with sdpa_kernel(SDPBackend.MATH), counter:  # flash attention has no FLOP formula on CPU
+                fwd_bwd(model, batch)  # the eager model: FlopCounterMode counts what dispatches
+            answer = {"flops": counter.get_total_flops() / len(batch[0])}
         elif cmd == "profile":
             from torch.profiler import ProfilerActivity, profile
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                step()
+            with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
+                step(batch); sync()
+            key = "self_device_time_total" if cuda else "self_cpu_time_total"
             averages = prof.key_averages()
-            total = sum(e.self_cpu_time_total for e in averages)
-            top = sorted(averages, key=lambda e: -e.self_cpu_time_total)[:PROFILE_ROWS]
-            rows = [{"op": e.key, "self_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total,
+            total = sum(getattr(e, key) for e in averages)
+            top = sorted(averages, key=lambda e: -getattr(e, key))[:PROFILE_ROWS]
+            rows = [{"op": e.key, "self_ms": getattr(e, key) / 1e3, "share": getattr(e, key) / total,
                      "calls": e.count} for e in top]
-            print(json.dumps({"profile": rows, "total_ms": total / 1e3}), flush=True)
+            answer = {"profile": rows, "total_ms": total / 1e3, "clock": "GPU" if cuda else "CPU"}
+        elif cmd == "max_batch":
+            answer = max_batch()
         elif cmd == "quit":
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(json.dumps({"peak_rss_mb": peak, "ready_rss_mb": ready_rss}), flush=True)
+            print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
             return
+        else:
+            answer = {"error": f"unknown command {cmd!r}"}
+        print(json.dumps(answer), flush=True)
 """
 
 # Runs under the OpenCLIP venv's python; imports no ito_core.
 PEER_WORKER = WORKER_LOOP + r"""
-import json, sys, tempfile, torch, open_clip
+import tempfile, open_clip
 from pathlib import Path
 from safetensors.torch import load_file
-export_dir, inputs_path, threads = sys.argv[1:4]
-torch.set_num_threads(int(threads))
-config = json.loads((Path(export_dir) / "open_clip_config.json").read_text())
+settings = json.loads(sys.argv[1])
+torch.set_num_threads(settings["threads"])
+config = json.loads((Path(settings["export"]) / "open_clip_config.json").read_text())
 with tempfile.TemporaryDirectory() as tmp:
     (Path(tmp) / "ito-bench.json").write_text(json.dumps(config["model_cfg"]))
     open_clip.add_model_config(Path(tmp) / "ito-bench.json")
 model = open_clip.create_model("ito-bench", pretrained=None, output_dict=True)
-model.load_state_dict(load_file(str(Path(export_dir) / "open_clip_model.safetensors")), strict=True)
-model.train()
-PARAMS = sum(p.numel() for p in model.parameters())
+model.load_state_dict(load_file(str(Path(settings["export"]) / "open_clip_model.safetensors")), strict=True)
+model.to(settings["device"]).train()
 loss_fn = open_clip.ClipLoss()
-opt = torch.optim.AdamW(model.parameters(), lr=float(sys.argv[4]), weight_decay=float(sys.argv[5]))
-inputs = load_file(inputs_path)
-images, tokens = inputs["images"][:, 0].contiguous(), inputs["tokens"][:, 0].contiguous()
+inputs = load_file(settings["inputs"])
+# the full context: OpenCLIP's loader pads every caption to it
+batch = tuple(x[:, 0].contiguous().to(settings["device"]) for x in (inputs["images"], inputs["tokens"]))
 
-def fwd_bwd():
-    out = model(images, tokens)
-    loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
-    loss.backward()
-    return loss
+def loss_of(fn, images, tokens):
+    out = fn(images, tokens)
+    return loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
 
-def step():
-    opt.zero_grad(set_to_none=True)
-    loss = fwd_bwd()
-    opt.step()
-    return loss.item()
-
-serve(step, fwd_bwd, images.shape[0])
+serve(model, loss_of, batch, settings, text_tokens=batch[1].shape[-1])
 """
 
 
-def our_worker(variant: str, model_config: str, inputs_path: str, threads: int) -> None:
-    """Worker for one of our variants: ``ItoModel`` + ``ItoObjective`` + AdamW on the shared batch."""
+def worker_settings(args: argparse.Namespace) -> dict:
+    return {"device": args.device, "precision": args.precision, "compile": args.compile, "threads": args.threads,
+            "lr": LR, "weight_decay": WEIGHT_DECAY}
+
+
+def our_worker(args: argparse.Namespace) -> None:
+    """Worker for one of our variants: ``ItoModel`` + ``ItoObjective`` + AdamW on the shared batch, its captions
+    cut by ``trim_padding`` as our training loader cuts them."""
     from safetensors.torch import load_file
 
+    from ito_core.data.tokenizer import trim_padding
     from ito_core.distributed import DistEnv
     from ito_core.train import ItoObjective
 
-    torch.set_num_threads(threads)
-    cfg = load_config([f"model={model_config}", *VARIANTS[variant]])
-    model = build_ours(cfg)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    inputs = load_file(inputs_path)
+    torch.set_num_threads(args.threads)
+    cfg = load_config([f"model={args.model_config}", *VARIANTS[args.worker]])
+    model = build_ours(cfg).to(args.device).train()
+    inputs = load_file(args.inputs)
     images_BMCHW = inputs["images"][:, : cfg.ito.images].contiguous()
-    tokens_BNL = inputs["tokens"][:, : cfg.ito.texts].contiguous()
-    objective = ItoObjective(cfg, DistEnv(0, 0, 1))
+    tokens_BNL = trim_padding(inputs["tokens"][:, : cfg.ito.texts]).contiguous()  # on the CPU batch, as the loader
+    objective = ItoObjective(cfg, DistEnv(0, 0, 1)).to(args.device)
 
-    def fwd_bwd() -> torch.Tensor:
-        loss = objective(model(images_BMCHW, tokens_BNL))["loss"]
-        loss.backward()
-        return loss
+    def loss_of(fn: torch.nn.Module, images_BMCHW: torch.Tensor, tokens_BNL: torch.Tensor) -> torch.Tensor:
+        return objective(fn(images_BMCHW, tokens_BNL))["loss"]
 
-    def step() -> float:
-        opt.zero_grad(set_to_none=True)
-        loss = fwd_bwd()
-        opt.step()
-        return loss.item()
-
-    scope = {"PARAMS": sum(p.numel() for p in model.parameters())}
+    scope: dict = {}
     exec(WORKER_LOOP, scope)  # the same loop as the peer's, so both are timed identically
-    scope["serve"](step, fwd_bwd, images_BMCHW.shape[0])
+    batch = (images_BMCHW.to(args.device), tokens_BNL.to(args.device))
+    scope["serve"](model, loss_of, batch, worker_settings(args), text_tokens=tokens_BNL.shape[-1])
+
+
+def peer_forward_flops(model: ModelConfig, *, text_tokens: int) -> dict[str, float]:
+    """Forward FLOPs of one OpenCLIP CLIP sample, by part, in ``ito_core.flops``' convention: every block of both
+    towers computes every token (OpenCLIP does not cut the last block to the pooled row as our towers do); only the
+    pooled token is projected to the joint space."""
+    image_tokens = (model.image_size // model.patch_size) ** 2 + 1
+    image = (patch_embedding_flops(model) + 2 * model.vision_width * model.embed_dim
+             + transformer_flops(tokens=image_tokens, width=model.vision_width, layers=model.vision_layers,
+                                 mlp_ratio=model.mlp_ratio))
+    text = (2 * model.text_width * model.embed_dim
+            + transformer_flops(tokens=text_tokens, width=model.text_width, layers=model.text_layers,
+                                mlp_ratio=model.mlp_ratio))
+    return {"image": image, "text": text, "fusion": 0.0, "total": image + text}
+
+
+def analytic_flops(name: str, model_config: str, text_tokens: int) -> tuple[float, dict[str, float]]:
+    """(training FLOPs, forward FLOPs by part) of one sample of model ``name`` at ``text_tokens`` per caption."""
+    cfg = load_config([f"model={model_config}", *VARIANTS.get(name, VARIANTS[BASELINE])])
+    if name == PEER:
+        parts = peer_forward_flops(cfg.model, text_tokens=text_tokens)
+        return 3 * parts["total"] - patch_embedding_flops(cfg.model), parts
+    parts = forward_flops_per_sample(cfg.model, cfg.ito, text_tokens=text_tokens)
+    return train_flops_per_sample(cfg.model, cfg.ito, text_tokens=text_tokens), parts
 
 
 def build_ours(cfg: RunConfig) -> ItoModel:
@@ -171,10 +315,11 @@ def build_ours(cfg: RunConfig) -> ItoModel:
     return ItoModel(cfg.model, cfg.ito, cfg.loss)
 
 
-def matmul_flops_per_s(threads: int, *, n: int = 1024, repeats: int = 20) -> float:
-    """Best fp32 matmul FLOP/s at ``threads`` threads: the peak MFU is measured against."""
+def matmul_flops_per_s(threads: int, *, dtype: torch.dtype = torch.float32, n: int = 1024,
+                       repeats: int = 20) -> float:
+    """Best CPU matmul FLOP/s in ``dtype`` at ``threads`` threads: the peak MFU is measured against."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     best = min(timed_matmul(a, b) for _ in range(repeats))
@@ -188,7 +333,8 @@ def timed_matmul(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def write_inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
-    """The shared batch (4 image views, 1 caption per sample) and the OpenCLIP export of the CLIP baseline."""
+    """The shared batch (4 image views, 1 caption per sample, full context) and the OpenCLIP export of the CLIP
+    baseline."""
     from safetensors.torch import save_file
 
     from ito_core.export import export_open_clip
@@ -196,41 +342,46 @@ def write_inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     cfg = load_config([f"model={args.model_config}", *VARIANTS[BASELINE]])
     size, batch = cfg.model.image_size, args.batch_size
     images = torch.randn(batch, 4, 3, size, size, generator=torch.Generator().manual_seed(0))
-    tokens = build_tokenizer(cfg.model.context_length)([CAPTIONS[i % len(CAPTIONS)] for i in range(batch)])
+    tokens = build_tokenizer(cfg.model.context_length)(make_captions(args.captions, batch, cfg.model.context_length))
     save_file({"images": images, "tokens": tokens[:, None].contiguous()}, str(work / "inputs.safetensors"))
     model = build_ours(cfg)
     export_open_clip(model.encoder.state_dict(), cfg.model, work / "open_clip")
     return work / "inputs.safetensors", work / "open_clip"
 
 
-def start_workers(args: argparse.Namespace, inputs: Path, export: Path) -> dict[str, Worker]:
-    workers = {}
-    if args.open_clip_python:
-        workers[PEER] = Worker([args.open_clip_python, "-c", PEER_WORKER, str(export), str(inputs),
-                                str(args.threads), str(LR), str(WEIGHT_DECAY)], threads=args.threads)
-    for name in VARIANTS:
-        workers[name] = Worker([sys.executable, __file__, "--worker", name, "--model-config", args.model_config,
-                                "--inputs", str(inputs), "--threads", str(args.threads)], threads=args.threads)
-    return workers
+def start_worker(name: str, args: argparse.Namespace, inputs: Path, export: Path) -> Worker:
+    if name == PEER:
+        settings = {**worker_settings(args), "export": str(export), "inputs": str(inputs)}
+        return Worker([args.open_clip_python, "-c", PEER_WORKER, json.dumps(settings)], threads=args.threads)
+    argv = [sys.executable, __file__, "--worker", name, "--model-config", args.model_config, "--inputs", str(inputs),
+            "--threads", str(args.threads), "--device", args.device, "--precision", args.precision]
+    return Worker(argv + ["--compile"] * args.compile, threads=args.threads)
 
 
 def summarize(args: argparse.Namespace, times: dict, extra: dict, peak: float) -> dict:
     """Per-model figures and the ratios the goals are stated in."""
     models = {}
     for name, ts in times.items():
-        ito = load_config([f"model={args.model_config}", *VARIANTS.get(name, VARIANTS[BASELINE])])
-        flops = train_flops_per_sample(ito.model, ito.ito)
+        e = extra[name]
+        flops, _ = analytic_flops(name, args.model_config, e["text_tokens"])
         best, median = min(ts), statistics.median(ts)
-        models[name] = {"params": extra[name]["params"], "step_s_best": best, "step_s_median": median,
-                        "samples_per_s_best": args.batch_size / best, "samples_per_s_median": args.batch_size / median,
+        models[name] = {"params": e["params"], "text_tokens": e["text_tokens"], "step_s_best": best,
+                        "step_s_median": median, "samples_per_s_best": args.batch_size / best,
+                        "samples_per_s_median": args.batch_size / median,
                         "train_gflop_per_sample": flops / 1e9,
-                        "counted_train_gflop_per_sample": extra[name]["flops"] / 1e9,
-                        "analytic_over_counted": flops / extra[name]["flops"],
+                        "counted_train_gflop_per_sample": e["flops"] / 1e9,
+                        "analytic_over_counted": flops / e["flops"],
                         "mfu_best": flops * args.batch_size / best / peak,
                         "mfu_median": flops * args.batch_size / median / peak,
-                        "peak_rss_mb": extra[name]["peak_rss_mb"],
-                        "step_rss_mb": extra[name]["peak_rss_mb"] - extra[name]["ready_rss_mb"],
-                        "first_loss": extra[name]["first_loss"]}
+                        "peak_rss_mb": e["peak_rss_mb"], "step_rss_mb": e["peak_rss_mb"] - e["ready_rss_mb"],
+                        "first_loss": e["first_loss"], "torch": e["torch"]}
+        if args.device == "cuda":
+            models[name]["peak_gpu_mb"] = max(e["peak_gpu_mb"])
+            models[name]["step_gpu_mb"] = max(e["peak_gpu_mb"]) - e["ready_gpu_mb"]
+        if "max_batch" in e:
+            models[name]["max_micro_batch"] = e["max_batch"]["max_batch"]
+            models[name]["max_batch_capped"] = e["max_batch"]["capped"]  # no OOM up to the limit
+            models[name]["max_batch_tries"] = e["max_batch"]["tries"]
 
     def ratio(num: str, den: str) -> dict:
         per_round = [a / b for a, b in zip(times[num], times[den], strict=True)]
@@ -249,8 +400,7 @@ def summarize(args: argparse.Namespace, times: dict, extra: dict, peak: float) -
         ratios["ITO M=2 fusion / OpenCLIP (step time)"] = ratio("ITO M=2 fusion", PEER)
     result = {"models": models, "ratios": ratios}
     if args.profile:
-        ito = load_config([f"model={args.model_config}", *VARIANTS.get(args.profile, VARIANTS[BASELINE])])
-        parts = forward_flops_per_sample(ito.model, ito.ito)
+        _, parts = analytic_flops(args.profile, args.model_config, extra[args.profile]["text_tokens"])
         result["profile"] = {"model": args.profile, **extra[args.profile]["profile"],
                              "flop_shares": {k: v / parts["total"] for k, v in parts.items() if k != "total"}}
     return result
@@ -258,97 +408,172 @@ def summarize(args: argparse.Namespace, times: dict, extra: dict, peak: float) -
 
 def print_table(result: dict) -> None:
     print(f"\n{result['machine']}\n")
-    print("| model | params | step ms best (median) | samples/s best (median) | vs CLIP step time | "
-          "train GFLOP/sample (counted) | analytic / counted | MFU best (median) | peak RSS MB | step RSS MB | "
-          "first loss |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    base = result["models"][BASELINE]
-    for name, m in result["models"].items():
-        print(f"| {name} | {m['params']:,} | {1e3 * m['step_s_best']:.1f} ({1e3 * m['step_s_median']:.1f}) | "
+    models = result["models"]
+    gpu = result["device"] == "cuda"
+    mem = "GPU" if gpu else "RSS"
+    max_batch = any("max_micro_batch" in m for m in models.values())
+    print("| model | params | text tokens | step ms best (median) | samples/s best (median) | vs CLIP step time | "
+          f"train GFLOP/sample (counted) | analytic / counted | MFU best (median) | peak {mem} MB | step {mem} MB | "
+          f"first loss |{' max micro-batch |' * max_batch}")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * max_batch)
+    base = models[BASELINE]
+    for name, m in models.items():
+        peak_mb, step_mb = (m["peak_gpu_mb"], m["step_gpu_mb"]) if gpu else (m["peak_rss_mb"], m["step_rss_mb"])
+        most = f" {m['max_micro_batch']}{'+' * m['max_batch_capped']} |" if max_batch else ""
+        print(f"| {name} | {m['params']:,} | {m['text_tokens']} | "
+              f"{1e3 * m['step_s_best']:.1f} ({1e3 * m['step_s_median']:.1f}) | "
               f"{m['samples_per_s_best']:.1f} ({m['samples_per_s_median']:.1f}) | "
               f"{m['step_s_best'] / base['step_s_best']:.3f}x | "
               f"{m['train_gflop_per_sample']:.4g} ({m['counted_train_gflop_per_sample']:.4g}) | "
               f"{m['analytic_over_counted']:.4f} | "
-              f"{100 * m['mfu_best']:.1f} % ({100 * m['mfu_median']:.1f} %) | {m['peak_rss_mb']:.0f} | "
-              f"{m['step_rss_mb']:.0f} | {m['first_loss']:.4f} |")
+              f"{100 * m['mfu_best']:.1f} % ({100 * m['mfu_median']:.1f} %) | {peak_mb:.0f} | {step_mb:.0f} | "
+              f"{m['first_loss']:.4f} |{most}")
     print("\n| ratio | best-of-N | median of per-round | analytic FLOP ratio |\n|---|---:|---:|---:|")
     for name, r in result["ratios"].items():
         print(f"| {name} | {r['best']:.3f} | {r['median_per_round']:.3f} | {r['analytic_flop_ratio']:.3f} |")
     if "profile" in result:
         prof = result["profile"]
         shares = ", ".join(f"{part} {100 * share:.1f} %" for part, share in prof["flop_shares"].items())
-        print(f"\nProfile of one {prof['model']} step ({prof['total_ms']:.0f} ms of CPU time in ops; analytic "
-              f"forward FLOPs: {shares})\n\n| op | self CPU ms | share | calls |\n|---|---:|---:|---:|")
+        print(f"\nProfile of one {prof['model']} step ({prof['total_ms']:.0f} ms of {prof['clock']} time in ops; "
+              f"analytic forward FLOPs: {shares})\n\n| op | self {prof['clock']} ms | share | calls |\n"
+              "|---|---:|---:|---:|")
         for row in prof["profile"]:
             print(f"| `{row['op']}` | {row['self_ms']:.1f} | {100 * row['share']:.1f} % | {row['calls']} |")
 
 
-def time_rounds(workers: dict[str, Worker], args: argparse.Namespace) -> tuple[dict, dict]:
-    times = {name: [] for name in workers}
-    extra = {name: {"params": w.ready["params"]} for name, w in workers.items()}
-    for r in range(args.warmup + args.rounds):
-        for name, worker in workers.items():  # interleaved: every round times every model
-            out = worker.ask("step")
-            if r == 0:
-                extra[name]["first_loss"] = out["loss"]
-            if r >= args.warmup:
-                times[name].append(out["t"])
-        print(f"round {r + 1}/{args.warmup + args.rounds} done", file=sys.stderr, flush=True)
-    for name, worker in workers.items():
-        if name == args.profile:
-            extra[name]["profile"] = worker.ask("profile")
-        extra[name]["flops"] = worker.ask("flops")["flops"] * 1.0
-        extra[name].update(worker.close("quit"))
-    return times, extra
-
-
-def run(args: argparse.Namespace) -> dict:
-    peak_before = matmul_flops_per_s(args.threads)
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        inputs, export = write_inputs(args, Path(tmp))
-        workers = start_workers(args, inputs, export)
+def time_rounds(args: argparse.Namespace, inputs: Path, export: Path) -> tuple[dict, dict]:
+    """On CPU every round times one step of every model (interleaved); on CUDA each model runs alone on the GPU,
+    one after the other (its memory is its own). The workers of a group are ended before the next group starts."""
+    names = ([PEER] if args.open_clip_python else []) + list(VARIANTS)
+    groups = [names] if args.device == "cpu" else [[name] for name in names]
+    times = {name: [] for name in names}
+    extra = {name: {"peak_gpu_mb": []} for name in names}
+    for group in groups:
+        workers = {}
         try:
-            times, extra = time_rounds(workers, args)
+            for name in group:
+                workers[name] = start_worker(name, args, inputs, export)
+                extra[name].update(workers[name].ready)
+            for r in range(args.warmup + args.rounds):
+                for name, worker in workers.items():  # interleaved: every round times every model of the group
+                    out = worker.ask("step")
+                    if r == 0:
+                        extra[name]["first_loss"] = out["loss"]
+                    if r >= args.warmup:
+                        times[name].append(out["t"])
+                        extra[name]["peak_gpu_mb"].append(out.get("peak_gpu_mb"))
+                print(f"{', '.join(group) if len(groups) > 1 else 'round'} {r + 1}/{args.warmup + args.rounds} "
+                      "done", file=sys.stderr, flush=True)
+            for name, worker in workers.items():
+                if name == args.profile:
+                    extra[name]["profile"] = worker.ask("profile")
+                extra[name]["flops"] = worker.ask("flops")["flops"] * 1.0
+                if args.find_max_batch:
+                    extra[name]["max_batch"] = worker.ask("max_batch")
+                extra[name].update(worker.close("quit"))
         finally:
             for worker in workers.values():
                 if worker.proc.poll() is None:
                     worker.proc.kill()
-    peak = max(peak_before, matmul_flops_per_s(args.threads))
+    return times, extra
+
+
+def mfu_peak(args: argparse.Namespace) -> tuple[float, str]:
+    """The peak FLOP/s MFU is stated against, and how it was obtained."""
+    if args.peak_tflops:
+        return args.peak_tflops * 1e12, f"peak {args.peak_tflops:g} TFLOP/s (--peak-tflops)"
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    peak = matmul_flops_per_s(args.threads, dtype=dtype)
+    return peak, f"{args.precision} matmul peak {peak / 1e9:.1f} GFLOP/s (measured)"
+
+
+def run(args: argparse.Namespace) -> dict:
+    peak, peak_note = mfu_peak(args)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, export = write_inputs(args, Path(tmp))
+        times, extra = time_rounds(args, inputs, export)
+    if not args.peak_tflops:  # measured before and after the rounds: the better of the two
+        peak = max(peak, mfu_peak(args)[0])
+        peak_note = f"{args.precision} matmul peak {peak / 1e9:.1f} GFLOP/s (measured)"
     result = summarize(args, times, extra, peak)
-    cpu_lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpu_lines if ln.startswith("model name")), "?")
     load_after = os.getloadavg()
+    host = machine()
+    device_name = extra[BASELINE]["device_name"]
+    text = {name: m["text_tokens"] for name, m in result["models"].items()}
+    threads = f"{args.threads} thread{'s' * (args.threads != 1)}"
+    where = (f"{device_name} (host {host['cpu']}, {host['cores']} cores, {threads})" if args.device == "cuda"
+             else f"{host['cpu']}, {host['cores']} cores, {threads}")
+    peer_torch = f", OpenCLIP's {extra[PEER]['torch']}" if PEER in extra else ""
+    tokens_note = (f"text tokens run: ours {text[BASELINE]} (trim_padding)"
+                   + (f", OpenCLIP {text[PEER]}" if PEER in text else ""))
     result.update({
         "model_config": args.model_config, "batch_size": args.batch_size, "threads": args.threads,
-        "rounds": args.rounds, "warmup": args.warmup, "precision": "fp32", "device": "cpu",
-        "torch": torch.__version__, "matmul_peak_gflops": peak / 1e9,
+        "rounds": args.rounds, "warmup": args.warmup, "precision": args.precision, "device": args.device,
+        "device_name": device_name, "compile": args.compile, "captions": args.captions,
+        "torch": torch.__version__, "peak_flops": peak, "peak_source": peak_note,
+        "matmul_peak_gflops": None if args.peak_tflops else peak / 1e9,
+        "cpu": host["cpu"], "cores": host["cores"],
         "loadavg_before": load_before, "loadavg_after": load_after, "step_times_s": times,
-        "machine": (f"{cpu}, {os.cpu_count()} cores, {args.threads} threads, fp32, batch {args.batch_size}, "
-                    f"{args.rounds} rounds after {args.warmup} warm-up; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; "
+        "machine": (f"{where}, torch {torch.__version__}{peer_torch}; {args.precision}"
+                    f"{', torch.compile' if args.compile else ''}, batch {args.batch_size}, captions {args.captions} "
+                    f"({tokens_note}); {args.rounds} rounds after {args.warmup} warm-up"
+                    f"{' (warm-up includes compilation)' if args.compile else ''}; MFU against {peak_note}; "
                     f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"),
     })
     return result
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-config", default="tiny", help="configs/model/<name>.yaml")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="micro-batch of every model")
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds (one step of every model each)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (allocator, optimizer state)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed rounds first (allocator, optimizer state; compilation with --compile)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads per worker")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: torch.autocast(bfloat16) around forward + loss (weights and AdamW stay fp32)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model before the warm-up")
+    parser.add_argument("--peak-tflops", type=float,
+                        help="the device's peak TFLOP/s in --precision for MFU (required on cuda; e.g. 989 for an "
+                             "H100 SXM in bf16, dense); on CPU the default is the matmul peak measured here")
+    parser.add_argument("--find-max-batch", action="store_true",
+                        help="cuda: after the rounds, double each model's micro-batch from --batch-size until it "
+                             "runs out of GPU memory; report the largest that fit")
+    parser.add_argument("--captions", choices=CAPTION_KINDS, default="cc3m",
+                        help="cc3m: CC3M-like caption lengths (5-30 words, mean ~10.3); full: every caption fills "
+                             "the context (the worst case)")
     parser.add_argument("--open-clip-python", help="python of a venv with open_clip_torch: time OpenCLIP too")
     parser.add_argument("--profile", metavar="MODEL", choices=[PEER, *VARIANTS],
                         help=f"after the rounds, torch.profiler's top ops of one step of MODEL: {[PEER, *VARIANTS]}")
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.profile == PEER and not args.open_clip_python:
         parser.error("--profile of the OpenCLIP peer needs --open-clip-python")
+    if args.batch_size < 1 or args.rounds < 1 or args.warmup < 0:
+        parser.error("--batch-size and --rounds must be >= 1, --warmup >= 0")
+    if args.compile and args.warmup < 1:
+        parser.error("--compile needs --warmup >= 1: the first step compiles, and must not be timed")
+    if args.find_max_batch and args.device != "cuda":
+        parser.error("--find-max-batch needs --device cuda (with --peak-tflops): only a GPU runs out of memory "
+                     "at a fixed size; on CPU the batch would grow until the machine swaps")
+    if args.device == "cuda" and not args.peak_tflops:
+        parser.error("--device cuda needs --peak-tflops: the GPU's peak TFLOP/s in --precision for MFU (e.g. "
+                     "--peak-tflops 989 for an H100 SXM in bf16, dense)")
+    if args.device == "cuda" and not args.worker and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here (torch "
+                     f"{torch.__version__}); run on a GPU machine with a CUDA build of torch, or use --device cpu")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.worker:
-        return our_worker(args.worker, args.model_config, args.inputs, args.threads)
+        return our_worker(args)
     result = run(args)
     print_table(result)
     line = json.dumps(result)
