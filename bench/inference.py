@@ -12,7 +12,9 @@ adds time: best-of-N is timeit's statistic) with the median beside it.
     ... --json inference.json                                         # also write the figures as JSON
 
 Without ``--baseline`` the baseline is a freshly built CLIP dual encoder (``ito=clip``: no fusion) of the same
-model config. The OpenCLIP peer runs in its own interpreter after ours, so compare it with care.
+model config. The OpenCLIP peer runs in its own interpreter after ours, so compare it with care. Captions have
+CC3M-like lengths (`--captions full`: each fills the context); ours get them cut after the longest, as eval does,
+OpenCLIP the whole context, as its own code does.
 """
 
 from __future__ import annotations
@@ -32,16 +34,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from captions import CAPTION_KINDS, make_captions  # noqa: E402
 from common import describe, machine  # noqa: E402
 
 from ito_core.config import ModelConfig, load_config  # noqa: E402
-from ito_core.data.tokenizer import build_tokenizer  # noqa: E402
+from ito_core.data.tokenizer import build_tokenizer, trim_padding  # noqa: E402
 from ito_core.models.dual_encoder import DualEncoder, count_parameters  # noqa: E402
 from ito_core.models.ito import ItoModel  # noqa: E402
 from ito_core.strip import MODEL_CONFIG, encoder_state, load_stripped, write_model_folder  # noqa: E402
 
 QUICK_ARGS = ["--rounds", "5", "--threads", "1"]  # bench/all.py --quick; 1 thread: steadier on a busy machine
-CAPTIONS = ["a red circle above a small blue square", "a photo of an ankle boot.", "two stars and a cross"]
 
 # Runs under the OpenCLIP venv's python: the same timing loop on open_clip.create_model("local-dir:DIR").
 PEER_SCRIPT = r"""
@@ -166,6 +168,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
+    parser.add_argument("--captions", choices=CAPTION_KINDS, default="cc3m",
+                        help="caption lengths: CC3M-like, or every caption filling the context")
     parser.add_argument("--open-clip-python", help="python of a venv with open_clip_torch: also time OpenCLIP's CLIP")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
@@ -176,10 +180,10 @@ def main() -> None:
         models, ito_dir, model_cfg = build_models(args, Path(tmp))
         size = model_cfg.image_size
         images = torch.randn(args.batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-        captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(args.batch_size)]
-        tokens = build_tokenizer(model_cfg.context_length)(captions).to(device)
+        captions = make_captions(args.captions, args.batch_size, model_cfg.context_length)
+        tokens = build_tokenizer(model_cfg.context_length)(captions)  # OpenCLIP runs the whole context
         models = {name: model.to(device).eval() for name, model in models.items()}
-        times = bench(models, images, tokens, args, device)
+        times = bench(models, images, trim_padding(tokens).to(device), args, device)  # ours: as eval cuts it
         params = {name: count_parameters(model) for name, model in models.items()}
         if args.open_clip_python:
             peer = run_peer(args, ito_dir, images, tokens, Path(tmp))

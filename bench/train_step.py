@@ -2,8 +2,10 @@
 
 One step = forward, loss, backward, AdamW step, timed with ``perf_counter`` around the whole step (with
 ``torch.cuda.synchronize()`` before and after on ``--device cuda``). It is a plain PyTorch step with
-``torch.optim.AdamW`` (same hyper-parameters for every model), not the DeepSpeed engine that ``ito_core.train``
-uses, so engine overhead (ZeRO bookkeeping, gradient clipping, the all-rank finite check) is not in these numbers.
+``torch.optim.AdamW`` (same hyper-parameters for every model; each side's own implementation choice: ours fused, as
+``ito_core.train.build_optimizer``; OpenCLIP's default, as its ``main.py``), not the DeepSpeed engine that
+``ito_core.train`` uses, so engine overhead (ZeRO bookkeeping, gradient clipping, the all-rank finite check) is not
+in these numbers.
 Every model runs in its own worker process (ours under this python, OpenCLIP's under ``--open-clip-python``), with
 the same device, precision (``bf16``: ``torch.autocast`` around forward + loss) and ``--compile`` setting.
 
@@ -35,9 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -48,6 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from captions import CAPTION_KINDS, make_captions  # noqa: E402
 from common import Worker, machine  # noqa: E402
 
 from ito_core.config import ModelConfig, RunConfig, load_config  # noqa: E402
@@ -71,45 +72,6 @@ VARIANTS = {
     "ITO M=4 fusion": ["ito=ito", "ito.images=4"],
 }
 LR, WEIGHT_DECAY = 1e-4, 0.1
-
-# Caption generator: CC3M-like word counts (Sharma et al. 2018: 10.3 tokens per caption on average), from a
-# log-normal (mean 10.3, sd ~4) rounded and clipped to 5-30 words. Every word is one CLIP BPE token, so a caption
-# of n words runs n + 2 tokens (SOT, EOT). Nothing is downloaded; the same seed gives the same captions.
-CAPTION_WORDS_MIN, CAPTION_WORDS_MAX, CAPTION_WORDS_MEAN, CAPTION_WORDS_SIGMA = 5, 30, 10.3, 0.375
-_CAPTION_WORDS_TEXT = """a the of in on with and at for by to from near under over beside through during after before
-man woman person people child children boy girl baby family friends couple team crowd player actor artist
-dog cat horse bird cow sheep fish bear lion tiger elephant animal flower tree trees plant grass leaves forest
-house home room kitchen bedroom table chair bed window door wall floor roof building city street road bridge
-car bus train boat truck bike plane ship park garden beach sea ocean river lake mountain mountains hill sky
-cloud clouds sun snow rain water field village town island desert sunset night morning day evening summer
-winter autumn spring light view background style vector illustration photo image design pattern icon logo
-cartoon drawing painting portrait picture poster card map set old new young little small large big beautiful
-happy red blue green white black yellow brown pink orange golden dark bright colorful modern traditional
-wooden empty open famous local classic vintage front top side close up holding sitting standing walking
-running playing looking wearing smiling dancing eating riding working driving reading posing attends arrives
-performs celebrates plays is are his her their its football match game stage event concert festival show
-party wedding church school market shop restaurant hotel office museum station stadium airport hospital"""
-CAPTION_WORDS = tuple(_CAPTION_WORDS_TEXT.split())
-CAPTION_KINDS = ("cc3m", "full")
-
-
-def caption_word_counts(count: int, *, seed: int = 0) -> list[int]:
-    """Words per caption of the ``cc3m`` kind: the first ``count`` of a fixed seeded sequence."""
-    rng = random.Random(seed)
-    mu = math.log(CAPTION_WORDS_MEAN) - CAPTION_WORDS_SIGMA**2 / 2  # the log-normal's mean is CAPTION_WORDS_MEAN
-    return [min(CAPTION_WORDS_MAX, max(CAPTION_WORDS_MIN, round(rng.lognormvariate(mu, CAPTION_WORDS_SIGMA))))
-            for _ in range(count)]
-
-
-def make_captions(kind: str, count: int, context_length: int, *, seed: int = 0) -> list[str]:
-    """``count`` captions: ``cc3m`` = CC3M-like lengths; ``full`` = each fills ``context_length`` tokens (the
-    tokenizer cuts it to end in EOT). Deterministic: a larger batch starts with the captions of a smaller one."""
-    if kind not in CAPTION_KINDS:
-        raise ValueError(f"captions {kind!r}: expected one of {CAPTION_KINDS}")
-    counts = caption_word_counts(count, seed=seed) if kind == "cc3m" else [context_length] * count
-    rng = random.Random(seed + 1)
-    return [" ".join(rng.choices(CAPTION_WORDS, k=n)) for n in counts]
-
 
 # Worker side, shared by both workers (it imports only torch and the standard library: the peer's venv has no
 # ito_core). Protocol (stdin -> stdout, one JSON line per command): "step" -> {"t", "loss"[, "peak_gpu_mb"]};
@@ -142,7 +104,8 @@ def serve(model, loss_of, batch, settings, *, text_tokens):
     # model: the eager module on settings["device"]; loss_of(fn, *batch) -> loss; batch: tensors, dim 0 = samples.
     # One step function for every device: the device only adds synchronisation and the GPU memory counters.
     device, cuda = settings["device"], settings["device"] == "cuda"
-    opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+    fused = {"fused": True} if settings["fused_adamw"] else {}
+    opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"], **fused)
     fn = torch.compile(model) if settings["compile"] else model  # compiled on the first (warm-up) step
 
     def sync():
@@ -255,9 +218,9 @@ serve(model, loss_of, batch, settings, text_tokens=batch[1].shape[-1])
 """
 
 
-def worker_settings(args: argparse.Namespace) -> dict:
+def worker_settings(args: argparse.Namespace, *, fused_adamw: bool) -> dict:
     return {"device": args.device, "precision": args.precision, "compile": args.compile, "threads": args.threads,
-            "lr": LR, "weight_decay": WEIGHT_DECAY}
+            "lr": LR, "weight_decay": WEIGHT_DECAY, "fused_adamw": fused_adamw}
 
 
 def our_worker(args: argparse.Namespace) -> None:
@@ -283,7 +246,8 @@ def our_worker(args: argparse.Namespace) -> None:
     scope: dict = {}
     exec(WORKER_LOOP, scope)  # the same loop as the peer's, so both are timed identically
     batch = (images_BMCHW.to(args.device), tokens_BNL.to(args.device))
-    scope["serve"](model, loss_of, batch, worker_settings(args), text_tokens=tokens_BNL.shape[-1])
+    settings = worker_settings(args, fused_adamw=True)
+    scope["serve"](model, loss_of, batch, settings, text_tokens=tokens_BNL.shape[-1])
 
 
 def peer_forward_flops(model: ModelConfig, *, text_tokens: int) -> dict[str, float]:
@@ -351,7 +315,7 @@ def write_inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
 
 def start_worker(name: str, args: argparse.Namespace, inputs: Path, export: Path) -> Worker:
     if name == PEER:
-        settings = {**worker_settings(args), "export": str(export), "inputs": str(inputs)}
+        settings = {**worker_settings(args, fused_adamw=False), "export": str(export), "inputs": str(inputs)}
         return Worker([args.open_clip_python, "-c", PEER_WORKER, json.dumps(settings)], threads=args.threads)
     argv = [sys.executable, __file__, "--worker", name, "--model-config", args.model_config, "--inputs", str(inputs),
             "--threads", str(args.threads), "--device", args.device, "--precision", args.precision]

@@ -87,7 +87,9 @@ def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
         (no_decay if param.ndim < 2 or "logit_" in name else decay).append(param)
     tr = cfg.train
     groups = [{"params": decay, "weight_decay": tr.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=tr.lr, betas=(tr.beta1, tr.beta2), eps=tr.eps)
+    # fused: one kernel for the whole update (CPU and CUDA); the per-tensor loop costs ~7x more on CPU, where it
+    # was 10 % of a ViT-S/32 ITO step (bench/train_step.py --profile).
+    return torch.optim.AdamW(groups, lr=tr.lr, betas=(tr.beta1, tr.beta2), eps=tr.eps, fused=True)
 
 
 def cosine_with_warmup(step: int, *, warmup: int, total: int) -> float:

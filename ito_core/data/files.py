@@ -1,4 +1,4 @@
-"""Local-or-S3 files for the data readers: read one, list a folder's, tell an image by its name.
+"""Local-or-S3 files for the data readers: open or read one, list a folder's, tell an image by its name.
 
 A path is local (``~`` expanded) or ``s3://bucket/key``, read with the shard reader's boto3 set-up
 (credentials and ``AWS_ENDPOINT_URL_S3`` from the environment).
@@ -6,10 +6,12 @@ A path is local (``~`` expanded) or ``s3://bucket/key``, read with the shard rea
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, overload
+from typing import BinaryIO, Literal, overload
 
 from ito_core.storage import list_s3_objects, open_s3_object
 
@@ -27,6 +29,17 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(_IMAGE_SUFFIXES)
 
 
+@contextmanager
+def open_binary(path: str) -> Iterator[BinaryIO]:
+    """A buffered binary stream of a local path or s3:// URL (streamed: a large table is never held whole)."""
+    if is_s3(path):
+        with open_s3_object(path) as stream:
+            yield io.BufferedReader(stream)
+    else:
+        with Path(path).expanduser().open("rb") as f:
+            yield f
+
+
 @overload
 def read_bytes(path: str, *, missing_ok: Literal[False] = False) -> bytes: ...
 @overload
@@ -37,10 +50,8 @@ def read_bytes(path: str, *, missing_ok: bool = False) -> bytes | None:
     """The bytes at a local path or s3:// URL. No such file raises FileNotFoundError, or gives None with
     ``missing_ok`` (as does a folder, or a path through a file there); any other error raises."""
     try:
-        if is_s3(path):
-            with open_s3_object(path) as stream:
-                return stream.read()
-        return Path(path).expanduser().read_bytes()
+        with open_binary(path) as stream:
+            return stream.read()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         if missing_ok:
             return None

@@ -15,13 +15,12 @@ import io
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ito_core.config import DataConfig
+from ito_core.data.files import is_s3, open_binary
 from ito_core.data.sources.record import RawRecord, join_url
-from ito_core.storage import open_s3_object
 
 FORMATS = (".csv", ".tsv", ".parquet")
 _BATCH_ROWS = 4096  # parquet rows decoded at a time
@@ -31,7 +30,7 @@ def records(data: DataConfig) -> Iterator[RawRecord]:
     suffix = Path(data.input.split("?")[0]).suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"data.input={data.input!r}: a table must be one of {list(FORMATS)} (by its name)")
-    base = data.input.rsplit("/", 1)[0] if data.input.startswith("s3://") else str(Path(data.input).parent)
+    base = data.input.rsplit("/", 1)[0] if is_s3(data.input) else str(Path(data.input).parent)
     columns = [data.image_column, *data.caption_columns]
     rows = _parquet_rows(data.input, columns) if suffix == ".parquet" else _csv_rows(data.input, columns, suffix)
     for number, row in enumerate(rows, start=1):
@@ -49,16 +48,6 @@ def _items(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-@contextmanager
-def _opened(url: str) -> Iterator[BinaryIO]:
-    if url.startswith("s3://"):
-        with open_s3_object(url) as stream:
-            yield io.BufferedReader(stream)
-    else:
-        with open(url, "rb") as f:
-            yield f
-
-
 def _check_columns(url: str, have: list[str], want: list[str]) -> None:
     missing = [c for c in want if c not in have]
     if missing:
@@ -67,7 +56,7 @@ def _check_columns(url: str, have: list[str], want: list[str]) -> None:
 
 
 def _csv_rows(url: str, columns: list[str], suffix: str) -> Iterator[dict[str, Any]]:
-    with _opened(url) as raw:
+    with open_binary(url) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
         reader = csv.DictReader(text, delimiter="\t" if suffix == ".tsv" else ",")
         _check_columns(url, list(reader.fieldnames or []), columns)
@@ -92,10 +81,10 @@ def _parquet_rows(url: str, columns: list[str]) -> Iterator[dict[str, Any]]:
     except ImportError as err:  # a dependency of the project; only a broken install lacks it
         raise ImportError("data.input is a parquet table, which needs pyarrow: pip install pyarrow") from err
     with tempfile.TemporaryDirectory(prefix="ito-table-") as tmp:
-        path = url
-        if url.startswith("s3://"):
+        path = str(Path(url).expanduser())
+        if is_s3(url):
             path = str(Path(tmp, "table.parquet"))
-            with _opened(url) as src, open(path, "wb") as dst:
+            with open_binary(url) as src, open(path, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
         table = pq.ParquetFile(path)
         _check_columns(url, table.schema_arrow.names, columns)
