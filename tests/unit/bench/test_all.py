@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[3] / "bench"
 
 SCRIPT = '''
 import argparse, json
@@ -26,12 +24,8 @@ args.json.write_text(json.dumps({"size": args.size}))
 
 
 @pytest.fixture
-def bench_all(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(BENCH))  # as when run as a script: bench/ first on sys.path
-    spec = importlib.util.spec_from_file_location("bench_all", BENCH / "all.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench_all(load_bench: Callable[[str], ModuleType]) -> ModuleType:
+    return load_bench("all.py")
 
 
 def test_benchmarks_are_the_scripts_with_a_json_option(bench_all: ModuleType, tmp_path: Path) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -19,12 +19,8 @@ BENCH = Path(__file__).resolve().parents[3] / "bench"
 
 
 @pytest.fixture
-def ts(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(BENCH))  # as when run as a script: bench/ first on sys.path
-    spec = importlib.util.spec_from_file_location("bench_train_step", BENCH / "train_step.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ts(load_bench: Callable[[str], ModuleType]) -> ModuleType:
+    return load_bench("train_step.py")
 
 
 def parse_error(ts: ModuleType, argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
