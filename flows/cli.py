@@ -54,10 +54,12 @@ def _run_stage(stage: str, overrides: list[str], config_name: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from flows.sweep import SweepFailed, ito_sweep
+    from flows.sweep import SweepFailed, ito_sweep, validated_grid
 
+    limit = {} if args.max_concurrent_train is None else {"max_concurrent_train": args.max_concurrent_train}
+    # Checked here first as well: inside the flow run a config error would come wrapped in Prefect's traceback.
+    validated_grid(args.overrides, config_name=args.config_name, sweep_name=args.sweep_name, **limit)
     try:
-        limit = {} if args.max_concurrent_train is None else {"max_concurrent_train": args.max_concurrent_train}
         print(ito_sweep(overrides=args.overrides, config_name=args.config_name, sweep_name=args.sweep_name, **limit))
     except SweepFailed as err:
         print(f"ito-sweep: {err}", file=sys.stderr)  # the report: failed points, their errors, how to resume
@@ -80,6 +82,7 @@ def _serve(limit: int | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Prefect API request otherwise
     try:
         if args.command == "run":
             return _run(args)

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import ito_core.config
-from ito_core.config import RunConfig, hydra_sweeper_params, load_config, validate
+from ito_core.config import RunConfig, check_known_keys, hydra_sweeper_params, load_config, validate
 
 
 def override_key(override: str) -> str:
@@ -107,9 +107,10 @@ def _load_grid(points: list[list[str]], config_name: str) -> list[RunConfig]:
             values = [o for o, p in zip(parsed, plain, strict=True) if p]
             if {o.key_or_group for o in values} & {override_key(text) for text in structure}:
                 structure, values = tuple(point), []  # one key set both ways: Hydra orders them
-            if structure not in composed:  # as to_run_config merges it, once
-                composed[structure] = OmegaConf.merge(OmegaConf.structured(RunConfig),
-                                                      compose(config_name=config_name, overrides=list(structure)))
+            if structure not in composed:  # as to_run_config checks and merges it, once
+                cfg = compose(config_name=config_name, overrides=list(structure))
+                check_known_keys(cfg)
+                composed[structure] = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
             cfg = copy.deepcopy(composed[structure])
             for override in values:  # what Hydra does with a plain override after composing (typed here)
                 OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)

@@ -2,7 +2,7 @@
 failed points with their error and how to resume, as markdown and CSV.
 
 A point's result (built by ``flows.sweep``) is a dict: ``overrides``, ``run_key``, ``status``
-(``ok`` | ``failed``), and ``metrics`` + ``final_loss`` when ok, ``stage`` + ``error`` when failed.
+(``ok`` | ``failed``), and ``metrics`` + the last logged losses when ok, ``stage`` + ``error`` when failed.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ REPORT_METRICS = ("fashion_mnist/acc1", "fashion_mnist/mean_per_class_recall", "
                   "shapes/image_retrieval_recall@1", "shapes/text_retrieval_recall@1",
                   "shapes/image_retrieval_recall@5", "shapes/centroid_distance", "shapes/matched_pair_cosine",
                   "shapes/random_pair_cosine")
+# The last logged training losses: the total (align + lambda x fusion) and the alignment part alone, the one that
+# compares across fusion settings.
+LOSS_COLUMNS = ("final_loss", "final_align_loss")
 ERROR_TAIL_LINES = 15
 
 
@@ -35,7 +38,7 @@ def report_rows(results: list[dict[str, Any]], axes: list[str]) -> list[dict[str
         row["status"] = "ok" if result["status"] == "ok" else f"failed ({result.get('stage', '?')})"
         metrics = result.get("metrics", {})
         row.update({name: metrics.get(name, "") for name in REPORT_METRICS if name in present})
-        row["final_loss"] = result.get("final_loss", "")
+        row.update({name: result.get(name, "") for name in LOSS_COLUMNS})
         rows.append(row)
     return rows
 
@@ -87,7 +90,7 @@ def seed_summary(rows: list[dict[str, Any]], axes: list[str]) -> list[dict[str, 
     for key, members in groups.items():
         out: dict[str, Any] = dict(zip([a for a in axes if a != "seed"], key, strict=True))
         out["seeds"] = len(members)
-        for metric in (*REPORT_METRICS, "final_loss"):
+        for metric in (*REPORT_METRICS, *LOSS_COLUMNS):
             values = [float(m[metric]) for m in members if m.get(metric, "") != ""]
             if values:
                 mean = statistics.fmean(values)

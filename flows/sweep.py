@@ -63,7 +63,7 @@ def point_result(key: str, overrides: list[str], stages: dict[str, PrefectFuture
     history = outputs["train"].get("history") or [{}]
     plots = {name: f"{result['run_key']}/eval/{path}" for name, path in summary_plots(outputs["eval"]).items()}
     return {**result, "status": "ok", "metrics": summary_metrics(outputs["eval"]), "plots": plots,
-            "final_loss": history[-1].get("loss", "")}
+            "final_loss": history[-1].get("loss", ""), "final_align_loss": history[-1].get("align_loss", "")}
 
 
 def resume_hint(store_url: str) -> str:
@@ -96,6 +96,19 @@ def artifact_key(sweep: str) -> str:
     return ("sweep-" + re.sub(r"[^a-z0-9-]+", "-", sweep.lower())).strip("-")[:60]
 
 
+def validated_grid(overrides: list[str], *, config_name: str, sweep_name: str = "", max_concurrent_train: int = 1
+                   ) -> tuple[list[list[str]], list[RunConfig]]:
+    """The grid's points and their validated configs; ``ValueError`` naming the key and the fix for any bad input.
+    Everything is checked before any job: the report key sweeps/<name>/ is only written after the whole sweep."""
+    if max_concurrent_train < 1:
+        raise ValueError(f"max_concurrent_train={max_concurrent_train}; use at least 1")
+    if sweep_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", sweep_name):
+        raise ValueError(f"sweep_name={sweep_name!r}: use letters, digits, '.', '_' and '-' (no '/' or '..'), "
+                         "starting with a letter or digit")
+    points = expand_grid(overrides, config_name=config_name)
+    return points, load_grid(points, config_name=config_name)
+
+
 @flow(name="ito-sweep", log_prints=True, task_runner=ThreadPoolTaskRunner())
 def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", sweep_name: str = "",
               experiment: str = "", cluster: str = "", storage_root: str = "", max_concurrent_train: int = 4) -> str:
@@ -103,17 +116,11 @@ def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", s
     on ``configs/<config_name>.yaml`` (+ ``experiment=``, ``cluster=`` and ``storage.root=`` presets when set;
     an ``s3://`` root selects ``storage=s3``) with at most ``max_concurrent_train`` training jobs at once.
     Writes the report to ``<storage root>/sweeps/<sweep_name>/`` and returns it (markdown)."""
-    if max_concurrent_train < 1:
-        raise ValueError(f"max_concurrent_train={max_concurrent_train}; use at least 1")
-    if sweep_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", sweep_name):
-        # Checked before any job: the report key sweeps/<name>/ is only written after the whole sweep.
-        raise ValueError(f"sweep_name={sweep_name!r}: use letters, digits, '.', '_' and '-' (no '/' or '..'), "
-                         "starting with a letter or digit")
-    logger = get_run_logger()
     presets = {"experiment": experiment, "cluster": cluster, "storage.root": storage_root,
                "storage": "s3" if storage_root.startswith("s3://") else ""}
-    points = expand_grid(with_presets(list(overrides or []), presets), config_name=config_name)
-    configs = load_grid(points, config_name=config_name)  # all validated up front
+    points, configs = validated_grid(with_presets(list(overrides or []), presets), config_name=config_name,
+                                     sweep_name=sweep_name, max_concurrent_train=max_concurrent_train)
+    logger = get_run_logger()
     keys, data_ids = [run_key(cfg) for cfg in configs], [data_id(cfg) for cfg in configs]  # ~10 ms each: once
     sweep = sweep_name or f"sweep-{config_hash(points)}"
     for cfg in configs:

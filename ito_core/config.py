@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -328,8 +328,31 @@ def _validate_data(data: DataConfig) -> None:
         _require(data.prep_workers >= 1, "data.prep_workers", f"{data.prep_workers}", "use >= 1 process")
 
 
+def unknown_keys(cfg: DictConfig | dict, schema: type = RunConfig, prefix: str = "") -> list[str]:
+    """Keys of ``cfg`` the dataclass ``schema`` has no field for (dict-typed fields take any key)."""
+    hints, unknown = get_type_hints(schema), []
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if key not in hints:
+            unknown.append(name)
+        elif is_dataclass(hints[key]) and isinstance(value, dict | DictConfig):
+            unknown += unknown_keys(value, hints[key], f"{name}.")
+    return unknown
+
+
+def check_known_keys(cfg: DictConfig | dict) -> None:
+    """Refuse keys the schema lacks. Merging keeps them quietly when they came with a ``+`` override (Hydra types
+    the group's node, and OmegaConf then lets the extra key through), so they are looked for by name."""
+    if unknown := unknown_keys(cfg):
+        sections = sorted(f.name for f in fields(RunConfig))
+        raise ValueError(f"config: unknown key(s) {unknown}; check the name against ito_core/config.py "
+                         f"(sections: {sections}; a '+' override adds keys only to dict-typed ones such as "
+                         "eval.datasets)")
+
+
 def to_run_config(cfg: DictConfig | dict) -> RunConfig:
     """Merge a plain or Omega config onto the schema (unknown keys/wrong types fail) and validate."""
+    check_known_keys(cfg)
     schema = OmegaConf.structured(RunConfig)
     try:
         merged = OmegaConf.merge(schema, cfg)
@@ -341,26 +364,33 @@ def to_run_config(cfg: DictConfig | dict) -> RunConfig:
     return validate(run_cfg)
 
 
-def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> RunConfig:
-    """Compose ``configs/<config_name>.yaml`` with Hydra overrides into a validated ``RunConfig``."""
+def _compose(overrides: list[str] | tuple[str, ...], config_name: str, *, return_hydra_config: bool = False
+             ) -> DictConfig:
+    """Hydra's composition, its errors turned into a ``ValueError`` naming the override and the fix."""
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=list(overrides))
+            return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
     except (ConfigCompositionException, OverrideParseException) as err:
-        cause = f" ({err.__cause__})" if err.__cause__ else ""
-        raise ValueError(f"config overrides {list(overrides)}: {err}{cause}; see configs/ for valid groups "
+        # Hydra's "To append to your config use +key=..." is dropped: a key the schema lacks is refused either way.
+        what = str(err).split("\nTo append")[0]
+        cause = f" ({' '.join(str(err.__cause__).split())})" if err.__cause__ else ""
+        raise ValueError(f"config overrides {list(overrides)}: {what}{cause}; see configs/ for valid groups "
                          "and keys") from None
     except OmegaConfBaseException as err:
         raise ValueError(f"config {getattr(err, 'full_key', '') or '?'}: {err.msg}; "
                          "check the key name and type against ito_core/config.py") from None
+
+
+def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> RunConfig:
+    """Compose ``configs/<config_name>.yaml`` with Hydra overrides into a validated ``RunConfig``."""
+    cfg = _compose(overrides, config_name)
     OmegaConf.resolve(cfg)
     return to_run_config(cfg)
 
 
 def hydra_sweeper_params(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> dict[str, str]:
     """``hydra.sweeper.params`` of the composed config (Hydra's own way to keep a grid in config)."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    cfg = _compose(overrides, config_name, return_hydra_config=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper).get("params") or {}
     return {str(key): str(value) for key, value in params.items()}
 

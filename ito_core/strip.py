@@ -97,13 +97,17 @@ def _eval_summary(records: list[dict[str, Any]] | None) -> str:
     return "\n".join(lines)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def model_card(cfg: RunConfig, manifest: dict[str, Any], records: list[dict[str, Any]] | None = None) -> str:
     """The model folder's README.md, from the run config and the strip manifest (+ eval records when there are)."""
-    m = manifest
+    m, views, captions = manifest, _count(cfg.ito.images, "image view"), _count(cfg.ito.texts, "caption")
     return f"""# ITO dual encoder `{cfg.model.name}`
 
-A CLIP dual encoder (ViT image tower, causal text transformer) trained with ITO: {cfg.ito.images} image views x
-{cfg.ito.texts} captions per sample, fusion `{cfg.ito.fusion}` (weight {cfg.ito.fusion_weight}), loss `{cfg.loss.name}`.
+A CLIP dual encoder (ViT image tower, causal text transformer) trained with ITO: {views} x
+{captions} per sample, fusion `{cfg.ito.fusion}` (weight {cfg.ito.fusion_weight}), loss `{cfg.loss.name}`.
 Training-only weights (the fusion module) were dropped: the model has exactly a CLIP dual encoder's
 {m["num_parameters"]:,} parameters ({m["dropped_parameters"]:,} training-only parameters removed).
 

@@ -170,9 +170,11 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
     for step in range(state["step"], total):
         batch = next(batches)
         torch.manual_seed(step_seed(cfg.seed, env.rank, step))
-        images_BMCHW = augment(batch["images"].to(device)).to(dtype)
-        losses = accum.forward(images_BMCHW, batch["texts"].to(device))  # loss of the whole batch, no update yet
-        meter.count(text_tokens=batch["texts"].shape[-1])
+        # Pinned batches (the loader pins them on CUDA) copy without blocking the host.
+        images_BMCHW = augment(batch["images"].to(device, non_blocking=True)).to(dtype)
+        texts_BNL = batch["texts"].to(device, non_blocking=True)
+        losses = accum.forward(images_BMCHW, texts_BNL)  # loss of the whole batch, no update yet
+        meter.count(text_tokens=texts_BNL.shape[-1])
         if (problem := try_update(accum, losses, precision=cfg.deepspeed.precision)) is not None:
             skip_or_stop(state, losses=losses, cfg=cfg, problem=problem, checkpoints=store.url(ckpt_key))
         state["step"] = step + 1

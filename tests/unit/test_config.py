@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from flows.grid import load_grid
 from ito_core import config as C
 
 GROUP_SCHEMAS = {"model": C.ModelConfig, "data": C.DataConfig, "ito": C.ItoConfig, "loss": C.LossConfig,
@@ -72,6 +74,18 @@ def test_fusion_needs_two_fused_views() -> None:
 def test_unknown_keys_and_wrong_types_fail_before_any_job(override: str) -> None:
     with pytest.raises(ValueError, match=override.split("=")[0].split(".")[-1]):
         C.load_config([override])
+
+
+@pytest.mark.parametrize("override", ["+ito.imgs=2", "+foo=1", "+train.warmup=5"])
+def test_keys_added_with_plus_are_refused_unless_the_section_is_a_dict(override: str) -> None:
+    """Hydra's advice for an unknown key is '+key=...'; the schema has no such field, so it is refused too
+    (merging alone would keep it quietly) by load_config and by the grid loader alike."""
+    key = override[1:].split("=")[0]
+    with pytest.raises(ValueError, match=rf"unknown key\(s\) \['{re.escape(key)}'\]"):
+        C.load_config([override])
+    with pytest.raises(ValueError, match=re.escape(key)):
+        load_grid([[override], ["seed=1"]])
+    assert C.load_config(["+eval.datasets.mine=folder:/data/mine"]).eval.datasets == {"mine": "folder:/data/mine"}
 
 
 def test_config_hash_is_stable_and_order_free() -> None:

@@ -20,7 +20,7 @@ AXES = ["ito.images", "ito.fusion"]
 def _ok(images: int, fusion: str, acc: float) -> dict[str, Any]:
     return {"overrides": ["model=tiny", f"ito.images={images}", f"ito.fusion={fusion}"],
             "run_key": f"runs/{images}{fusion}", "status": "ok", "final_loss": 2.5,
-            "metrics": {"fashion_mnist/acc1": acc, "shapes/image_retrieval_recall@1": acc / 2}}
+            "final_align_loss": 2.0, "metrics": {"fashion_mnist/acc1": acc, "shapes/image_retrieval_recall@1": acc / 2}}
 
 
 @pytest.fixture
@@ -34,19 +34,20 @@ def results() -> list[dict[str, Any]]:
 def test_rows_have_the_axes_status_and_metrics(results: list[dict[str, Any]]) -> None:
     rows = report_rows(results, AXES)
     assert list(rows[0]) == [*AXES, "run", "status", "fashion_mnist/acc1", "shapes/image_retrieval_recall@1",
-                             "final_loss"]
+                             "final_loss", "final_align_loss"]
     assert [r["status"] for r in rows] == ["ok", "ok", "ok", "failed (train)"]
     assert rows[3]["fashion_mnist/acc1"] == "" and rows[1]["fashion_mnist/acc1"] == 0.4
     parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
     assert parsed[2] == {"ito.images": "1", "ito.fusion": "transformer", "run": "runs/1transformer", "status": "ok",
-                         "fashion_mnist/acc1": "0.5", "shapes/image_retrieval_recall@1": "0.25", "final_loss": "2.5"}
+                         "fashion_mnist/acc1": "0.5", "shapes/image_retrieval_recall@1": "0.25", "final_loss": "2.5",
+                         "final_align_loss": "2.0"}
 
 
 def test_report_lists_failed_points_with_error_tail_and_resume(results: list[dict[str, Any]]) -> None:
     markdown = render_report(results, AXES, sweep="demo", where="/store/sweeps/demo", plots=["plot-ito.images.png"],
                              resume="`prefect flow-run retry abc`")
     assert markdown.startswith("# Sweep demo\n\n3/4 grid points ok; files in `/store/sweeps/demo`.")
-    assert "| 2 | none | runs/2none | ok | 0.4000 | 0.2000 | 2.5000 |" in markdown
+    assert "| 2 | none | runs/2none | ok | 0.4000 | 0.2000 | 2.5000 | 2.0000 |" in markdown
     assert "- `plot-ito.images.png`" in markdown
     failures = markdown.split("## Failed grid points (1 of 4)")[1]
     assert "### ito.images=2 ito.fusion=transformer: train failed" in failures and "`runs/2transformer`" in failures

@@ -1,0 +1,53 @@
+"""The ``ito-sweep`` CLI as a user meets it: config errors are one line before any flow run starts, and stage
+commands (``ito-sweep prep`` ...), which log outside any flow run, print their lines with no Prefect warning."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows import cli
+
+ROOT = Path(__file__).resolve().parents[3]
+# setup_logging is what a stage's first Prefect task does: it attaches the API handler to ito_core's loggers.
+PROBE = ("import flows.cli, logging; from prefect.logging.configuration import setup_logging; setup_logging(); "
+         "logging.getLogger('ito_core.probe').warning('probe line')")
+PREFECT_WARNING = "without a flow run id"
+
+
+def _stderr(**env: str) -> str:
+    environ = {k: v for k, v in os.environ.items() if k != "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"} | env
+    return subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=environ, capture_output=True, text=True,
+                          timeout=120, check=True).stderr
+
+
+def test_ito_core_lines_outside_a_flow_run_print_without_a_prefect_warning() -> None:
+    stderr = _stderr()
+    assert "probe line" in stderr and PREFECT_WARNING not in stderr
+
+
+def test_a_users_own_setting_wins() -> None:
+    assert PREFECT_WARNING in _stderr(PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="warn")
+
+
+@pytest.mark.parametrize("bad", [["experiment=demo", "ito.imagez=2"], ["experiment=demo", "+ito.imagez=2"],
+                                 ["experiment=demo", "ito.images=1,0"]])
+def test_run_refuses_a_bad_grid_in_one_line_before_any_flow_run(
+        bad: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    started = []
+    monkeypatch.setattr("flows.sweep.ito_sweep", lambda **kw: started.append(kw))
+    assert cli.main(["run", *bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ito-sweep: config") and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not started
+
+
+def test_run_refuses_a_bad_sweep_name_before_any_flow_run(capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("flows.sweep.ito_sweep", lambda **kw: pytest.fail("the flow ran"))
+    assert cli.main(["run", "experiment=demo", "--sweep-name", "../up"]) == 2
+    assert "sweep_name='../up'" in capsys.readouterr().err
