@@ -18,12 +18,11 @@ import sys
 # Offline-friendly Prefect defaults; a user's own settings win. The ephemeral server gets 90 s to start
 # (Prefect's default 20 s is missed on a busy 2-core machine). A stage command runs outside any flow run: its log
 # lines still print, only their copy for the Prefect API (no flow run to file them under) is dropped, not warned of.
-for _name, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-                      "PREFECT_LOGGING_EXTRA_LOGGERS": "ito_core,cluster",
-                      "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
-                      "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-                      "PYTHONWARNINGS": "ignore::FutureWarning"}.items():
-    os.environ.setdefault(_name, _value)
+PREFECT_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                    "PREFECT_LOGGING_EXTRA_LOGGERS": "ito_core,cluster",
+                    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+                    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+                    "PYTHONWARNINGS": "ignore::FutureWarning"}
 
 STAGES = ("prep", "train", "strip", "eval")
 
@@ -80,6 +79,8 @@ def _serve(limit: int | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for name, value in PREFECT_DEFAULTS.items():  # before prefect is imported (lazily, below)
+        os.environ.setdefault(name, value)
     args = _parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Prefect API request otherwise

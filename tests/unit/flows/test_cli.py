@@ -13,8 +13,10 @@ import pytest
 from flows import cli
 
 ROOT = Path(__file__).resolve().parents[3]
-# setup_logging is what a stage's first Prefect task does: it attaches the API handler to ito_core's loggers.
-PROBE = ("import flows.cli, logging; from prefect.logging.configuration import setup_logging; setup_logging(); "
+# What a stage command does before its first Prefect task: the CLI's defaults, then Prefect's logging set-up
+# (which attaches the API handler to ito_core's loggers).
+PROBE = ("import os, logging, flows.cli; os.environ.update({k: v for k, v in flows.cli.PREFECT_DEFAULTS.items() "
+         "if k not in os.environ}); from prefect.logging.configuration import setup_logging; setup_logging(); "
          "logging.getLogger('ito_core.probe').warning('probe line')")
 PREFECT_WARNING = "without a flow run id"
 
@@ -32,6 +34,14 @@ def test_ito_core_lines_outside_a_flow_run_print_without_a_prefect_warning() -> 
 
 def test_a_users_own_setting_wins() -> None:
     assert PREFECT_WARNING in _stderr(PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="warn")
+
+
+@pytest.fixture(autouse=True)
+def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cli.main sets Prefect defaults in os.environ; keep them out of the rest of the session's tests."""
+    for name in cli.PREFECT_DEFAULTS:
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        monkeypatch.delenv(name)
 
 
 @pytest.mark.parametrize("bad", [["experiment=demo", "ito.imagez=2"], ["experiment=demo", "+ito.imagez=2"],
