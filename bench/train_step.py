@@ -28,7 +28,7 @@ OpenCLIP's model is built with ``open_clip.create_model(name, pretrained=None)``
 ``ito_core.export.open_clip_model_config`` writes for our config, and loaded (strict) with our CLIP baseline's
 initial weights through ``OpenClipStateDictAdapter``; its loss is ``open_clip.ClipLoss``. Same batch (view 0 of
 the images, caption 0), same thread count. MFU = analytic model FLOPs at the text tokens each model runs (ours:
-``ito_core.flops.train_flops_per_sample``; the peer: ``peer_forward_flops``, every row of every block) x samples/s
+``ito_core.flops.train_flops_per_sample``; the peer: the same with ``one_row_last_blocks=False``) x samples/s
 / the peak: ``--peak-tflops`` (required on CUDA), else the best matmul FLOP/s (in the step's precision) this script
 measures at the same thread count, before and after.
 """
@@ -51,13 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from captions import CAPTION_KINDS, make_captions  # noqa: E402
 from common import Worker, machine  # noqa: E402
 
-from ito_core.config import ModelConfig, RunConfig, load_config  # noqa: E402
+from ito_core.config import RunConfig, load_config  # noqa: E402
 from ito_core.data.tokenizer import build_tokenizer  # noqa: E402
 from ito_core.flops import (  # noqa: E402
     forward_flops_per_sample,
-    patch_embedding_flops,
     train_flops_per_sample,
-    transformer_flops,
 )
 from ito_core.models.ito import ItoModel  # noqa: E402
 
@@ -250,28 +248,12 @@ def our_worker(args: argparse.Namespace) -> None:
     scope["serve"](model, loss_of, batch, settings, text_tokens=tokens_BNL.shape[-1])
 
 
-def peer_forward_flops(model: ModelConfig, *, text_tokens: int) -> dict[str, float]:
-    """Forward FLOPs of one OpenCLIP CLIP sample, by part, in ``ito_core.flops``' convention: every block of both
-    towers computes every token (OpenCLIP does not cut the last block to the pooled row as our towers do); only the
-    pooled token is projected to the joint space."""
-    image_tokens = (model.image_size // model.patch_size) ** 2 + 1
-    image = (patch_embedding_flops(model) + 2 * model.vision_width * model.embed_dim
-             + transformer_flops(tokens=image_tokens, width=model.vision_width, layers=model.vision_layers,
-                                 mlp_ratio=model.mlp_ratio))
-    text = (2 * model.text_width * model.embed_dim
-            + transformer_flops(tokens=text_tokens, width=model.text_width, layers=model.text_layers,
-                                mlp_ratio=model.mlp_ratio))
-    return {"image": image, "text": text, "fusion": 0.0, "total": image + text}
-
-
 def analytic_flops(name: str, model_config: str, text_tokens: int) -> tuple[float, dict[str, float]]:
     """(training FLOPs, forward FLOPs by part) of one sample of model ``name`` at ``text_tokens`` per caption."""
     cfg = load_config([f"model={model_config}", *VARIANTS.get(name, VARIANTS[BASELINE])])
-    if name == PEER:
-        parts = peer_forward_flops(cfg.model, text_tokens=text_tokens)
-        return 3 * parts["total"] - patch_embedding_flops(cfg.model), parts
-    parts = forward_flops_per_sample(cfg.model, cfg.ito, text_tokens=text_tokens)
-    return train_flops_per_sample(cfg.model, cfg.ito, text_tokens=text_tokens), parts
+    counted = {"text_tokens": text_tokens, "one_row_last_blocks": name != PEER}  # OpenCLIP computes every row
+    model, ito = cfg.model, cfg.ito
+    return train_flops_per_sample(model, ito, **counted), forward_flops_per_sample(model, ito, **counted)
 
 
 def build_ours(cfg: RunConfig) -> ItoModel:

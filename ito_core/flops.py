@@ -47,16 +47,17 @@ def fuses(ito: ItoConfig) -> bool:
     return ito.fusion != "none" and ito.fusion_weight > 0
 
 
-def forward_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens: int | None = None
-                             ) -> dict[str, float]:
+def forward_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens: int | None = None,
+                             one_row_last_blocks: bool = True) -> dict[str, float]:
     """Forward FLOPs of one sample, by part: ``image`` (M views), ``text`` (N captions), ``fusion``, ``total``.
     ``text_tokens``: the tokens each caption runs (the loader cuts padding after the batch's longest caption);
-    default the whole context."""
+    default the whole context. ``one_row_last_blocks=False`` counts every row of every last block, as OpenCLIP
+    computes them."""
     patches = (model.image_size // model.patch_size) ** 2
     image_tokens, text_tokens = patches + 1, text_tokens or model.context_length
     # The fusion module reads every token of both towers; without it each tower is read out at one token
-    # (CLS / EOT), so only that row is projected to the joint space and computed by the last block.
-    pooled_rows = None if fuses(ito) else 1
+    # (CLS / EOT), so only that row is projected to the joint space and (ours) computed by the last block.
+    pooled_rows = None if fuses(ito) or not one_row_last_blocks else 1
     image_projected, text_projected = (image_tokens, text_tokens) if fuses(ito) else (1, 1)
     image = (patch_embedding_flops(model)
              + transformer_flops(tokens=image_tokens, width=model.vision_width, layers=model.vision_layers,
@@ -70,7 +71,8 @@ def forward_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens:
         width = ito.fusion_width or model.embed_dim
         seq = image_tokens + text_tokens + (ito.readout == "token")  # + the learned read-out token
         in_proj = 0 if width == model.embed_dim else 2 * (image_tokens + text_tokens) * model.embed_dim * width
-        read_rows = None if ito.readout == "mean" else 1  # cls / token: the last block computes that row only
+        # cls / token: the last block computes that row only
+        read_rows = None if ito.readout == "mean" or not one_row_last_blocks else 1
         pair = in_proj + transformer_flops(tokens=seq, width=width, layers=ito.fusion_depth, mlp_ratio=model.mlp_ratio,
                                            out_rows=read_rows)
         parts["fusion"] = ito.images * ito.texts * pair
@@ -78,9 +80,11 @@ def forward_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens:
     return parts
 
 
-def train_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens: int | None = None) -> float:
+def train_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens: int | None = None,
+                           one_row_last_blocks: bool = True) -> float:
     """Forward + backward FLOPs of one sample: 3x the forward, less the patch embedding's input gradient."""
-    forward = forward_flops_per_sample(model, ito, text_tokens=text_tokens)["total"]
+    forward = forward_flops_per_sample(model, ito, text_tokens=text_tokens,
+                                       one_row_last_blocks=one_row_last_blocks)["total"]
     return 3 * forward - ito.images * patch_embedding_flops(model)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from braceexpand import braceexpand
 
 from ito_core.config import DataConfig
-from ito_core.data.files import IMAGE_EXTENSIONS
+from ito_core.data.files import IMAGE_EXTENSIONS, is_s3
 from ito_core.data.loader import open_shard
 from ito_core.data.sources.record import RawRecord
 
@@ -42,7 +42,7 @@ def records(data: DataConfig) -> Iterator[RawRecord]:
 
 
 def tar_urls(pattern: str) -> list[str]:
-    if not pattern.startswith("s3://") and Path(pattern).is_dir():
+    if not is_s3(pattern) and Path(pattern).is_dir():
         urls = sorted(str(path) for path in Path(pattern).glob("*.tar"))
     else:
         urls = list(braceexpand(pattern))

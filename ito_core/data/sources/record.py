@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ito_core.data.files import is_s3
+
 
 @dataclass
 class RawRecord:
@@ -20,4 +22,4 @@ def join_url(base: str, name: str) -> str:
     """``name`` under the folder ``base`` (local or s3://), unless ``name`` is absolute or a URL itself."""
     if name.startswith(("s3://", "/")):
         return name
-    return f"{base.rstrip('/')}/{name}" if base.startswith("s3://") else str(Path(base, name))
+    return f"{base.rstrip('/')}/{name}" if is_s3(base) else str(Path(base, name))
