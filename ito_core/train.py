@@ -124,8 +124,12 @@ def build_engine(cfg: RunConfig, env: DistEnv, *, load_universal: bool = False) 
 
 
 def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, store: ArtifactStore, run_key: str,
-          staging: Path) -> dict[str, Any]:
-    """Train (or resume) one run; rank 0 commits ``<run_key>/train`` (its summary) at the end."""
+          staging: Path, scratch: Path | None = None) -> dict[str, Any]:
+    """Train (or resume) one run; rank 0 commits ``<run_key>/train`` (its summary) at the end.
+
+    ``staging``: this node's folder for files kept beside the run (W&B's offline run); ``scratch``: node-local
+    folder for checkpoints on their way to and from a remote store (default: ``staging``)."""
+    scratch = scratch or staging
     env, run, total = init_distributed(), RunLayout(run_key), cfg.train.steps
     check_world_size(cfg, env)
     ckpt_key = run.checkpoints
@@ -134,7 +138,7 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
     engine = build_engine(cfg, env, load_universal=resume is not None and resume.universal)
     state = {"step": 0, "skipped_steps": 0, "history": []}
     if resume is not None:
-        state.update(checkpoint.restore(engine, resume, store=store, key=ckpt_key, staging=staging))
+        state.update(checkpoint.restore(engine, resume, store=store, key=ckpt_key, staging=scratch))
     if env.rank == 0:  # start-up is over (bench/orchestration.py times the phases by these log lines)
         log.info("engine ready: ZeRO-%d %s, world size %d, at step %d", cfg.deepspeed.zero_stage,
                  cfg.deepspeed.precision, env.world_size, state["step"])
@@ -165,7 +169,7 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
             state["history"].append(meter.row(state, losses, lr=engine.get_lr()[0]))
             tracker.log(state["history"][-1])
         if state["step"] % cfg.train.checkpoint_every == 0 or state["step"] == total:
-            checkpoint.save(engine, store=store, key=ckpt_key, staging=staging, step=state["step"],
+            checkpoint.save(engine, store=store, key=ckpt_key, staging=scratch, step=state["step"],
                             train_state=state, keep=cfg.train.keep_checkpoints)
     summary = {"step": state["step"], "checkpoint": checkpoint.tag_for(state["step"]),
                "history": state["history"], "config": as_dict(cfg)}

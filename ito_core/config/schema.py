@@ -117,6 +117,9 @@ class ClusterConfig:
     constraint: str = ""
     max_requeues: int = 3
     work_dir: str = ".ito-sweep"  # submitit job folders + local staging; on a shared filesystem for SLURM
+    # Node-local folder where training stages checkpoints (S3 transfers, universal conversion); read on the node.
+    # Empty: $TMPDIR, else /tmp.
+    scratch_dir: str = ""
     extra_sbatch: dict[str, Any] = field(default_factory=dict)
 
 
