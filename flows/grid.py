@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -22,7 +23,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import ito_core.config
-from ito_core.config import RunConfig, check_known_keys, hydra_sweeper_params, load_config, validate
+from ito_core.config import RunConfig, check_known_keys, config_hash, hydra_sweeper_params, load_config, validate
 
 
 def override_key(override: str) -> str:
@@ -34,6 +35,25 @@ def with_presets(overrides: list[str], presets: dict[str, str]) -> list[str]:
     """``presets`` (key -> value; an empty value is no preset) first, minus the keys ``overrides`` set."""
     taken = {override_key(o) for o in overrides}
     return [f"{key}={value}" for key, value in presets.items() if value and key not in taken] + list(overrides)
+
+
+def normalized(overrides: list[str]) -> list[str]:
+    """Overrides as users type them, in Hydra's syntax: a value Hydra cannot parse for its braces, such as a shard
+    pattern ``data.input=/data/cc12m/{00000..01242}.tar``, is quoted; an ``s3://`` ``storage.root`` without a
+    ``storage=`` choice selects ``storage=s3`` (as the flow's ``storage_root`` parameter does)."""
+    parser, out = OverridesParser.create(), []
+    for text in overrides:
+        key, sep, value = text.partition("=")
+        if sep and "{" in value and not value.startswith(("'", '"')) and "'" not in value:
+            try:
+                parser.parse_override(text)
+            except HydraException:
+                text = f"{key}='{value}'"
+        out.append(text)
+    keys = {override_key(o): o.partition("=")[2].strip("'\"") for o in out}
+    if keys.get("storage.root", "").startswith("s3://") and "storage" not in keys:
+        out.insert(0, "storage=s3")
+    return out
 
 
 def _axes(overrides: list[str]) -> tuple[dict[str, list[str]], list[str]]:
@@ -57,7 +77,7 @@ def _axes(overrides: list[str]) -> tuple[dict[str, list[str]], list[str]]:
 
 def expand_grid(overrides: list[str], *, config_name: str = "config") -> list[list[str]]:
     """Every grid point as a full list of overrides (fixed ones first, then one value per axis)."""
-    axes, fixed = _axes(overrides)
+    axes, fixed = _axes(normalized(overrides))
     config_axes = {**hydra_sweeper_params(fixed, config_name), **load_config(fixed, config_name=config_name).sweep}
     cfg_axes, _ = _axes([f"{key}={values}" for key, values in config_axes.items()])
     pinned = {override_key(o) for o in [*axes, *fixed]}
@@ -122,3 +142,21 @@ def _is_plain_value(override: Override) -> bool:
     """``key=value`` (no ``+``/``++``/``~``, no package, not a sweep, not ``hydra.*``)."""
     return not (override.is_add() or override.is_force_add() or override.is_delete() or override.is_sweep_override()
                 or override.is_hydra_override() or override.package is not None)
+
+
+def validated_grid(overrides: list[str], *, config_name: str, sweep_name: str = "", max_concurrent_train: int = 1
+                   ) -> tuple[list[list[str]], list[RunConfig]]:
+    """The grid's points and their validated configs; ``ValueError`` naming the key and the fix for any bad input.
+    Everything is checked before any job: the report key sweeps/<name>/ is only written after the whole sweep."""
+    if max_concurrent_train < 1:
+        raise ValueError(f"max_concurrent_train={max_concurrent_train}; use at least 1")
+    if sweep_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", sweep_name):
+        raise ValueError(f"sweep_name={sweep_name!r}: use letters, digits, '.', '_' and '-' (no '/' or '..'), "
+                         "starting with a letter or digit")
+    points = expand_grid(overrides, config_name=config_name)
+    return points, load_grid(points, config_name=config_name)
+
+
+def sweep_name_of(points: list[list[str]], sweep_name: str = "") -> str:
+    """The sweep's name: the one given, else a hash of its points (the same grid gets the same report folder)."""
+    return sweep_name or f"sweep-{config_hash(points)}"

@@ -21,11 +21,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.grid import expand_grid, grid_axes, load_grid, with_presets
+from flows.grid import grid_axes, sweep_name_of, validated_grid, with_presets
+from flows.plan import plan_markdown
 from flows.plots import plot_metrics
 from flows.report import render_report, report_rows, to_csv
 from flows.stages import data_id, eval_task, prep_task, run_key, strip_task, train_task
-from ito_core.config import RunConfig, config_hash
+from ito_core.config import RunConfig
 from ito_core.eval.suite import summary_metrics, summary_plots
 from ito_core.storage import build_store
 
@@ -91,38 +92,37 @@ def report_task(results: list[dict[str, Any]], axes: list[str], cfg: RunConfig, 
     return markdown
 
 
-def artifact_key(sweep: str) -> str:
+def artifact_key(sweep: str, kind: str = "sweep") -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes."""
-    return ("sweep-" + re.sub(r"[^a-z0-9-]+", "-", sweep.lower())).strip("-")[:60]
+    return (f"{kind}-" + re.sub(r"[^a-z0-9-]+", "-", sweep.lower())).strip("-")[:60]
 
 
-def validated_grid(overrides: list[str], *, config_name: str, sweep_name: str = "", max_concurrent_train: int = 1
-                   ) -> tuple[list[list[str]], list[RunConfig]]:
-    """The grid's points and their validated configs; ``ValueError`` naming the key and the fix for any bad input.
-    Everything is checked before any job: the report key sweeps/<name>/ is only written after the whole sweep."""
-    if max_concurrent_train < 1:
-        raise ValueError(f"max_concurrent_train={max_concurrent_train}; use at least 1")
-    if sweep_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", sweep_name):
-        raise ValueError(f"sweep_name={sweep_name!r}: use letters, digits, '.', '_' and '-' (no '/' or '..'), "
-                         "starting with a letter or digit")
-    points = expand_grid(overrides, config_name=config_name)
-    return points, load_grid(points, config_name=config_name)
+def plan_artifact(points: list[list[str]], configs: list[RunConfig], keys: list[str], sweep: str) -> str:
+    """A deployment's dry run: the plan as the flow's result and as a Prefect artifact."""
+    markdown = plan_markdown(points, configs, keys, sweep=sweep)
+    get_run_logger().info("dry run, nothing submitted:\n%s", markdown)
+    create_markdown_artifact(markdown=markdown, key=artifact_key(sweep, "plan"), description="ito-sweep plan")
+    return markdown
 
 
 @flow(name="ito-sweep", log_prints=True, task_runner=ThreadPoolTaskRunner())
 def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", sweep_name: str = "",
-              experiment: str = "", cluster: str = "", storage_root: str = "", max_concurrent_train: int = 4) -> str:
+              experiment: str = "", cluster: str = "", storage_root: str = "", max_concurrent_train: int = 4,
+              dry_run: bool = False) -> str:
     """Run every grid point of ``overrides`` (Hydra multirun syntax: ``ito.images=1,2,4``, ``seed=range(3)``)
     on ``configs/<config_name>.yaml`` (+ ``experiment=``, ``cluster=`` and ``storage.root=`` presets when set;
     an ``s3://`` root selects ``storage=s3``) with at most ``max_concurrent_train`` training jobs at once.
-    Writes the report to ``<storage root>/sweeps/<sweep_name>/`` and returns it (markdown)."""
+    Writes the report to ``<storage root>/sweeps/<sweep_name>/`` and returns it (markdown). With ``dry_run``
+    submits nothing: returns (and files as artifact ``plan-<sweep_name>``) what ``ito-sweep plan`` prints."""
     presets = {"experiment": experiment, "cluster": cluster, "storage.root": storage_root,
                "storage": "s3" if storage_root.startswith("s3://") else ""}
     points, configs = validated_grid(with_presets(list(overrides or []), presets), config_name=config_name,
                                      sweep_name=sweep_name, max_concurrent_train=max_concurrent_train)
     logger = get_run_logger()
     keys, data_ids = [run_key(cfg) for cfg in configs], [data_id(cfg) for cfg in configs]  # ~10 ms each: once
-    sweep = sweep_name or f"sweep-{config_hash(points)}"
+    sweep = sweep_name_of(points, sweep_name)
+    if dry_run:
+        return plan_artifact(points, configs, keys, sweep)
     for cfg in configs:
         cfg.wandb.group = cfg.wandb.group or sweep  # one W&B group per sweep
     logger.info("sweep %s: %d grid points, at most %d training at once", sweep, len(points), max_concurrent_train)

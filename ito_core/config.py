@@ -164,6 +164,20 @@ class WandbConfig:
 
 
 @dataclass
+class ReportConfig:
+    # Eval metrics in the sweep report and plots, as "<eval set>/<metric>" ("*" for any set, e.g. "*/acc1");
+    # empty = every metric the eval records hold.
+    metrics: list[str] = field(default_factory=list)
+    plot_metrics: list[str] = field(default_factory=list)  # the plotted subset, same patterns; empty = a few main ones
+
+
+@dataclass
+class PlanConfig:
+    mfu: float = 0.4  # ito-sweep plan: assumed model FLOPs utilisation for GPU-hours at the device's peak
+    bench: str = ""  # ito-sweep plan: a bench/train_step.py --json result to price at its measured throughput
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -175,6 +189,8 @@ class RunConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     seed: int = 0
     sweep: dict[str, Any] = field(default_factory=dict)  # grid axes (Hydra sweeper syntax)
 
@@ -271,6 +287,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(cfg.cluster.nodes >= 1 and cfg.cluster.tasks_per_node >= 1, "cluster.tasks_per_node",
              "nodes and tasks_per_node must be >= 1", "set both to positive integers")
     _choice(cfg.storage.kind, "storage.kind", STORAGE_KINDS)
+    _require(cfg.storage.kind == "s3" or not cfg.storage.root.startswith("s3://"), "storage.root",
+             f"{cfg.storage.root!r} with storage.kind=local", "add storage=s3 (or use a local directory)")
     if cfg.storage.kind == "s3":
         bucket = cfg.storage.root.removeprefix("s3://").split("/", 1)[0]
         _require(cfg.storage.root.startswith("s3://") and bool(bucket), "storage.root",
@@ -278,6 +296,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _validate_data(cfg.data)
     _validate_eval(cfg.eval)
     _choice(cfg.wandb.mode, "wandb.mode", ("online", "offline", "disabled"))
+    _require(0 < cfg.plan.mfu <= 1, "plan.mfu", f"{cfg.plan.mfu}", "use a fraction in (0, 1], e.g. 0.4 for 40 %")
     return cfg
 
 

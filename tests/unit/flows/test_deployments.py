@@ -12,7 +12,8 @@ import yaml
 from flows.sweep import DEPLOYMENTS, ito_sweep
 
 ROOT = Path(__file__).resolve().parents[3]
-PARAMETERS = {"overrides", "config_name", "sweep_name", "experiment", "cluster", "storage_root", "max_concurrent_train"}
+PARAMETERS = {"overrides", "config_name", "sweep_name", "experiment", "cluster", "storage_root", "max_concurrent_train",
+              "dry_run"}
 
 
 def test_prefect_yaml_matches_the_served_deployments() -> None:
