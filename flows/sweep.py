@@ -19,13 +19,14 @@ from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
+from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.grid import grid_axes, sweep_name_of, validated_grid, with_presets
 from flows.plan import plan_markdown
 from flows.plots import plot_metrics
 from flows.report import render_report, report_rows, to_csv
-from flows.stages import data_id, eval_task, prep_task, run_key, strip_task, train_task
+from flows.stages import data_id, eval_task, prep_task, run_key, stage_logger, strip_task, train_task
 from ito_core.config import RunConfig
 from ito_core.eval.suite import summary_metrics, summary_plots
 from ito_core.storage import build_store
@@ -108,16 +109,21 @@ def plan_artifact(points: list[list[str]], configs: list[RunConfig], keys: list[
 @flow(name="ito-sweep", log_prints=True, task_runner=ThreadPoolTaskRunner())
 def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", sweep_name: str = "",
               experiment: str = "", cluster: str = "", storage_root: str = "", max_concurrent_train: int = 4,
-              dry_run: bool = False) -> str:
+              dry_run: bool = False) -> str | State:
     """Run every grid point of ``overrides`` (Hydra multirun syntax: ``ito.images=1,2,4``, ``seed=range(3)``)
     on ``configs/<config_name>.yaml`` (+ ``experiment=``, ``cluster=`` and ``storage.root=`` presets when set;
     an ``s3://`` root selects ``storage=s3``) with at most ``max_concurrent_train`` training jobs at once.
-    Writes the report to ``<storage root>/sweeps/<sweep_name>/`` and returns it (markdown). With ``dry_run``
+    Writes the report to ``<storage root>/sweeps/<sweep_name>/`` and returns it (markdown); a config error ends the
+    run Failed with the error as the state's message. With ``dry_run``
     submits nothing: returns (and files as artifact ``plan-<sweep_name>``) what ``ito-sweep plan`` prints."""
     presets = {"experiment": experiment, "cluster": cluster, "storage.root": storage_root,
                "storage": "s3" if storage_root.startswith("s3://") else ""}
-    points, configs = validated_grid(with_presets(list(overrides or []), presets), config_name=config_name,
-                                     sweep_name=sweep_name, max_concurrent_train=max_concurrent_train)
+    try:
+        points, configs = validated_grid(with_presets(list(overrides or []), presets), config_name=config_name,
+                                         sweep_name=sweep_name, max_concurrent_train=max_concurrent_train)
+    except ValueError as err:  # a config error ends the run with its one line, not the engine's traceback
+        stage_logger().error("%s", err)
+        return Failed(message=str(err))
     logger = get_run_logger()
     keys, data_ids = [run_key(cfg) for cfg in configs], [data_id(cfg) for cfg in configs]  # ~10 ms each: once
     sweep = sweep_name_of(points, sweep_name)
