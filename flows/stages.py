@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
@@ -75,14 +75,23 @@ def job_result(stage: str, cfg: RunConfig, key: str, running: submitit.Job | Non
     return wait_streaming(job, logger)
 
 
+def run_name(stage: str) -> Callable[[], str]:
+    """Task run names by grid values (``train ito.images=2 ito.fusion=none (runs/ab12...)``), by run key alone
+    for a point without any (a one-point sweep, a stage command)."""
+    def name() -> str:
+        params = runtime.task_run.parameters
+        return f"{stage} {params['label']} ({params['key']})" if params.get("label") else f"{stage} {params['key']}"
+    return name
+
+
 @task(name="prep", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="prep {cfg.data.name}")
 def prep_task(cfg: RunConfig) -> dict[str, str]:
     export_shard_endpoint(cfg.storage)  # user data on s3:// (shards, eval sets) is read with boto3's env config
     return prepare(cfg.data, cfg.eval, build_store(cfg.storage))
 
 
-@task(name="train", cache_policy=NO_CACHE, tags=[TRAIN_TAG], task_run_name="train {key}")
-def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> dict[str, Any]:
+@task(name="train", cache_policy=NO_CACHE, tags=[TRAIN_TAG], task_run_name=run_name("train"))
+def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str, label: str = "") -> dict[str, Any]:
     logger, store = stage_logger(), build_store(cfg.storage)
     if is_committed(store, f"{key}/train"):
         logger.info("train: %s already committed, skipping", store.url(f"{key}/train"))
@@ -96,8 +105,8 @@ def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> dict[str,
     return job_result("train", cfg, key, running_training(cfg, key), submit)
 
 
-@task(name="strip", retries=1, cache_policy=NO_CACHE, task_run_name="strip {key}")
-def strip_task(cfg: RunConfig, key: str) -> dict[str, Any]:
+@task(name="strip", retries=1, cache_policy=NO_CACHE, task_run_name=run_name("strip"))
+def strip_task(cfg: RunConfig, key: str, label: str = "") -> dict[str, Any]:
     store = build_store(cfg.storage)
     if is_committed(store, f"{key}/model"):
         return store.read_json(f"{key}/model/{MANIFEST}")
@@ -106,8 +115,8 @@ def strip_task(cfg: RunConfig, key: str) -> dict[str, Any]:
     return strip(cfg, store=store, run_key=key, staging=staging)
 
 
-@task(name="eval", retries=1, cache_policy=NO_CACHE, task_run_name="eval {key}")
-def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> list[dict[str, Any]]:
+@task(name="eval", retries=1, cache_policy=NO_CACHE, task_run_name=run_name("eval"))
+def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str, label: str = "") -> list[dict[str, Any]]:
     store = build_store(cfg.storage)
     if (records := committed_eval(store, key, cfg)) is not None:
         return records

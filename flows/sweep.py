@@ -25,7 +25,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.grid import grid_axes, sweep_name_of, validated_grid, with_presets
 from flows.plan import plan_markdown
 from flows.plots import plot_metrics
-from flows.report import render_report, report_rows, to_csv
+from flows.report import point_label, render_report, report_rows, to_csv
 from flows.stages import data_id, eval_task, prep_task, run_key, stage_logger, strip_task, train_task
 from ito_core.config import RunConfig
 from ito_core.eval.suite import summary_metrics, summary_plots
@@ -45,12 +45,14 @@ def submit_preps(configs: list[RunConfig], data_ids: list[str]) -> dict[str, Pre
     return {key: prep_task.submit(cfg) for key, cfg in firsts.items()}
 
 
-def submit_point(cfg: RunConfig, key: str, data: PrefectFuture,
-                 trainers: ThreadPoolTaskRunner) -> dict[str, PrefectFuture]:
-    """train (waits for a training slot) -> strip -> eval of one grid point (run ``key``), as futures."""
-    train = trainers.submit(train_task, {"cfg": cfg, "data_keys": data, "key": key})
-    strip = strip_task.submit(cfg, key, wait_for=[train])
-    return {"prep": data, "train": train, "strip": strip, "eval": eval_task.submit(cfg, data, key, wait_for=[strip])}
+def submit_point(cfg: RunConfig, key: str, data: PrefectFuture, trainers: ThreadPoolTaskRunner, *,
+                 label: str = "") -> dict[str, PrefectFuture]:
+    """train (waits for a training slot) -> strip -> eval of one grid point (run ``key``; ``label``: its grid
+    values, in the task runs' names), as futures."""
+    train = trainers.submit(train_task, {"cfg": cfg, "data_keys": data, "key": key, "label": label})
+    strip = strip_task.submit(cfg, key, label=label, wait_for=[train])
+    return {"prep": data, "train": train, "strip": strip,
+            "eval": eval_task.submit(cfg, data, key, label=label, wait_for=[strip])}
 
 
 def point_result(key: str, overrides: list[str], stages: dict[str, PrefectFuture]) -> dict[str, Any]:
@@ -81,12 +83,12 @@ def report_task(results: list[dict[str, Any]], axes: list[str], cfg: RunConfig, 
     """report.md, report.csv, results.json and plot-<axis>.png under ``sweeps/<sweep>/`` + a Prefect artifact."""
     store, folder = build_store(cfg.storage), f"sweeps/{sweep}"
     with tempfile.TemporaryDirectory() as tmp:
-        plots = plot_metrics(report_rows(results, axes), axes, Path(tmp))
+        plots = plot_metrics(report_rows(results, axes), axes, Path(tmp), cfg.report.plot_metrics)
         store.upload_dir(Path(tmp), folder)
     markdown = render_report(results, axes, sweep=sweep, where=store.url(folder), plots=plots,
-                             resume=resume_hint(store.url("")))
+                             resume=resume_hint(store.url("")), metrics=cfg.report.metrics)
     store.write_json(f"{folder}/results.json", results)
-    store.write_text(f"{folder}/report.csv", to_csv(report_rows(results, axes)))
+    store.write_text(f"{folder}/report.csv", to_csv(report_rows(results, axes, cfg.report.metrics)))
     store.write_text(f"{folder}/report.md", markdown)
     create_markdown_artifact(markdown=markdown, key=artifact_key(sweep),
                              description=f"ito-sweep report ({len(results)} grid points)")
@@ -131,14 +133,15 @@ def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", s
         return plan_artifact(points, configs, keys, sweep)
     for cfg in configs:
         cfg.wandb.group = cfg.wandb.group or sweep  # one W&B group per sweep
+    axes = grid_axes(points)
     logger.info("sweep %s: %d grid points, at most %d training at once", sweep, len(points), max_concurrent_train)
     preps = submit_preps(configs, data_ids)
     with ThreadPoolTaskRunner(max_workers=max_concurrent_train) as trainers:
-        stages = [submit_point(cfg, key, preps[data], trainers)
-                  for cfg, key, data in zip(configs, keys, data_ids, strict=True)]
+        stages = [submit_point(cfg, key, preps[data], trainers, label=point_label(point, axes) if axes else "")
+                  for cfg, key, data, point in zip(configs, keys, data_ids, points, strict=True)]
         wait([future for point in stages for future in point.values()])
     results = [point_result(*args) for args in zip(keys, points, stages, strict=True)]
-    markdown = report_task(results, grid_axes(points), configs[0], sweep)
+    markdown = report_task(results, axes, configs[0], sweep)
     failed = [r for r in results if r["status"] != "ok"]
     if failed:
         raise SweepFailed(f"{len(failed)}/{len(results)} grid points failed; the report lists them and how to "

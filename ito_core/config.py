@@ -165,12 +165,17 @@ class WandbConfig:
     group: str = ""  # W&B group; the sweep flow sets it to the sweep name
 
 
+PLOT_METRICS = ("*/acc1", "*/lp_acc1", "*/image_retrieval_recall@1", "*/text_retrieval_recall@1",
+                "*/centroid_distance", "final_align_loss")
+
+
 @dataclass
 class ReportConfig:
-    # Eval metrics in the sweep report and plots, as "<eval set>/<metric>" ("*" for any set, e.g. "*/acc1");
+    # Eval metrics in the sweep report, as "<eval set>/<metric>" patterns ("*" matches any set: "*/acc1");
     # empty = every metric the eval records hold.
     metrics: list[str] = field(default_factory=list)
-    plot_metrics: list[str] = field(default_factory=list)  # the plotted subset, same patterns; empty = a few main ones
+    # The report columns plotted against each grid axis, same patterns (losses too: final_align_loss).
+    plot_metrics: list[str] = field(default_factory=lambda: list(PLOT_METRICS))
 
 
 @dataclass
