@@ -165,6 +165,7 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
         world_size=env.world_size, start_batch=state["step"], samples_per_epoch=samples_per_epoch,
         max_bad_shards=cfg.train.max_bad_shards)
     tracker = Tracker(cfg, run_key=run_key, rank=env.rank, directory=staging / "wandb")
+    tracker.catch_up(state["history"])  # a resumed run: the rows W&B lost with the killed job
     meter = StepMeter(cfg, env, start_step=state["step"])
     batches = iter(build_train_loader(stream, num_workers=cfg.data.num_workers))
     for step in range(state["step"], total):
