@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_stage(stage: str, overrides: list[str], config_name: str) -> None:
     from flows.grid import normalized
-    from flows.stages import eval_task, prep_task, run_key, strip_task, train_task
+    from flows.stages import eval_task, prep_task, strip_task, train_task
+    from ito_core.artifacts import run_key
     from ito_core.config import load_config
 
     cfg = load_config(normalized(overrides), config_name=config_name)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ito_core.config import ModelConfig, RunConfig, load_config
-from ito_core.flops import fuses, peak_flops, train_flops_per_sample
+from ito_core.config import ModelConfig, RunConfig, fuses, load_config
+from ito_core.flops import peak_flops, train_flops_per_sample
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.executors import render_sbatch, slurm_parameters, validate_cluster
+from cluster.executors import render_sbatch, slurm_parameters
 from cluster.jobs import TRAIN_JOBS, work_dir
 from flows.cost import Cost, assumed_throughput, bench_model, measured_throughput, point_cost, read_bench
 from flows.report import point_label
-from ito_core.config import RunConfig
+from ito_core.artifacts import RunLayout, committed, prep_keys, run_key
+from ito_core.config import RunConfig, check_job_folder, validate_cluster
 from ito_core.eval.stage import committed_eval
-from ito_core.prep import eval_data_key, train_data_key
-from ito_core.storage import build_store, is_committed
+from ito_core.storage import build_store
 
 STAGES = ("prep", "train", "strip", "eval")
 PROBE_DEADLINE_S = 10.0  # how long an S3 store may retry before plan reports its stages as unknown
@@ -35,21 +35,14 @@ class PointPlan:
     rate: str  # where the device throughput comes from ("" when unknown)
 
 
-def data_keys(cfg: RunConfig) -> list[str]:
-    """The store keys prep commits for ``cfg``: train shards and every eval set (as ``ito_core.prep.prepare``)."""
-    sets = dict.fromkeys(filter(None, (cfg.eval.zero_shot, cfg.eval.retrieval, cfg.eval.linear_probe,
-                                       cfg.eval.modality_gap)))
-    return [train_data_key(cfg.data), *(eval_data_key(name, cfg.data, cfg.eval) for name in sets)]
-
-
 def stage_status(cfg: RunConfig, key: str) -> dict[str, str]:
     """Which stages a run would skip. Later stages can only be done if earlier ones are (a stage reads its
     upstream artifacts), except prep, whose shards a finished run no longer needs."""
     storage = dataclasses.replace(cfg.storage, retry_deadline_s=min(cfg.storage.retry_deadline_s, PROBE_DEADLINE_S))
     try:
-        store = build_store(storage)
-        done = {"prep": all(is_committed(store, k) for k in data_keys(cfg)),
-                "train": is_committed(store, f"{key}/train"), "strip": is_committed(store, f"{key}/model"),
+        store, run = build_store(storage), RunLayout(key)
+        done = {"prep": all(committed(store, k) for k in prep_keys(cfg.data, cfg.eval).values()),
+                "train": committed(store, run.train), "strip": committed(store, run.model),
                 "eval": committed_eval(store, key, cfg) is not None}
     except Exception:  # noqa: BLE001 - an unreachable store is a fact to print, not a reason to refuse planning
         return dict.fromkeys(STAGES, "?")
@@ -72,7 +65,8 @@ def sbatch_preview(cfg: RunConfig, key: str) -> str:
     import submitit  # here: only SLURM points need it
 
     folder = work_dir(cfg, key) / TRAIN_JOBS
-    validate_cluster(cfg.cluster, folder)
+    validate_cluster(cfg.cluster)
+    check_job_folder(folder, kind=cfg.cluster.kind)
     try:
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=cfg.cluster.max_requeues)
     except RuntimeError as err:  # no srun on this host
@@ -138,7 +132,6 @@ def plan_sweep(overrides: list[str], *, config_name: str = "config", sweep_name:
                peak_tflops: float = 0.0, bench: str | None = None) -> str:
     """The whole plan of ``ito-sweep run <overrides>``; ``ValueError`` for a grid ``run`` refuses."""
     from flows.grid import sweep_name_of, validated_grid
-    from flows.stages import run_key
 
     points, configs = validated_grid(overrides, config_name=config_name, sweep_name=sweep_name)
     return plan_markdown(points, configs, [run_key(cfg) for cfg in configs], sweep=sweep_name_of(points, sweep_name),

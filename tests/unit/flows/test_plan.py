@@ -15,7 +15,7 @@ from flows import cli
 from flows.cost import assumed_throughput, measured_throughput, point_cost, read_bench
 from flows.grid import normalized, validated_grid
 from flows.plan import plan_sweep
-from flows.stages import run_key
+from ito_core.artifacts import run_key
 from ito_core.config import load_config
 from ito_core.flops import train_flops_per_sample
 from ito_core.storage import LocalStore, commit

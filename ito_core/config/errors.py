@@ -36,7 +36,7 @@ def did_you_mean(key: str, schema: type) -> str:
 
 
 def unknown_key_message(key: str, schema: type) -> str:
-    return f"config {key}: no such key; {did_you_mean(key, schema)} (schemas: ito_core/config.py)"
+    return f"config {key}: no such key; {did_you_mean(key, schema)} (schemas: ito_core/config/schema.py)"
 
 
 def override_error(err: Exception, schema: type, overrides: list[str]) -> str | None:
@@ -60,4 +60,4 @@ def omegaconf_message(err: OmegaConfBaseException) -> str:
     """An OmegaConf type/validation error without its internals: ``config ito.images: Value 'abc' of type ...``."""
     message: Any = getattr(err, "msg", None) or str(err)
     text = str(message).split("\n")[0].split("    full_key:")[0].strip()
-    return f"config {getattr(err, 'full_key', '') or '?'}: {text}; check the value's type in ito_core/config.py"
+    return f"config {getattr(err, 'full_key', '') or '?'}: {text}; check the value's type in ito_core/config/schema.py"
