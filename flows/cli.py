@@ -96,10 +96,13 @@ def _plan(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     from flows.grid import validated_grid
     from flows.sweep import SweepFailed, ito_sweep
+    from ito_core.config import config_warnings
 
     limit = {} if args.max_concurrent_train is None else {"max_concurrent_train": args.max_concurrent_train}
     # Checked here first as well: inside the flow run a config error would come wrapped in Prefect's traceback.
-    validated_grid(args.overrides, config_name=args.config_name, sweep_name=args.sweep_name, **limit)
+    _, configs = validated_grid(args.overrides, config_name=args.config_name, sweep_name=args.sweep_name, **limit)
+    for warning in dict.fromkeys(w for cfg in configs for w in config_warnings(cfg)):
+        print(f"ito-sweep: warning: {warning}", file=sys.stderr)
     try:
         print(ito_sweep(overrides=args.overrides, config_name=args.config_name, sweep_name=args.sweep_name, **limit))
     except SweepFailed as err:

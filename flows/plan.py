@@ -18,7 +18,7 @@ from cluster.jobs import TRAIN_JOBS, work_dir
 from flows.cost import Cost, assumed_throughput, bench_model, measured_throughput, point_cost, read_bench
 from flows.report import point_label
 from ito_core.artifacts import RunLayout, committed, prep_keys, run_key
-from ito_core.config import RunConfig, check_job_folder, validate_cluster
+from ito_core.config import RunConfig, check_job_folder, config_warnings, validate_cluster
 from ito_core.eval.stage import committed_eval
 from ito_core.storage import build_store
 
@@ -107,6 +107,8 @@ def render_plan(plans: list[PointPlan], configs: list[RunConfig], *, sweep: str,
     else:
         lines.append("GPU-hours: unknown, no device peak: pass `--peak-tflops` (e.g. 989 for an H100 in bf16) with "
                      "`--mfu`, set `train.peak_tflops` or `ITO_PEAK_TFLOPS`, or `--bench` a bench/train_step.py JSON.")
+    warnings = dict.fromkeys(w for c in configs for w in config_warnings(c))
+    lines += [f"\nWarning: {w}" for w in warnings]
     slurm = [(c, p.run_key) for c, p in zip(configs, plans, strict=True) if c.cluster.kind == "slurm"]
     if slurm:
         note = " (other points: their own job folder, and any cluster.* setting the grid varies)" \

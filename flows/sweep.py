@@ -1,5 +1,5 @@
 """The ``ito-sweep`` Prefect flow: expand the grid, then prep -> train -> strip -> eval per point,
-then one report. Reads like DESIGN.md's pipeline; the work lives in ``flows.stages``.
+then one report. Reads like docs/DESIGN.md's pipeline; the work lives in ``flows.stages``.
 
 Concurrency: prep runs once per distinct data config; train tasks go to a task runner with
 ``max_concurrent_train`` threads, so a 100-point grid has at most that many jobs on the cluster

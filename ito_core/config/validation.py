@@ -173,6 +173,16 @@ def check_job_folder(folder: Path, *, kind: str) -> None:
                  "pick a work_dir (and run key) without '%' or backslashes")
 
 
+def config_warnings(cfg: RunConfig) -> list[str]:
+    """Valid settings that are probably not what the user meant, one line each (train logs them, plan prints
+    them)."""
+    warmup, steps = cfg.train.warmup_steps, cfg.train.steps
+    if steps > 1 and warmup >= steps:
+        return [f"config train.warmup_steps={warmup} equals train.steps: the whole run is linear warm-up, the "
+                "learning rate only reaches train.lr at the last step and never decays; lower train.warmup_steps"]
+    return []
+
+
 def _validate_storage(st: StorageConfig) -> None:
     """The store's root must be usable before prep writes to it: a bucket URL, or a folder this user can write
     (created if missing, so its nearest existing parent must be one)."""

@@ -144,3 +144,9 @@ def test_users_overrides_become_hydra_syntax() -> None:
     assert normalized(["storage=local", "storage.root=s3://b/p"])[0] == "storage=local"
     with pytest.raises(ValueError, match="storage.root.*add storage=s3"):
         load_config(["storage.root=s3://b/p"])
+
+
+def test_a_run_that_is_all_warm_up_is_warned_of(tmp_path: Path) -> None:
+    text = plan_sweep(["train.steps=50", "train.warmup_steps=50", *_where(tmp_path)])
+    assert "Warning: config train.warmup_steps=50 equals train.steps: the whole run is linear warm-up" in text
+    assert "Warning" not in plan_sweep(["train.steps=50", "train.warmup_steps=49", *_where(tmp_path)])
