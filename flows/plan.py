@@ -36,8 +36,8 @@ class PointPlan:
 
 
 def stage_status(cfg: RunConfig, key: str) -> dict[str, str]:
-    """Which stages a run would skip. Later stages can only be done if earlier ones are (a stage reads its
-    upstream artifacts), except prep, whose shards a finished run no longer needs."""
+    """Per stage, "done" when the store holds it committed (the run would skip it), else "run"; "?" for every
+    stage when the store cannot be read (S3 retries are cut to ``PROBE_DEADLINE_S``)."""
     storage = dataclasses.replace(cfg.storage, retry_deadline_s=min(cfg.storage.retry_deadline_s, PROBE_DEADLINE_S))
     try:
         store, run = build_store(storage), RunLayout(key)
@@ -97,7 +97,8 @@ def render_plan(plans: list[PointPlan], configs: list[RunConfig], *, sweep: str,
     pending = sum(p.cost.device_hours or 0 for p in to_train)
     flops = sum(p.cost.total_flops for p in plans)
     lines += ["", f"Training: {flops:.3g} FLOP over the grid ({plans[0].cost.train_flops_per_sample / 1e9:,.4g} "
-              f"GFLOP per sample at point 1, x train.steps x train.batch_size = {plans[0].cost.samples:,} samples)."]
+              f"GFLOP per sample at point 1, every caption at the full context: an upper bound; x train.steps x "
+              f"train.batch_size = {plans[0].cost.samples:,} samples)."]
     if rates:
         unknown = sum(not p.rate for p in plans)
         lines.append(f"**GPU-hours: {total:,.3g} for the grid, {pending:,.3g} for the {len(to_train)} points still "

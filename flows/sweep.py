@@ -10,6 +10,7 @@ reports every point, then ends Failed if any failed. Re-running or retrying skip
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import FailedRun
 from prefect.futures import PrefectFuture, wait
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -34,6 +36,21 @@ from ito_core.storage import build_store
 
 # Deployments made by `ito-sweep serve` (and prefect.yaml): name -> the parameters it presets.
 DEPLOYMENTS: dict[str, dict[str, Any]] = {"local": {"cluster": "local"}, "slurm": {"cluster": "slurm"}}
+
+
+class ReturnedFailure(logging.Filter):
+    """Prefect's engine logs "Engine execution exited with unexpected exception" and a traceback for every failed
+    flow run, also for one that returned its Failed state on purpose (a config error, logged in one line and
+    the state's message). Those records (``FailedRun``) are dropped; any other exception is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], FailedRun))
+
+
+def quiet_returned_failures() -> None:
+    engine = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, ReturnedFailure) for f in engine.filters):
+        engine.addFilter(ReturnedFailure())
 
 
 class SweepFailed(RuntimeError):
@@ -128,6 +145,7 @@ def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", s
                                          sweep_name=sweep_name, max_concurrent_train=max_concurrent_train)
     except ValueError as err:  # a config error ends the run with its one line, not the engine's traceback
         stage_logger().error("%s", err)
+        quiet_returned_failures()
         return Failed(message=str(err))
     logger = get_run_logger()
     keys, data_ids = [run_key(cfg) for cfg in configs], [data_id(cfg) for cfg in configs]  # ~10 ms each: once

@@ -2,7 +2,8 @@
 
 - ``ito-sweep serve`` and ``prefect deployment run`` work with ``PREFECT_API_AUTH_STRING``; a client without
   it is refused (401), and the string lands in no log, no file of the store or job folders, nor the Prefect
-  database. Task runs are named by the point's grid values.
+  database. Task runs are named by the point's grid values. A config error ends a deployment run Failed
+  with the one-line error as the state's message, no engine traceback.
 - After a completed sweep the server's database is deleted and a new server started: the same deployment
   run skips every stage (the cache lives in the store, not in Prefect).
 """
@@ -84,6 +85,21 @@ def test_a_guarded_server_serves_its_users_refuses_others_and_keeps_the_string_o
     password = server.auth.split(":", 1)[1].encode()
     leaks = [place for place, data in places.items() if password in data]
     assert not leaks, leaks
+
+
+def test_a_config_error_ends_the_deployment_run_failed_with_its_one_line(
+        guarded_prefect_server: PrefectServer, completed_sweep: Sweep) -> None:
+    server, folder = guarded_prefect_server, completed_sweep.served_log.parent / "bad"
+    folder.mkdir()
+    params = {**completed_sweep.params, "overrides": [*completed_sweep.params["overrides"], "ito.imagez=2"]}
+    with serving(server, folder, ("local",)) as served:
+        code, output, run_id = server.run_deployment("ito-sweep/local", params, timeout_s=120)
+        log = served.log_tail(50_000)
+    state = server.wait_final(run_id, timeout_s=60)
+    message = "config ito.imagez: no such key; did you mean ito.images?"
+    assert code == 1 and state.is_failed() and state.message.startswith(message) and "\n" not in state.message
+    assert message in log and "Engine execution exited with unexpected exception" not in log + output
+    assert "Traceback" not in log, log
 
 
 def test_a_new_server_on_an_empty_database_skips_every_committed_stage(
