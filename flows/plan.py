@@ -82,7 +82,7 @@ def _hours(value: float | None) -> str:
 def render_plan(plans: list[PointPlan], configs: list[RunConfig], *, sweep: str, where: str) -> str:
     """The plan as markdown: one row per point, the totals, and the sbatch script of the first SLURM point."""
     cfg = configs[0]
-    lines = [f"# Plan of sweep {sweep}: {len(plans)} grid points (nothing submitted)", "",
+    lines = [f"# Plan of sweep {sweep}: {len(plans)} grid point{'s' * (len(plans) != 1)} (nothing submitted)", "",
              f"Store `{where}`; cluster `{cfg.cluster.kind}`. Stages: done = committed, skipped; run = would run; "
              "? = store unreadable.", "",
              "| # | point | run key | " + " | ".join(STAGES) + " | train PFLOP | device-hours | wall hours |",
@@ -101,9 +101,9 @@ def render_plan(plans: list[PointPlan], configs: list[RunConfig], *, sweep: str,
               f"train.batch_size = {plans[0].cost.samples:,} samples)."]
     if rates:
         unknown = sum(not p.rate for p in plans)
-        lines.append(f"**GPU-hours: {total:,.3g} for the grid, {pending:,.3g} for the {len(to_train)} points still "
-                     f"to train** (devices = GPUs, or CPU processes without GPUs; wall hours = device-hours / "
-                     f"devices, perfect scaling), at {'; '.join(rates)}"
+        lines.append(f"**GPU-hours: {total:,.3g} for the grid, {pending:,.3g} for the {len(to_train)} "
+                     f"point{'s' * (len(to_train) != 1)} still to train** (devices = GPUs, or CPU processes "
+                     f"without GPUs; wall hours = device-hours / devices, perfect scaling), at {'; '.join(rates)}"
                      + (f"; {unknown} points without a known peak left out." if unknown else "."))
     else:
         lines.append("GPU-hours: unknown, no device peak: pass `--peak-tflops` (e.g. 989 for an H100 in bf16) with "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import fnmatch
 import io
+import re
 import statistics
 from typing import Any
 
@@ -36,10 +37,18 @@ def select(names: list[str], patterns: list[str]) -> list[str]:
     return list(dict.fromkeys(n for pattern in patterns for n in names if fnmatch.fnmatchcase(n, pattern)))
 
 
+def _natural(name: str) -> list[Any]:
+    """``recall@5`` before ``recall@10``; case-insensitive."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
 def metric_names(results: list[dict[str, Any]], patterns: list[str] = ()) -> list[str]:
-    """The eval metrics the points hold, in record order, filtered by ``patterns`` (``report.metrics``)."""
-    present = dict.fromkeys(name for result in results for name in result.get("metrics", {}))
-    return select(list(present), list(patterns))
+    """The eval metrics the points hold, filtered by ``patterns`` (``report.metrics``): eval sets in record order,
+    each set's metrics in natural order (the same for fresh records and ones read back from the store)."""
+    present = list(dict.fromkeys(name for result in results for name in result.get("metrics", {})))
+    sets = list(dict.fromkeys(name.split("/", 1)[0] for name in present))
+    ordered = sorted(present, key=lambda name: (sets.index(name.split("/", 1)[0]), _natural(name)))
+    return select(ordered, list(patterns))
 
 
 def row_axes(results: list[dict[str, Any]], axes: list[str]) -> list[str]:

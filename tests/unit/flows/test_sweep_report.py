@@ -131,3 +131,15 @@ def test_a_one_point_report_shows_the_points_values() -> None:
     markdown = render_report([result], [], sweep="s", where="w", plots=[], resume="r")
     assert "| experiment | ito.images | model | run | status |" in markdown
     assert "| demo | 2 | tiny | runs/2 | ok |" in markdown
+
+
+def test_columns_do_not_depend_on_the_records_key_order() -> None:
+    """Fresh eval records and the same records read back from the store (each record's keys sorted) give the same
+    report."""
+    fresh = _user_set(1, 0.3)
+    sets = list(dict.fromkeys(name.split("/")[0] for name in fresh["metrics"]))
+    stored = {**fresh, "metrics": dict(sorted(fresh["metrics"].items(), key=lambda kv: (sets.index(
+        kv[0].split("/")[0]), kv[0])))}
+    assert list(report_rows([fresh], ["ito.images"])[0]) == list(report_rows([stored], ["ito.images"])[0])
+    columns = [c for c in report_rows([fresh], ["ito.images"])[0] if c.startswith("coco/")]
+    assert columns.index("coco/image_retrieval_recall@5") < columns.index("coco/image_retrieval_recall@10")
