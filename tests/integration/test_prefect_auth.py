@@ -53,7 +53,7 @@ def completed_sweep(guarded_prefect_server: PrefectServer, tmp_path_factory: pyt
 
 
 def unauthenticated_status(server: PrefectServer) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
     try:
         conn.request("POST", "/api/deployments/filter", body="{}", headers={"Content-Type": "application/json"})
         return conn.getresponse().status
