@@ -3,7 +3,8 @@
 - ``ito-sweep serve`` and ``prefect deployment run`` work with ``PREFECT_API_AUTH_STRING``; a client without
   it is refused (401), and the string lands in no log, no file of the store or job folders, nor the Prefect
   database. Task runs are named by the point's grid values. A config error ends a deployment run Failed
-  with the one-line error as the state's message, no engine traceback.
+  with the one-line error as the state's message, no engine traceback; a dry run files the plan and submits
+  nothing.
 - After a completed sweep the server's database is deleted and a new server started: the same deployment
   run skips every stage (the cache lives in the store, not in Prefect).
 """
@@ -87,15 +88,27 @@ def test_a_guarded_server_serves_its_users_refuses_others_and_keeps_the_string_o
     assert not leaks, leaks
 
 
-def test_a_config_error_ends_the_deployment_run_failed_with_its_one_line(
-        guarded_prefect_server: PrefectServer, completed_sweep: Sweep) -> None:
+def test_a_dry_run_plans_and_a_config_error_fails_in_one_line(
+        guarded_prefect_server: PrefectServer, completed_sweep: Sweep, tmp_path: Path) -> None:
     server, folder = guarded_prefect_server, completed_sweep.served_log.parent / "bad"
     folder.mkdir()
-    params = {**completed_sweep.params, "overrides": [*completed_sweep.params["overrides"], "ito.imagez=2"]}
+    store = tmp_path / "store"
+    planned = {**completed_sweep.params, "storage_root": str(store), "sweep_name": "planned", "dry_run": True}
+    bad = {**completed_sweep.params, "overrides": [*completed_sweep.params["overrides"], "ito.imagez=2"]}
     with serving(server, folder, ("local",)) as served:
-        code, output, run_id = server.run_deployment("ito-sweep/local", params, timeout_s=120)
+        code, output, run_id = server.run_deployment("ito-sweep/local", planned, timeout_s=120)
+        assert code == 0, f"{output}\n--- served ---\n{served.log_tail()}"
+        code, output, bad_id = server.run_deployment("ito-sweep/local", bad, timeout_s=120)
         log = served.log_tail(50_000)
-    state = server.wait_final(run_id, timeout_s=60)
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with server.client() as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["plan-planned"])))
+    plan = [str(a.data) for a in artifacts if str(a.flow_run_id) == run_id]
+    assert plan and "# Plan of sweep planned: 2 grid points (nothing submitted)" in plan[0]
+    assert plan[0].count("| run | run | run | run |") == 2 and not store.exists(), "a dry run writes nothing"
+
+    state = server.wait_final(bad_id, timeout_s=60)
     message = "config ito.imagez: no such key; did you mean ito.images?"
     assert code == 1 and state.is_failed() and state.message.startswith(message) and "\n" not in state.message
     assert message in log and "Engine execution exited with unexpected exception" not in log + output
