@@ -37,7 +37,7 @@ from ito_core import checkpoint
 from ito_core.accumulation import GradientAccumulation
 from ito_core.activation_checkpointing import apply_activation_checkpointing
 from ito_core.artifacts import RunLayout
-from ito_core.config import RunConfig, accumulation_steps, as_dict
+from ito_core.config import RunConfig, accumulation_steps, as_dict, config_warnings
 from ito_core.data.augment import MultiViewAugment
 from ito_core.data.loader import TrainStream, build_train_loader
 from ito_core.data.tokenizer import build_tokenizer
@@ -142,6 +142,8 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
     if env.rank == 0:  # start-up is over (bench/orchestration.py times the phases by these log lines)
         log.info("engine ready: ZeRO-%d %s, world size %d, at step %d", cfg.deepspeed.zero_stage,
                  cfg.deepspeed.precision, env.world_size, state["step"])
+        for warning in config_warnings(cfg):
+            log.warning("%s", warning)
     device, dtype = engine.device, DTYPES[cfg.deepspeed.precision]
     objective = build_objective(cfg.loss, cfg.ito, rank=env.rank, world_size=env.world_size)
     accum = GradientAccumulation(engine, objective, steps=accumulation_steps(cfg.train, env.world_size))
@@ -152,6 +154,7 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
         world_size=env.world_size, start_batch=state["step"], samples_per_epoch=samples_per_epoch,
         max_bad_shards=cfg.train.max_bad_shards)
     tracker = Tracker(cfg, run_key=run_key, rank=env.rank, directory=staging / "wandb")
+    tracker.catch_up(state["history"])  # a resumed run: the rows W&B lost with the killed job
     meter = StepMeter(cfg, env, start_step=state["step"])
     batches = iter(build_train_loader(stream, num_workers=cfg.data.num_workers))
     for step in range(state["step"], total):

@@ -44,7 +44,7 @@ from webdataset.gopen import gopen
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from ito_core.data.tokenizer import trim_padding
-from ito_core.storage import open_s3_object
+from ito_core.storage import MANIFEST, open_s3_object
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class TrainStream(IterableDataset):
                         f"shard {url} is {problem}: {len(skipped)} bad shard(s) in epoch {epoch}, more than "
                         f"train.max_bad_shards={self.max_bad_shards}. Skipping shards changes the data the run trains "
                         "on (and a resumed run then differs from an uninterrupted one), so it is off by default: "
-                        "restore the shard or re-run prep (delete the data set's manifest.json to rebuild it), or "
+                        f"restore the shard or re-run prep (delete the data set's {MANIFEST} to rebuild it), or "
                         "set train.max_bad_shards to skip that many per epoch") from err
                 log.warning("epoch %d: skipping the rest of shard %s (%s); %d/%d bad shards allowed per epoch",
                             epoch, url, problem, len(skipped), self.max_bad_shards)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from fixtures.s3_server import S3Bucket
-from unit.test_storage import WEIRD, StoreContract, make_artifact
+from unit.storage.test_stores import WEIRD, StoreContract, make_artifact
 
 from ito_core.artifacts import committed
 from ito_core.data.loader import TrainStream, build_train_loader, open_shard
