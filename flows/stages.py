@@ -28,7 +28,7 @@ from cluster.jobs import running_eval, running_training, submit_eval, submit_tra
 from cluster.waiting import wait_streaming
 from ito_core.config import RunConfig, as_dict, config_hash
 from ito_core.eval.stage import committed_eval, run_eval
-from ito_core.prep import prepare, shard_urls, train_data_key
+from ito_core.prep import prepare, shard_list, train_data_key
 from ito_core.storage import MANIFEST, build_store, export_shard_endpoint, is_committed
 from ito_core.strip import strip
 
@@ -90,8 +90,8 @@ def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> dict[str,
 
     def submit() -> submitit.Job:
         store.write_json(f"{key}/config.json", as_dict(cfg))
-        shards, num_samples = shard_urls(store, data_keys["train"])
-        return submit_training(cfg, shard_paths=shards, samples_per_epoch=num_samples, run_key=key)
+        shards, counts = shard_list(store, data_keys["train"])
+        return submit_training(cfg, shard_paths=shards, shard_samples=counts, run_key=key)
 
     return job_result("train", cfg, key, running_training(cfg, key), submit)
 

@@ -140,3 +140,9 @@ def shard_urls(store: ArtifactStore, key: str) -> tuple[list[str], int]:
     manifest = store.read_json(f"{key}/{MANIFEST}")
     urls = [shard.get("url") or store.url(f"{key}/{shard['name']}") for shard in manifest["shards"]]
     return urls, manifest["num_samples"]
+
+
+def shard_list(store: ArtifactStore, key: str) -> tuple[list[str], list[int]]:
+    """URLs of a shard set and each shard's sample count (the training order is built from them)."""
+    urls, _ = shard_urls(store, key)
+    return urls, [shard["num_samples"] for shard in store.read_json(f"{key}/{MANIFEST}")["shards"]]

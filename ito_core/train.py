@@ -1,8 +1,9 @@
 """The ITO training loop on a DeepSpeed engine (ZeRO 0-3, fp32/bf16/fp16, CPU gloo or GPU NCCL).
 
 One call of ``train`` is one rank of one run. Every stateful piece is restored on resume:
-weights, optimizer, scheduler and step live in the DeepSpeed checkpoint; the data position is
-the number of consumed batches (the stream is deterministic); augmentation randomness is
+weights, optimizer, scheduler and step live in the DeepSpeed checkpoint; the data position
+(``train_state["data"]``: the next batch and the world size) is the number of consumed batches, since
+the stream is deterministic (``ito_core.data.loader``); augmentation randomness is
 re-seeded from (seed, rank, step) each step, so it needs no saved state. An interrupted and
 resumed run therefore equals an uninterrupted one, bitwise on CPU. A run may resume at another
 world size (same global batch): ZeRO shards are converted to a universal checkpoint on the fly.
@@ -38,7 +39,7 @@ from ito_core.accumulation import GradientAccumulation
 from ito_core.activation_checkpointing import apply_activation_checkpointing
 from ito_core.config import RunConfig, accumulation_steps, as_dict
 from ito_core.data.augment import MultiViewAugment
-from ito_core.data.loader import TrainStream, build_train_loader
+from ito_core.data.loader import TrainStream, build_train_loader, resume_batch
 from ito_core.data.tokenizer import build_tokenizer
 from ito_core.distributed import DistEnv, all_ranks, init_distributed
 from ito_core.flops import mfu, peak_flops, train_flops_per_sample
@@ -143,9 +144,10 @@ class ItoObjective(nn.Module):
         return {"loss": total, **losses, "logit_scale": out["logit_scale"].detach()}
 
 
-def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, store: ArtifactStore, run_key: str,
+def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], store: ArtifactStore, run_key: str,
           staging: Path) -> dict[str, Any]:
-    """Train (or resume) one run; rank 0 commits ``<run_key>/train/manifest.json`` at the end."""
+    """Train (or resume) one run; rank 0 commits ``<run_key>/train/manifest.json`` at the end.
+    ``shard_samples``: each shard's sample count (the prep manifest's), which fixes the data order."""
     env, ckpt_key, total = init_distributed(), f"{run_key}/checkpoints", cfg.train.steps
     resume = checkpoint.find_resume_point(store, ckpt_key, world_size=env.world_size,
                                           zero_stage=cfg.deepspeed.zero_stage)
@@ -162,11 +164,12 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
     stream = TrainStream(
         shard_paths, batch_size=cfg.train.batch_size // env.world_size, num_texts=cfg.ito.texts,
         tokenizer=build_tokenizer(cfg.model.context_length), seed=cfg.seed, rank=env.rank,
-        world_size=env.world_size, start_batch=state["step"], samples_per_epoch=samples_per_epoch,
-        max_bad_shards=cfg.train.max_bad_shards)
+        world_size=env.world_size, shard_samples=shard_samples, max_bad_shards=cfg.train.max_bad_shards,
+        start_batch=resume_batch(state.get("data"), step=state["step"], world_size=env.world_size))
     tracker = Tracker(cfg, run_key=run_key, rank=env.rank, directory=staging / "wandb")
     meter = StepMeter(cfg, env, start_step=state["step"])
-    batches = iter(build_train_loader(stream, num_workers=cfg.data.num_workers))
+    loader = build_train_loader(stream, num_workers=cfg.data.num_workers)
+    batches = iter(loader)
     for step in range(state["step"], total):
         batch = next(batches)
         torch.manual_seed(step_seed(cfg.seed, env.rank, step))
@@ -182,6 +185,7 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
             state["history"].append(meter.row(state, losses, lr=engine.get_lr()[0]))
             tracker.log(state["history"][-1])
         if state["step"] % cfg.train.checkpoint_every == 0 or state["step"] == total:
+            state["data"] = loader.state_dict()
             checkpoint.save(engine, store=store, key=ckpt_key, staging=staging, step=state["step"],
                             train_state=state, keep=cfg.train.keep_checkpoints)
     summary = {"step": state["step"], "checkpoint": checkpoint.tag_for(state["step"]),

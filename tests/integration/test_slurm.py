@@ -43,7 +43,7 @@ def _config(tmp: Path, *overrides: str) -> RunConfig:
 
 
 def _submit(cfg: RunConfig, shards: list[str], jobs: list[submitit.Job]) -> submitit.Job:
-    job = submit_training(cfg, shard_paths=shards, samples_per_epoch=96, run_key=KEY)
+    job = submit_training(cfg, shard_paths=shards, shard_samples=[32, 32, 32], run_key=KEY)
     jobs.append(job)
     assert isinstance(job, submitit.SlurmJob)
     return job

@@ -31,7 +31,7 @@ RUN, CKPTS = "runs/ws", "runs/ws/checkpoints"
 
 
 def _train(cfg: RunConfig, shards: list[str]) -> dict:
-    results = submit_training(cfg, shard_paths=shards, samples_per_epoch=96, run_key=RUN).results()
+    results = submit_training(cfg, shard_paths=shards, shard_samples=[32, 32, 32], run_key=RUN).results()
     assert len(results) == cfg.cluster.tasks_per_node
     return results[0]
 
