@@ -34,7 +34,6 @@ import os
 import pstats
 import re
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -184,18 +183,19 @@ def read_flow_run(server: PrefectServer, run_id: str, *, deadline_s: float = 60)
 def commit_grid_copies(work: Path, *, source: list[str]) -> list[str]:
     """The 100-point grid's overrides, after committing every point: the train, model and eval manifests of the
     run of ``source`` (a point that ran) copied under each point's run key, so that a sweep skips them all."""
-    from flows.grid import expand_grid, load_grid
-    from flows.stages import run_key
+    from flows.grid import expand_grid
+    from ito_core.artifacts import RunLayout, read_manifest, run_key
+    from ito_core.config import load_grid
+    from ito_core.storage import LocalStore, commit
 
-    store = work / "store"
-    done = store / run_key(load_grid(expand_grid(source))[0])
+    store = LocalStore(work / "store")
+    done = RunLayout(run_key(load_grid(expand_grid(source))[0]))
     overrides = [*POINT, *GRID_AXES]
     for cfg in load_grid(expand_grid(overrides)):
-        for stage in ("train", "model", "eval"):
-            target = store / run_key(cfg) / stage
-            if target != done / stage:  # the point that ran may be on the grid
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copy(done / stage / "manifest.json", target / "manifest.json")
+        run = RunLayout(run_key(cfg))
+        for ran, target in ((done.train, run.train), (done.model, run.model), (done.eval, run.eval)):
+            if target != ran:  # the point that ran may be on the grid
+                commit(store, target, read_manifest(store, ran))
     return overrides
 
 
@@ -258,9 +258,9 @@ def timed(fn: Callable[[], Any], into: dict[str, dict[str, float]], name: str) -
 
 def grid(work: Path, *, partition: str | None, baseline_points: int, profile: bool) -> dict[str, Any]:
     from cluster.jobs import submit_training
-    from flows.grid import expand_grid, load_grid
-    from flows.stages import data_id, run_key
-    from ito_core.config import load_config
+    from flows.grid import expand_grid
+    from ito_core.artifacts import data_id, run_key
+    from ito_core.config import load_config, load_grid
 
     executor = ["cluster=slurm", "+cluster.extra_sbatch.hold=true"] if partition else ["cluster=debug"]
     overrides = [*POINT, *executor, f"cluster.work_dir={work / 'grid'}", *GRID_AXES]

@@ -57,6 +57,7 @@ from ito_core.flops import (  # noqa: E402
     forward_flops_per_sample,
     train_flops_per_sample,
 )
+from ito_core.losses import init_logit_bias  # noqa: E402
 from ito_core.models.ito import ItoModel  # noqa: E402
 
 QUICK_ARGS = ["--rounds", "3", "--warmup", "1", "--threads", "1"]  # bench/all.py --quick
@@ -227,8 +228,7 @@ def our_worker(args: argparse.Namespace) -> None:
     from safetensors.torch import load_file
 
     from ito_core.data.tokenizer import trim_padding
-    from ito_core.distributed import DistEnv
-    from ito_core.train import ItoObjective
+    from ito_core.losses import build_objective
 
     torch.set_num_threads(args.threads)
     cfg = load_config([f"model={args.model_config}", *VARIANTS[args.worker]])
@@ -236,7 +236,7 @@ def our_worker(args: argparse.Namespace) -> None:
     inputs = load_file(args.inputs)
     images_BMCHW = inputs["images"][:, : cfg.ito.images].contiguous()
     tokens_BNL = trim_padding(inputs["tokens"][:, : cfg.ito.texts]).contiguous()  # on the CPU batch, as the loader
-    objective = ItoObjective(cfg, DistEnv(0, 0, 1)).to(args.device)
+    objective = build_objective(cfg.loss, cfg.ito, rank=0, world_size=1).to(args.device)
 
     def loss_of(fn: torch.nn.Module, images_BMCHW: torch.Tensor, tokens_BNL: torch.Tensor) -> torch.Tensor:
         return objective(fn(images_BMCHW, tokens_BNL))["loss"]
@@ -258,7 +258,7 @@ def analytic_flops(name: str, model_config: str, text_tokens: int) -> tuple[floa
 
 def build_ours(cfg: RunConfig) -> ItoModel:
     torch.manual_seed(0)  # the CLIP baseline's initial weights are the ones exported to the peer
-    return ItoModel(cfg.model, cfg.ito, cfg.loss)
+    return ItoModel(cfg.model, cfg.ito, logit_bias=init_logit_bias(cfg.loss))
 
 
 def matmul_flops_per_s(threads: int, *, dtype: torch.dtype = torch.float32, n: int = 1024,

@@ -94,8 +94,9 @@ def projection(args: argparse.Namespace, models: dict[str, str] = PROJECTED_MODE
     """One row per (model, variant, GPU count): bytes per GPU and seconds per step, and compute for scale."""
     import torch
 
-    from ito_core.config import load_config
+    from ito_core.config import fuses, load_config
     from ito_core.flops import train_flops_per_sample
+    from ito_core.losses import init_logit_bias
     from ito_core.models.ito import ItoModel
 
     links = Links(args.gpus_per_node, args.nvlink_gbytes, args.node_gbit)
@@ -104,8 +105,9 @@ def projection(args: argparse.Namespace, models: dict[str, str] = PROJECTED_MODE
         for variant, overrides in VARIANTS.items():
             cfg = load_config([f"model={model_config}", *overrides])
             with torch.device("meta"):  # counts parameters without allocating them
-                params = sum(p.numel() for p in ItoModel(cfg.model, cfg.ito, cfg.loss).parameters())
-            fused = cfg.ito.images * cfg.ito.texts if cfg.ito.fusion != "none" and cfg.ito.fusion_weight > 0 else 0
+                model = ItoModel(cfg.model, cfg.ito, logit_bias=init_logit_bias(cfg.loss))
+                params = sum(p.numel() for p in model.parameters())
+            fused = cfg.ito.images * cfg.ito.texts if fuses(cfg.ito) else 0
             features = cfg.ito.images + cfg.ito.texts + fused
             compute_s = (train_flops_per_sample(cfg.model, cfg.ito) * args.batch_per_gpu
                          / (args.peak_tflops * 1e12 * args.mfu))
@@ -136,7 +138,8 @@ def worker(args: argparse.Namespace) -> None:
     from ito_core.config import accumulation_steps, load_config
     from ito_core.data.tokenizer import build_tokenizer
     from ito_core.distributed import init_distributed
-    from ito_core.train import ItoObjective, build_engine, try_update
+    from ito_core.losses import build_objective
+    from ito_core.train import build_engine, try_update
 
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # DeepSpeed prints to stdout: keep it out of the protocol
@@ -145,7 +148,8 @@ def worker(args: argparse.Namespace) -> None:
                        f"deepspeed.precision={args.precision}", f"train.batch_size={args.batch_size}"])
     env = init_distributed()
     engine = build_engine(cfg, env)
-    accum = GradientAccumulation(engine, ItoObjective(cfg, env), steps=accumulation_steps(cfg.train, env.world_size))
+    objective = build_objective(cfg.loss, cfg.ito, rank=env.rank, world_size=env.world_size)
+    accum = GradientAccumulation(engine, objective, steps=accumulation_steps(cfg.train, env.world_size))
     per_rank, size = cfg.train.batch_size // env.world_size, cfg.model.image_size
     seeded = torch.Generator().manual_seed(env.rank)
     images_BMCHW = torch.randn(per_rank, cfg.ito.images, 3, size, size, generator=seeded)

@@ -24,6 +24,7 @@ import submitit
 
 from cluster.executors import build_executor
 from cluster.waiting import record_job, running_job
+from ito_core.artifacts import eval_id
 from ito_core.config import ClusterConfig, RunConfig, as_dict, to_run_config
 from ito_core.storage import build_store, export_shard_endpoint
 
@@ -72,6 +73,11 @@ def work_dir(cfg: RunConfig, run_key: str) -> Path:
     return Path(cfg.cluster.work_dir).resolve() / run_key
 
 
+def staging_dir(cfg: RunConfig, run_key: str) -> Path:
+    """Local copies of the run's store files (checkpoints, model) while a stage works on them."""
+    return work_dir(cfg, run_key) / "staging"
+
+
 TRAIN_JOBS, EVAL_JOBS = "jobs", "eval-jobs"  # a run's job folders in its work_dir, one per stage
 
 
@@ -80,7 +86,7 @@ def submit_training(cfg: RunConfig, *, shard_paths: list[str], shard_samples: li
     work = work_dir(cfg, run_key)
     job = build_executor(cfg.cluster, work / TRAIN_JOBS).submit(
         TrainJob(), as_dict(cfg), shard_paths=shard_paths, shard_samples=shard_samples, run_key=run_key,
-        staging=str(work / "staging"))
+        staging=str(staging_dir(cfg, run_key)))
     record_job(job, cfg.cluster.kind)
     return job
 
@@ -99,18 +105,12 @@ def eval_cluster(cluster: ClusterConfig) -> ClusterConfig:
 def submit_eval(cfg: RunConfig, *, data_keys: dict[str, str], run_key: str) -> submitit.Job:
     work = work_dir(cfg, run_key)
     job = build_executor(eval_cluster(cfg.cluster), work / EVAL_JOBS, name="ito-eval").submit(
-        EvalJob(), as_dict(cfg), data_keys=data_keys, run_key=run_key, staging=str(work / "staging"))
-    record_job(job, cfg.cluster.kind, inputs=_eval_id(cfg))
+        EvalJob(), as_dict(cfg), data_keys=data_keys, run_key=run_key, staging=str(staging_dir(cfg, run_key)))
+    record_job(job, cfg.cluster.kind, inputs=eval_id(cfg))
     return job
 
 
 def running_eval(cfg: RunConfig, run_key: str) -> submitit.Job | None:
     """The run's eval job if it still runs (its submitter died) with ``cfg``'s eval settings: its records are
     the ones ``cfg`` asks for. One evaluating other settings (the rerun changed them) is not waited for."""
-    return running_job(work_dir(cfg, run_key) / EVAL_JOBS, inputs=_eval_id(cfg))
-
-
-def _eval_id(cfg: RunConfig) -> str:
-    from ito_core.eval.stage import eval_id  # here, as in EvalJob: importing cluster.jobs loads no torch
-
-    return eval_id(cfg)
+    return running_job(work_dir(cfg, run_key) / EVAL_JOBS, inputs=eval_id(cfg))

@@ -4,30 +4,17 @@ Axes come from the config's ``sweep`` section (e.g. ``configs/experiment/demo.ya
 ``hydra.sweeper.params`` section, and from overrides; an override on the same key, sweep or fixed,
 replaces the config's axis. ``a=1,2 b=x,y``
 gives the 4 points of the Cartesian product; ranges (``seed=range(3)``) and ``choice(...)`` work too.
-``load_grid`` turns the points into validated configs, composing each distinct set of config-group
-choices once rather than every point (a 100-point grid of values: 1 Hydra composition, not 100).
+``ito_core.config.load_grid`` turns the points into validated configs.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-import ito_core.config
-from ito_core.config import RunConfig, check_known_keys, hydra_sweeper_params, load_config, validate
-
-
-def override_key(override: str) -> str:
-    """``+a.b=1`` -> ``a.b``: the config key an override sets."""
-    return override.split("=", 1)[0].lstrip("+~")
+from ito_core.config import hydra_sweeper_params, load_config, override_key
 
 
 def with_presets(overrides: list[str], presets: dict[str, str]) -> list[str]:
@@ -72,53 +59,3 @@ def grid_axes(points: list[list[str]]) -> list[str]:
     values = [dict(override.partition("=")[::2] for override in point) for point in points]  # last one wins
     keys = dict.fromkeys(key for point in values for key in point)
     return [key for key in keys if len({point.get(key) for point in values}) > 1]
-
-
-def load_grid(points: list[list[str]], *, config_name: str = "config") -> list[RunConfig]:
-    """``[load_config(point) for point in points]``, the same configs and errors, faster.
-
-    Hydra composes the defaults tree (config-group choices, ``+``/``~`` overrides) first and applies
-    plain ``key=value`` overrides to the result afterwards, in order. So points that differ only in
-    values share one composition, merged onto the ``RunConfig`` schema once (100 + 20 ms of YAML loading
-    and merging), and get their values applied to a copy of it (4 ms a point, CPU time)."""
-    try:
-        return _load_grid(points, config_name)
-    except (HydraException, OmegaConfBaseException):
-        # a bad override: let load_config raise its error, which names the key and the fix
-        return [load_config(point, config_name=config_name) for point in points]
-
-
-def _load_grid(points: list[list[str]], config_name: str) -> list[RunConfig]:
-    parser, composed, configs = OverridesParser.create(), {}, []
-    parsed_once: dict[str, Override] = {}  # Hydra's parser takes ~0.2 ms an override; points share most of theirs
-    # CONFIG_DIR read at call time, as load_config reads it
-    with initialize_config_dir(config_dir=str(ito_core.config.CONFIG_DIR), version_base="1.3"):
-        loader, is_group = GlobalHydra.instance().config_loader(), {}
-        for point in points:
-            for text in point:
-                if text not in parsed_once:
-                    parsed_once[text] = parser.parse_override(text)
-            parsed = [parsed_once[text] for text in point]
-            for override in parsed:
-                if override.key_or_group not in is_group:
-                    is_group[override.key_or_group] = bool(loader.get_group_options(override.key_or_group))
-            plain = [_is_plain_value(o) and not is_group[o.key_or_group] for o in parsed]
-            structure = tuple(text for text, p in zip(point, plain, strict=True) if not p)
-            values = [o for o, p in zip(parsed, plain, strict=True) if p]
-            if {o.key_or_group for o in values} & {override_key(text) for text in structure}:
-                structure, values = tuple(point), []  # one key set both ways: Hydra orders them
-            if structure not in composed:  # as to_run_config checks and merges it, once
-                cfg = compose(config_name=config_name, overrides=list(structure))
-                check_known_keys(cfg)
-                composed[structure] = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
-            cfg = copy.deepcopy(composed[structure])
-            for override in values:  # what Hydra does with a plain override after composing (typed here)
-                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
-            configs.append(validate(OmegaConf.to_object(cfg)))  # to_object resolves interpolations
-    return configs
-
-
-def _is_plain_value(override: Override) -> bool:
-    """``key=value`` (no ``+``/``++``/``~``, no package, not a sweep, not ``hydra.*``)."""
-    return not (override.is_add() or override.is_force_add() or override.is_delete() or override.is_sweep_override()
-                or override.is_hydra_override() or override.package is not None)

@@ -1,12 +1,12 @@
 """One Prefect task per pipeline stage; each only calls into ``cluster``/``ito_core``.
 
-Every stage first checks its committed artifact (a manifest in the store, keyed by a hash of its
-inputs: ``runs/<hash of the run's config>/...``, ``data/<hash of the data config>``) and skips itself
-when it exists. That is the sweep's cache: keyed by inputs, never by the flow run, living in the
-store (local or S3) rather than in the Prefect database, and a missing or deleted artifact is
-rebuilt (Prefect's result cache would not notice that). So tasks use ``NO_CACHE``; re-running or
-retrying a sweep redoes only what is missing, and training resumes from its newest checkpoint (or,
-when a killed flow run left its training or eval job running, waits for that job rather than start another).
+Every stage first checks its committed artifacts (a manifest in the store, keyed by a hash of its
+inputs: see ``ito_core.artifacts``) and, when they exist, logs that it skips itself (``reuse``). That is
+the sweep's cache: keyed by inputs, never by the flow run, living in the store (local or S3) rather than
+in the Prefect database, and a missing or deleted artifact is rebuilt (Prefect's result cache would not
+notice that). So tasks use ``NO_CACHE``; re-running or retrying a sweep redoes only what is missing, and
+training resumes from its newest checkpoint (or, when a killed flow run left its training or eval job
+running, waits for that job rather than start another).
 A committed eval also needs the same eval settings: pointing a finished run at other eval sets
 evaluates it again. Eval runs in the flow's process, or as a one-task job with ``eval.executor=job``.
 
@@ -18,39 +18,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
-from cluster.jobs import running_eval, running_training, submit_eval, submit_training, work_dir
+from cluster.jobs import running_eval, running_training, staging_dir, submit_eval, submit_training
 from cluster.waiting import wait_streaming
-from ito_core.config import RunConfig, as_dict, config_hash
+from ito_core.artifacts import RunLayout, committed, prep_keys, read_manifest
+from ito_core.config import RunConfig, as_dict
 from ito_core.eval.stage import committed_eval, run_eval
-from ito_core.prep import prepare, shard_list, train_data_key
-from ito_core.storage import MANIFEST, build_store, export_shard_endpoint, is_committed
+from ito_core.prep import prepare, shard_list
+from ito_core.storage import ArtifactStore, build_store, export_shard_endpoint
 from ito_core.strip import strip
 
 if TYPE_CHECKING:
     import submitit
 
-RUN_IDENTITY = ("model", "ito", "loss", "train", "deepspeed", "seed")
-DATA_IDENTITY = ("data", "eval", "storage")  # what prep's artifacts depend on
+T = TypeVar("T")
 TRAIN_TAG = "ito-train"
-
-
-def run_key(cfg: RunConfig) -> str:
-    """Runs are named by the hash of everything that changes their weights. The data enters as its prep
-    key, so a new data option that leaves the shards alone (loader workers, eval sets) keeps run keys."""
-    identity = {k: v for k, v in as_dict(cfg).items() if k in RUN_IDENTITY}
-    identity["data"] = train_data_key(cfg.data)
-    return f"runs/{config_hash(identity)}"
-
-
-def data_id(cfg: RunConfig) -> str:
-    """Grid points with equal data, eval and storage configs share one prep."""
-    return config_hash({k: v for k, v in as_dict(cfg).items() if k in DATA_IDENTITY})
 
 
 def stage_logger() -> logging.Logger | logging.LoggerAdapter:
@@ -75,21 +62,32 @@ def job_result(stage: str, cfg: RunConfig, key: str, running: submitit.Job | Non
     return wait_streaming(job, logger)
 
 
+def reuse(stage: str, store: ArtifactStore, keys: list[str], read: Callable[[], T | None]) -> T | None:
+    """The stage's result from the store, ``read()``, when all its ``keys`` are committed and ``read`` finds it
+    usable (eval: made with these eval settings); the stage is then skipped, and says so. Else None: it runs."""
+    if not all(committed(store, key) for key in keys) or (result := read()) is None:
+        return None
+    stage_logger().info("%s: %s already committed, skipping", stage, ", ".join(store.url(key) for key in keys))
+    return result
+
+
 @task(name="prep", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="prep {cfg.data.name}")
 def prep_task(cfg: RunConfig) -> dict[str, str]:
+    store, keys = build_store(cfg.storage), prep_keys(cfg.data, cfg.eval)
+    if (done := reuse("prep", store, list(keys.values()), lambda: keys)) is not None:
+        return done
     export_shard_endpoint(cfg.storage)  # user data on s3:// (shards, eval sets) is read with boto3's env config
-    return prepare(cfg.data, cfg.eval, build_store(cfg.storage))
+    return prepare(cfg.data, cfg.eval, store)
 
 
 @task(name="train", cache_policy=NO_CACHE, tags=[TRAIN_TAG], task_run_name="train {key}")
 def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> dict[str, Any]:
-    logger, store = stage_logger(), build_store(cfg.storage)
-    if is_committed(store, f"{key}/train"):
-        logger.info("train: %s already committed, skipping", store.url(f"{key}/train"))
-        return store.read_json(f"{key}/train/{MANIFEST}")
+    store, run = build_store(cfg.storage), RunLayout(key)
+    if (done := reuse("train", store, [run.train], lambda: read_manifest(store, run.train))) is not None:
+        return done
 
     def submit() -> submitit.Job:
-        store.write_json(f"{key}/config.json", as_dict(cfg))
+        store.write_json(run.config, as_dict(cfg))
         shards, counts = shard_list(store, data_keys["train"])
         return submit_training(cfg, shard_paths=shards, shard_samples=counts, run_key=key)
 
@@ -98,10 +96,10 @@ def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> dict[str,
 
 @task(name="strip", retries=1, cache_policy=NO_CACHE, task_run_name="strip {key}")
 def strip_task(cfg: RunConfig, key: str) -> dict[str, Any]:
-    store = build_store(cfg.storage)
-    if is_committed(store, f"{key}/model"):
-        return store.read_json(f"{key}/model/{MANIFEST}")
-    staging = work_dir(cfg, key) / "staging"
+    store, run = build_store(cfg.storage), RunLayout(key)
+    if (done := reuse("strip", store, [run.model], lambda: read_manifest(store, run.model))) is not None:
+        return done
+    staging = staging_dir(cfg, key)
     staging.mkdir(parents=True, exist_ok=True)
     return strip(cfg, store=store, run_key=key, staging=staging)
 
@@ -109,9 +107,9 @@ def strip_task(cfg: RunConfig, key: str) -> dict[str, Any]:
 @task(name="eval", retries=1, cache_policy=NO_CACHE, task_run_name="eval {key}")
 def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> list[dict[str, Any]]:
     store = build_store(cfg.storage)
-    if (records := committed_eval(store, key, cfg)) is not None:
-        return records
+    if (done := reuse("eval", store, [RunLayout(key).eval], lambda: committed_eval(store, key, cfg))) is not None:
+        return done
     if cfg.eval.executor == "job":
         return job_result("eval", cfg, key, running_eval(cfg, key),
                           lambda: submit_eval(cfg, data_keys=data_keys, run_key=key))
-    return run_eval(cfg, store=store, run_key=key, data_keys=data_keys, staging=work_dir(cfg, key) / "staging")
+    return run_eval(cfg, store=store, run_key=key, data_keys=data_keys, staging=staging_dir(cfg, key))

@@ -21,11 +21,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.grid import expand_grid, grid_axes, load_grid, with_presets
+from flows.grid import expand_grid, grid_axes, with_presets
 from flows.plots import plot_metrics
 from flows.report import render_report, report_rows, to_csv
-from flows.stages import data_id, eval_task, prep_task, run_key, strip_task, train_task
-from ito_core.config import RunConfig, config_hash
+from flows.stages import eval_task, prep_task, strip_task, train_task
+from ito_core.artifacts import RUNS, RunLayout, data_id, run_key, sweep_key
+from ito_core.config import RunConfig, config_hash, load_grid
 from ito_core.eval.suite import summary_metrics, summary_plots
 from ito_core.storage import build_store
 
@@ -61,7 +62,8 @@ def point_result(key: str, overrides: list[str], stages: dict[str, PrefectFuture
         except Exception as err:  # the point failed here; its later stages never ran
             return {**result, "status": "failed", "stage": stage, "error": f"{type(err).__name__}: {err}"}
     history = outputs["train"].get("history") or [{}]
-    plots = {name: f"{result['run_key']}/eval/{path}" for name, path in summary_plots(outputs["eval"]).items()}
+    eval_key = RunLayout(key).eval
+    plots = {name: f"{eval_key}/{path}" for name, path in summary_plots(outputs["eval"]).items()}
     return {**result, "status": "ok", "metrics": summary_metrics(outputs["eval"]), "plots": plots,
             "final_loss": history[-1].get("loss", ""), "final_align_loss": history[-1].get("align_loss", "")}
 
@@ -71,13 +73,14 @@ def resume_hint(store_url: str) -> str:
     again = (f"`prefect flow-run retry {runtime.flow_run.id}`, or run deployment `{deployment}` again with the same "
              "parameters" if runtime.deployment.id else "run the same `ito-sweep run ...` again")
     return (f"{again}. Committed stages are skipped and training resumes from the newest checkpoint in "
-            f"`{store_url}/runs/<run>/checkpoints/`; fix the cause first if the error is not transient.")
+            f"`{store_url}/{RunLayout(f'{RUNS}/<run>').checkpoints}/`; fix the cause first if the error is not "
+            "transient.")
 
 
 @task(name="report", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def report_task(results: list[dict[str, Any]], axes: list[str], cfg: RunConfig, sweep: str) -> str:
     """report.md, report.csv, results.json and plot-<axis>.png under ``sweeps/<sweep>/`` + a Prefect artifact."""
-    store, folder = build_store(cfg.storage), f"sweeps/{sweep}"
+    store, folder = build_store(cfg.storage), sweep_key(sweep)
     with tempfile.TemporaryDirectory() as tmp:
         plots = plot_metrics(report_rows(results, axes), axes, Path(tmp))
         store.upload_dir(Path(tmp), folder)

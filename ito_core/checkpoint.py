@@ -28,8 +28,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ito_core.artifacts import committed, read_manifest
 from ito_core.distributed import all_ranks
-from ito_core.storage import MANIFEST, ArtifactStore, commit, disk_full_error, is_committed
+from ito_core.storage import ArtifactStore, commit, disk_full_error
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def tag_for(step: int) -> str:
 
 
 def committed_tags(store: ArtifactStore, key: str) -> list[str]:
-    return [tag for tag in store.list_dirs(key) if tag.startswith("step_") and is_committed(store, f"{key}/{tag}")]
+    return [tag for tag in store.list_dirs(key) if tag.startswith("step_") and committed(store, f"{key}/{tag}")]
 
 
 def checkpoint_dir(store: ArtifactStore, key: str, staging: Path) -> Path:
@@ -104,7 +105,7 @@ def find_resume_point(store: ArtifactStore, key: str, *, world_size: int, zero_s
     tags = committed_tags(store, key)
     if not tags:
         return None
-    manifest = store.read_json(f"{key}/{tags[-1]}/{MANIFEST}")
+    manifest = read_manifest(store, f"{key}/{tags[-1]}")
     saved_world, saved_stage = manifest.get("world_size", world_size), manifest.get("zero_stage", zero_stage)
     if saved_stage != zero_stage:
         raise ValueError(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from ito_core.config import ItoConfig, ModelConfig, TrainConfig
+from ito_core.config import ItoConfig, ModelConfig, TrainConfig, fuses
 
 PEAK_TFLOPS_ENV = "ITO_PEAK_TFLOPS"
 
@@ -40,11 +40,6 @@ def patch_embedding_flops(model: ModelConfig) -> float:
     """Forward FLOPs of the patch embedding of one image view."""
     patches = (model.image_size // model.patch_size) ** 2
     return 2 * patches * 3 * model.patch_size**2 * model.vision_width
-
-
-def fuses(ito: ItoConfig) -> bool:
-    """Whether ``ItoModel`` builds a fusion module (none with ``fusion=none`` or lambda = 0)."""
-    return ito.fusion != "none" and ito.fusion_weight > 0
 
 
 def forward_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens: int | None = None,

@@ -8,6 +8,7 @@ One free function (:func:`gather_features`) and one ``nn.Module`` per loss:
   (image view, caption) pairs (ITO, arXiv 2603.02767).
 - :class:`FusionLoss`: NT-Xent over fused vectors (SimCLR, Chen et al. 2020, arXiv 2002.05709),
   generalised to K >= 2 positives per sample by averaging over them (SupCon, arXiv 2004.11362).
+- :class:`ItoObjective`: the training objective, L = L_align + lambda * L_fusion (ITO, Eq. 5).
 
 Distributed semantics (open_clip ``local_loss=True, gather_with_grad=True``): every rank scores
 its *local* rows against the *gathered* columns, and the gather keeps the autograd graph. The
@@ -36,6 +37,8 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ito_core.config import ItoConfig, LossConfig
 
 
 def gather_features(features: Tensor, *, rank: int, world_size: int) -> Tensor:
@@ -153,6 +156,11 @@ class SigLipLoss(PairLoss):
 ALIGN_LOSSES: dict[str, type[PairLoss]] = {"clip": ClipLoss, "siglip": SigLipLoss}
 
 
+def init_logit_bias(loss: LossConfig) -> float | None:
+    """The model's initial learnable logit bias for ``loss.name``: SigLIP learns one, InfoNCE has none."""
+    return loss.siglip_init_bias if loss.name == "siglip" else None
+
+
 def build_align_loss(name: str, *, rank: int, world_size: int) -> PairLoss:
     """The image-text pair loss named by ``loss.name``."""
     if name not in ALIGN_LOSSES:
@@ -246,3 +254,30 @@ class FusionLoss(nn.Module):
         pos_AP = sample_start_A[:, None] + others_KP[anchor_A % k]
         loss = -log_prob_AC.gather(1, pos_AP).mean()
         return {"fusion_loss": loss}
+
+
+class ItoObjective(nn.Module):
+    """L = L_align (mean over all M x N view/caption pairs) + lambda * L_fusion (ITO, Eq. 5), on the outputs of
+    ``ItoModel``. With M = N = 1 and no fused vectors it is exactly the pair loss."""
+
+    def __init__(self, pair_loss: PairLoss, *, fusion_weight: float, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__()
+        self.align = MultiAlignLoss(pair_loss)
+        self.fusion = FusionLoss(rank=rank, world_size=world_size)
+        self.fusion_weight = fusion_weight
+
+    def forward(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
+        losses = self.align(out["image_features_BMD"], out["text_features_BND"], out["logit_scale"],
+                            out.get("logit_bias"))
+        total = losses["align_loss"]
+        if "fused_BKD" in out:
+            # The fusion loss uses CLIP's temperature but must not move it: detach the scale.
+            losses.update(self.fusion(out["fused_BKD"], out["logit_scale"].detach()))
+            total = total + self.fusion_weight * losses["fusion_loss"]
+        return {"loss": total, **losses, "logit_scale": out["logit_scale"].detach()}
+
+
+def build_objective(loss: LossConfig, ito: ItoConfig, *, rank: int, world_size: int) -> ItoObjective:
+    """The ITO objective of a run's ``loss`` and ``ito`` settings on this rank."""
+    pair = build_align_loss(loss.name, rank=rank, world_size=world_size)
+    return ItoObjective(pair, fusion_weight=ito.fusion_weight, rank=rank, world_size=world_size)

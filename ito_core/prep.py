@@ -1,7 +1,7 @@
 """The prep stage: embedded data sets and user eval sets -> webdataset shards committed to the artifact store.
 
-Artifacts are keyed by a hash of the config that shapes their bytes, so every grid point with
-the same data config shares them, and a committed artifact is never rebuilt.
+Artifacts are keyed by a hash of the config that shapes their bytes (``ito_core.artifacts``), so every grid
+point with the same data config shares them, and a committed artifact is never rebuilt.
 """
 
 from __future__ import annotations
@@ -15,35 +15,16 @@ from typing import Any
 
 from braceexpand import braceexpand
 
-from ito_core.config import DataConfig, EvalConfig, config_hash
+from ito_core.artifacts import committed, prep_keys, read_manifest
+from ito_core.config import DataConfig, EvalConfig
 from ito_core.data.embedded import Sample, embedded_eval_classes, fashion_mnist_samples, shapes_samples
 from ito_core.data.eval_sets import EvalSource, check_eval_tasks, read_eval_source
 from ito_core.data.loader import iter_shard_samples
-from ito_core.data.raw_prep import prepare_raw, raw_prep_config
+from ito_core.data.raw_prep import prepare_raw
 from ito_core.data.shards import write_shards
-from ito_core.storage import MANIFEST, ArtifactStore, commit, disk_full_error, is_committed
+from ito_core.storage import ArtifactStore, commit, disk_full_error
 
 log = logging.getLogger(__name__)
-
-# Bump when the bytes prep writes change for the same config (new resize, new caption templates).
-PREP_VERSION = 1
-
-
-def train_data_key(data: DataConfig) -> str:
-    if data.name == "raw":
-        return f"data/train-{config_hash(raw_prep_config(data))}"
-    fields = {k: getattr(data, k) for k in ("name", "sources", "shards", "image_size", "samples_per_shard",
-                                            "max_train_samples", "shapes_train", "jpeg_quality")}
-    return f"data/train-{config_hash({'v': PREP_VERSION, **fields})}"
-
-
-def eval_data_key(name: str, data: DataConfig, eval_cfg: EvalConfig) -> str:
-    fields = {"name": name, "image_size": data.image_size, "max_samples": eval_cfg.max_samples,
-              "shapes_eval": data.shapes_eval}
-    if name in eval_cfg.datasets:  # a user set: its source spec decides what the shards hold
-        fields["source"] = eval_cfg.datasets[name]
-    return f"data/eval-{name}-{config_hash({'v': PREP_VERSION, **fields})}"
-
 
 def _interleave(streams: list[Iterator[Sample]]) -> Iterator[Sample]:
     """Round-robin over sources so every shard mixes them."""
@@ -117,8 +98,8 @@ def _index_external(store: ArtifactStore, key: str, data: DataConfig) -> None:
 
 def prepare(data: DataConfig, eval_cfg: EvalConfig, store: ArtifactStore) -> dict[str, str]:
     """Write (or reuse) the train shards and the eval sets; return their store keys."""
-    keys = {"train": train_data_key(data)}
-    if is_committed(store, keys["train"]):  # checked first: building a sample stream reads the source files
+    keys = prep_keys(data, eval_cfg)
+    if committed(store, keys["train"]):  # checked first: building a sample stream reads the source files
         log.info("prep: %s already committed, reusing it", store.url(keys["train"]))
     elif data.name == "webdataset":
         _index_external(store, keys["train"], data)
@@ -126,18 +107,16 @@ def prepare(data: DataConfig, eval_cfg: EvalConfig, store: ArtifactStore) -> dic
         prepare_raw(data, store, keys["train"])
     else:
         _write(store, keys["train"], _train_samples(data), data)
-    sets = (eval_cfg.zero_shot, eval_cfg.retrieval, eval_cfg.linear_probe, eval_cfg.modality_gap)
-    for name in dict.fromkeys(filter(None, sets)):
-        keys[name] = eval_data_key(name, data, eval_cfg)
-        if not is_committed(store, keys[name]):  # reading a user set's listing or index is not free
+    for name, key in keys.items():
+        if name != "train" and not committed(store, key):  # reading a user set's listing or index is not free
             source = _eval_source(name, data, eval_cfg)
-            _write(store, keys[name], source.samples, data, source.manifest_fields())
+            _write(store, key, source.samples, data, source.manifest_fields())
     return keys
 
 
 def shard_urls(store: ArtifactStore, key: str) -> tuple[list[str], int]:
     """URLs (local paths or s3://, both streamed by the loader) and total sample count of a shard set."""
-    manifest = store.read_json(f"{key}/{MANIFEST}")
+    manifest = read_manifest(store, key)
     urls = [shard.get("url") or store.url(f"{key}/{shard['name']}") for shard in manifest["shards"]]
     return urls, manifest["num_samples"]
 
@@ -145,4 +124,4 @@ def shard_urls(store: ArtifactStore, key: str) -> tuple[list[str], int]:
 def shard_list(store: ArtifactStore, key: str) -> tuple[list[str], list[int]]:
     """URLs of a shard set and each shard's sample count (the training order is built from them)."""
     urls, _ = shard_urls(store, key)
-    return urls, [shard["num_samples"] for shard in store.read_json(f"{key}/{MANIFEST}")["shards"]]
+    return urls, [shard["num_samples"] for shard in read_manifest(store, key)["shards"]]

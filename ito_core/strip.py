@@ -26,13 +26,13 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from ito_core import checkpoint
+from ito_core.artifacts import RunLayout, committed, read_manifest, train_data_key
 from ito_core.config import ModelConfig, RunConfig, as_dict
 from ito_core.data import tokenizer as clip_bpe
 from ito_core.export import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, export_open_clip
 from ito_core.models.dual_encoder import DualEncoder
 from ito_core.models.ito import ENCODER_PREFIX
-from ito_core.prep import train_data_key
-from ito_core.storage import MANIFEST, ArtifactStore, commit
+from ito_core.storage import ArtifactStore, commit
 
 WEIGHTS, MODEL_CONFIG = "model.safetensors", "model_config.json"
 TOKENIZER_SPEC, MODEL_CARD = "tokenizer_spec.json", "README.md"
@@ -142,9 +142,9 @@ Training-only weights (the fusion module) were dropped: the model has exactly a 
 def _data_manifest(store: ArtifactStore, cfg: RunConfig) -> tuple[str, str]:
     """(store key, sha256 of its canonical JSON) of the training data's manifest; "unknown" if not in the store."""
     key = train_data_key(cfg.data)
-    if not store.exists(f"{key}/{MANIFEST}"):
+    if not committed(store, key):
         return key, "unknown"
-    blob = json.dumps(store.read_json(f"{key}/{MANIFEST}"), sort_keys=True, separators=(",", ":"))
+    blob = json.dumps(read_manifest(store, key), sort_keys=True, separators=(",", ":"))
     return key, hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -160,17 +160,18 @@ def write_model_folder(state: dict[str, torch.Tensor], cfg: RunConfig, out_dir: 
 
 def write_model_card(cfg: RunConfig, *, store: ArtifactStore, run_key: str, records: list[dict[str, Any]]) -> None:
     """Rewrite ``<run_key>/model/README.md`` with the eval summary (for the eval stage)."""
-    manifest = store.read_json(f"{run_key}/model/{MANIFEST}")
-    store.write_text(f"{run_key}/model/{MODEL_CARD}", model_card(cfg, manifest, records))
+    model = RunLayout(run_key).model
+    store.write_text(f"{model}/{MODEL_CARD}", model_card(cfg, read_manifest(store, model), records))
 
 
 def strip(cfg: RunConfig, *, store: ArtifactStore, run_key: str, staging: Path) -> dict[str, Any]:
     """Consolidate the run's final checkpoint and commit ``<run_key>/model``."""
-    train_manifest = store.read_json(f"{run_key}/train/manifest.json")
-    tag, ckpt_key = train_manifest["checkpoint"], f"{run_key}/checkpoints"
-    ckpt_dir = checkpoint.checkpoint_dir(store, ckpt_key, staging / "checkpoints")
-    if store.local_dir(ckpt_key) is None:
-        store.download_dir(f"{ckpt_key}/{tag}", ckpt_dir / tag)
+    run = RunLayout(run_key)
+    train_manifest = read_manifest(store, run.train)
+    tag = train_manifest["checkpoint"]
+    ckpt_dir = checkpoint.checkpoint_dir(store, run.checkpoints, staging / "checkpoints")
+    if store.local_dir(run.checkpoints) is None:
+        store.download_dir(run.checkpoint(tag), ckpt_dir / tag)
     full = consolidate(ckpt_dir, tag, zero_stage=cfg.deepspeed.zero_stage)
     state = encoder_state(full)
     data_key, data_hash = _data_manifest(store, cfg)
@@ -179,9 +180,9 @@ def strip(cfg: RunConfig, *, store: ArtifactStore, run_key: str, staging: Path) 
                 "dropped_parameters": sum(v.numel() for k, v in full.items() if not k.startswith(ENCODER_PREFIX)),
                 "steps": train_manifest.get("step"), "final_loss": history[-1].get("loss"),
                 "data_key": data_key, "data_manifest_sha256": data_hash,
-                "source_checkpoint": store.url(f"{ckpt_key}/{tag}")}
+                "source_checkpoint": store.url(run.checkpoint(tag))}
     with tempfile.TemporaryDirectory(dir=staging) as tmp:
         write_model_folder(state, cfg, Path(tmp), manifest)
-        store.upload_dir(Path(tmp), f"{run_key}/model")
-    commit(store, f"{run_key}/model", manifest)
+        store.upload_dir(Path(tmp), run.model)
+    commit(store, run.model, manifest)
     return manifest

@@ -37,13 +37,14 @@ from torch import nn
 from ito_core import checkpoint
 from ito_core.accumulation import GradientAccumulation
 from ito_core.activation_checkpointing import apply_activation_checkpointing
+from ito_core.artifacts import RunLayout
 from ito_core.config import RunConfig, accumulation_steps, as_dict
 from ito_core.data.augment import MultiViewAugment
 from ito_core.data.loader import TrainStream, build_train_loader, resume_batch
 from ito_core.data.tokenizer import build_tokenizer
 from ito_core.distributed import DistEnv, all_ranks, init_distributed
 from ito_core.flops import mfu, peak_flops, train_flops_per_sample
-from ito_core.losses import FusionLoss, MultiAlignLoss, build_align_loss
+from ito_core.losses import build_objective, init_logit_bias
 from ito_core.models.ito import ItoModel
 from ito_core.storage import ArtifactStore, commit
 from ito_core.tracking import Tracker
@@ -110,7 +111,7 @@ def build_engine(cfg: RunConfig, env: DistEnv, *, load_universal: bool = False) 
 
     check_precision(cfg.deepspeed.precision)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = ItoModel(cfg.model, cfg.ito, cfg.loss)
+    model = ItoModel(cfg.model, cfg.ito, logit_bias=init_logit_bias(cfg.loss))
     if cfg.train.activation_checkpointing:
         apply_activation_checkpointing(model)
     optimizer = build_optimizer(model, cfg)
@@ -123,32 +124,12 @@ def build_engine(cfg: RunConfig, env: DistEnv, *, load_universal: bool = False) 
     return engine
 
 
-class ItoObjective(nn.Module):
-    """L = L_align (mean over all M x N view/caption pairs) + lambda * L_fusion (ITO, Eq. 5)."""
-
-    def __init__(self, cfg: RunConfig, env: DistEnv) -> None:
-        super().__init__()
-        pair = build_align_loss(cfg.loss.name, rank=env.rank, world_size=env.world_size)
-        self.align = MultiAlignLoss(pair)
-        self.fusion = FusionLoss(rank=env.rank, world_size=env.world_size)
-        self.fusion_weight = cfg.ito.fusion_weight
-
-    def forward(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        losses = self.align(out["image_features_BMD"], out["text_features_BND"], out["logit_scale"],
-                            out.get("logit_bias"))
-        total = losses["align_loss"]
-        if "fused_BKD" in out:
-            # The fusion loss uses CLIP's temperature but must not move it: detach the scale.
-            losses.update(self.fusion(out["fused_BKD"], out["logit_scale"].detach()))
-            total = total + self.fusion_weight * losses["fusion_loss"]
-        return {"loss": total, **losses, "logit_scale": out["logit_scale"].detach()}
-
-
 def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], store: ArtifactStore, run_key: str,
           staging: Path) -> dict[str, Any]:
-    """Train (or resume) one run; rank 0 commits ``<run_key>/train/manifest.json`` at the end.
+    """Train (or resume) one run; rank 0 commits ``<run_key>/train`` (its summary) at the end.
     ``shard_samples``: each shard's sample count (the prep manifest's), which fixes the data order."""
-    env, ckpt_key, total = init_distributed(), f"{run_key}/checkpoints", cfg.train.steps
+    env, run, total = init_distributed(), RunLayout(run_key), cfg.train.steps
+    ckpt_key = run.checkpoints
     resume = checkpoint.find_resume_point(store, ckpt_key, world_size=env.world_size,
                                           zero_stage=cfg.deepspeed.zero_stage)
     engine = build_engine(cfg, env, load_universal=resume is not None and resume.universal)
@@ -159,7 +140,8 @@ def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], s
         log.info("engine ready: ZeRO-%d %s, world size %d, at step %d", cfg.deepspeed.zero_stage,
                  cfg.deepspeed.precision, env.world_size, state["step"])
     device, dtype = engine.device, DTYPES[cfg.deepspeed.precision]
-    accum = GradientAccumulation(engine, ItoObjective(cfg, env), steps=accumulation_steps(cfg.train, env.world_size))
+    objective = build_objective(cfg.loss, cfg.ito, rank=env.rank, world_size=env.world_size)
+    accum = GradientAccumulation(engine, objective, steps=accumulation_steps(cfg.train, env.world_size))
     augment = MultiViewAugment(image_size=cfg.model.image_size, num_views=cfg.ito.images).to(device)
     stream = TrainStream(
         shard_paths, batch_size=cfg.train.batch_size // env.world_size, num_texts=cfg.ito.texts,
@@ -191,7 +173,7 @@ def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], s
     summary = {"step": state["step"], "checkpoint": checkpoint.tag_for(state["step"]),
                "history": state["history"], "config": as_dict(cfg)}
     if env.rank == 0:
-        commit(store, f"{run_key}/train", summary)
+        commit(store, run.train, summary)
     tracker.finish()
     return summary
 

@@ -54,7 +54,7 @@ from ito_core.data.loader import iter_shard_samples
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Not files.IMAGE_EXTENSIONS: more members would change eval shards under unchanged keys (prep.PREP_VERSION).
+# Not files.IMAGE_EXTENSIONS: more members would change eval shards under unchanged keys (artifacts.PREP_VERSION).
 WDS_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 CLASSNAMES_FILE = "classnames.txt"
 IMAGENET_CLASSNAMES = Path(__file__).with_name("imagenet_classnames.txt")  # see LICENSE-imagenet-classnames

@@ -46,33 +46,25 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ito_core.artifacts import committed, raw_prep_config, read_manifest
 from ito_core.config import DataConfig, config_hash
 from ito_core.data.files import read_bytes
 from ito_core.data.shard_writer import SIDECAR_SUFFIX, ShardTask, add_example, shard_name, spill_sample, write_shard
 from ito_core.data.shards import MANIFEST_VERSION, clean_captions
 from ito_core.data.sources import RawRecord, read_records
 from ito_core.data.transcode import TranscodeOptions
-from ito_core.storage import MANIFEST, ArtifactStore, commit, is_committed
+from ito_core.storage import ArtifactStore, commit
 
 log = logging.getLogger(__name__)
 
-# Bump when the bytes this path writes change for the same input and config.
-RAW_PREP_VERSION = 2  # 2: folders and img2dataset tars also take .ppm .pgm .tif .tiff images
 FETCH_THREADS = 16  # image reads in flight (S3 GETs are latency-bound)
-# Config fields that shape the output bytes (not prep_workers / num_workers: they change no byte).
-RAW_FIELDS = ("name", "input_kind", "input", "caption_columns", "image_column", "image_size", "resize_mode",
-              "jpeg_quality", "min_image_size", "max_aspect_ratio", "max_pixels", "samples_per_shard")
-
-
-def raw_prep_config(data: DataConfig) -> dict[str, Any]:
-    return {"v": RAW_PREP_VERSION, **{name: getattr(data, name) for name in RAW_FIELDS}}
 
 
 def prepare_raw(data: DataConfig, store: ArtifactStore, key: str) -> dict[str, Any]:
     """Write (or finish, or reuse) the shards of ``data.input`` under ``key``; return the manifest."""
-    if is_committed(store, key):
+    if committed(store, key):
         log.info("prep: %s already committed, reusing it", store.url(key))
-        return store.read_json(f"{key}/{MANIFEST}")
+        return read_manifest(store, key)
     options = TranscodeOptions(image_size=data.image_size, resize_mode=data.resize_mode,
                                jpeg_quality=data.jpeg_quality, min_size=data.min_image_size,
                                max_aspect=data.max_aspect_ratio, max_pixels=data.max_pixels)

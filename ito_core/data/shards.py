@@ -24,10 +24,10 @@ from PIL import Image
 
 from ito_core.data.embedded import Sample
 from ito_core.data.shard_writer import TAR_MTIME, sha256_file, write_json_atomic
+from ito_core.storage import MANIFEST
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 _MAX_LOGGED_SKIPS = 10  # per-sample warnings; the rest only count in the manifest
 _BAD_KEY = re.compile(r"[./\s]")  # webdataset splits member names at the first "." after the last "/"
@@ -57,7 +57,7 @@ def write_shards(
         raise ValueError(f"write_shards(prefix={prefix!r}): use letters, digits, '_' and '-' only")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    (out_dir / MANIFEST).unlink(missing_ok=True)
 
     counts: dict[str, int] = {}  # shard name -> samples, in write order
     skipped: Counter[str] = Counter()
@@ -94,13 +94,13 @@ def write_shards(
         "num_samples": kept,
         "stats": {"kept": kept, "skipped": dict(sorted(skipped.items()))},
     }
-    write_json_atomic(out_dir / MANIFEST_NAME, manifest)
+    write_json_atomic(out_dir / MANIFEST, manifest)
     return manifest
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:
     """The manifest of a completed prep in ``out_dir`` (a missing one means prep did not finish)."""
-    path = Path(out_dir) / MANIFEST_NAME
+    path = Path(out_dir) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: prep not complete for {out_dir} (re-run the prep stage)")
     return json.loads(path.read_text())

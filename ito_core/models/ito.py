@@ -13,19 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ito_core.config import ItoConfig, LossConfig, ModelConfig
-from ito_core.fusion import build_fusion
+from ito_core.config import ItoConfig, ModelConfig, fuses
 from ito_core.models.dual_encoder import DualEncoder
+from ito_core.models.fusion import build_fusion
 
 ENCODER_PREFIX = "encoder."
 
 
 class ItoModel(nn.Module):
-    def __init__(self, model: ModelConfig, ito: ItoConfig, loss: LossConfig) -> None:
+    def __init__(self, model: ModelConfig, ito: ItoConfig, *, logit_bias: float | None = None) -> None:
+        """``logit_bias``: the initial learnable logit bias (``losses.init_logit_bias``), None for no bias."""
         super().__init__()
-        bias = loss.siglip_init_bias if loss.name == "siglip" else None
-        self.encoder = DualEncoder(model, logit_bias=bias)
-        self.fusion = build_fusion(model, ito) if ito.fusion_weight > 0 else None
+        self.encoder = DualEncoder(model, logit_bias=logit_bias)
+        self.fusion = build_fusion(model, ito) if fuses(ito) else None
 
     def forward(self, images_BMCHW: torch.Tensor, tokens_BNL: torch.Tensor) -> dict[str, torch.Tensor]:
         B, M, N = images_BMCHW.shape[0], images_BMCHW.shape[1], tokens_BNL.shape[1]

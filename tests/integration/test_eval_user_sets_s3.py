@@ -10,7 +10,8 @@ import pytest
 from fixtures.s3_server import S3Bucket
 from unit.eval.test_user_sets import NO_EMBEDDED, commit_random_model, write_class_tree
 
-from flows.stages import eval_task, prep_task, run_key
+from flows.stages import eval_task, prep_task
+from ito_core.artifacts import run_key
 from ito_core.config import load_config
 from ito_core.eval.stage import committed_eval
 from ito_core.storage import MANIFEST, build_store

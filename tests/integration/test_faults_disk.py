@@ -8,9 +8,10 @@ import errno
 
 import pytest
 
+from ito_core.artifacts import committed, train_data_key
 from ito_core.config import load_config
-from ito_core.prep import prepare, train_data_key
-from ito_core.storage import LocalStore, is_committed
+from ito_core.prep import prepare
+from ito_core.storage import LocalStore
 
 NO_EVAL = ("eval.zero_shot=", "eval.retrieval=", "eval.linear_probe=", "eval.modality_gap=")
 
@@ -28,11 +29,11 @@ def test_disk_full_while_writing_shards(small_disk) -> None:
     message = str(failure.value)
     assert f"disk full: no space left on device writing the shards of {store.url(key)}" in message, message
     assert "Nothing was committed" in message and "point storage.root at a larger disk" in message
-    assert not is_committed(store, key) and not list(root.rglob("*.tar")), "partial shards deleted, space freed"
+    assert not committed(store, key) and not list(root.rglob("*.tar")), "partial shards deleted, space freed"
     cfg_fits = load_config(["data.sources=[shapes]", "data.shapes_train=100", "data.samples_per_shard=50",
                             f"storage.root={root}", *NO_EVAL])
     prepare(cfg_fits.data, cfg_fits.eval, store)  # the freed space is usable again
-    assert is_committed(store, train_data_key(cfg_fits.data))
+    assert committed(store, train_data_key(cfg_fits.data))
 
 
 def test_disk_full_while_the_store_writes_a_file(small_disk) -> None:

@@ -30,7 +30,7 @@ from fixtures.s3_server import S3Bucket, S3Server
 from integration.test_prefect_deployment import aws_env, sweep_overrides
 
 from flows.grid import expand_grid
-from flows.stages import run_key
+from ito_core.artifacts import run_key
 from ito_core.config import load_config
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.s3, pytest.mark.timeout(600)]

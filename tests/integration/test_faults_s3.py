@@ -65,9 +65,9 @@ def test_upload_killed_midway_then_a_30s_outage_during_an_upload(
     cfg, store = s3_config(tmp_path, s3_bucket)
     server, step4 = s3_bucket.server, f"exp/{CKPTS}/{tag_for(4)}/"
 
-    # Rank 0 dies uploading step 4, after its first file (each S3 call goes through _S3Calls.call).
+    # Rank 0 dies uploading step 4, after its first file (each S3 call goes through S3Calls.call).
     killed = ranks.start(cfg, shards=small_shards, name="upload-killed", env=aws_env(),
-                         fault=Fault("ito_core.storage._S3Calls.call", match=f"/{tag_for(4)}/", nth=2))
+                         fault=Fault("ito_core.storage.s3.S3Calls.call", match=f"/{tag_for(4)}/", nth=2))
     assert killed.join(120)[0] == -signal.SIGKILL
     assert committed_tags(store, CKPTS) == [tag_for(2)]
     assert objects(s3_bucket, step4) == ["mp_rank_00_model_states.pt"], "one file up, no manifest"

@@ -28,8 +28,8 @@ from fixtures.prefect_server import Background, PrefectServer, serving, venv_scr
 from fixtures.s3_server import S3Bucket, S3Server
 
 from flows.grid import expand_grid, override_key
-from flows.stages import run_key
 from flows.sweep import artifact_key
+from ito_core.artifacts import run_key
 from ito_core.config import load_config
 
 pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(600)]

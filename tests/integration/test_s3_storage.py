@@ -18,8 +18,9 @@ import torch
 from fixtures.s3_server import S3Bucket
 from unit.test_storage import WEIRD, StoreContract, make_artifact
 
+from ito_core.artifacts import committed
 from ito_core.data.loader import TrainStream, build_train_loader, open_shard
-from ito_core.storage import MANIFEST, S3Store, StorageError, commit, is_committed
+from ito_core.storage import MANIFEST, S3Store, StorageError, commit
 
 pytestmark = pytest.mark.s3
 
@@ -43,7 +44,7 @@ def test_committed_artifact_survives_a_server_restart(store: S3Store, s3_bucket:
     commit(store, "art", {"files": 2})
     s3_bucket.server.stop()
     s3_bucket.server.start()
-    assert is_committed(store, "art") and store.list_dirs("") == ["art"]
+    assert committed(store, "art") and store.list_dirs("") == ["art"]
     local = store.download_dir("art", tmp_path / "back")
     assert (local / "a.bin").read_bytes() == (source / "a.bin").read_bytes()
 
@@ -60,7 +61,7 @@ def test_calls_ride_out_a_short_outage(store: S3Store, s3_bucket: S3Bucket, capl
     finally:
         restart.join()
     assert server.running and time.monotonic() - start >= 1.5
-    assert is_committed(store, "during") and "retrying" in caplog.text
+    assert committed(store, "during") and "retrying" in caplog.text
     assert server.key not in _our_log(caplog) and server.secret not in caplog.text
 
 

@@ -29,10 +29,11 @@ from ito_core.checkpoint import committed_tags, tag_for
 from ito_core.config import RunConfig, accumulation_steps
 from ito_core.distributed import DistEnv, free_port
 from ito_core.flops import PEAK_TFLOPS_ENV
+from ito_core.losses import ItoObjective, build_objective, init_logit_bias
 from ito_core.models.ito import ItoModel
 from ito_core.storage import LocalStore
 from ito_core.strip import consolidate
-from ito_core.train import ItoObjective, build_engine, check_precision, train, try_update
+from ito_core.train import build_engine, check_precision, train, try_update
 
 EOT = 49407
 
@@ -56,7 +57,8 @@ def one_step(cfg: RunConfig) -> tuple[dict[str, float], dict[str, torch.Tensor]]
     with one_rank_group() as env:
         engine = build_engine(cfg, env)
         steps = accumulation_steps(cfg.train, env.world_size)
-        accum = GradientAccumulation(engine, ItoObjective(cfg, env), steps=steps)
+        objective = build_objective(cfg.loss, cfg.ito, rank=env.rank, world_size=env.world_size)
+        accum = GradientAccumulation(engine, objective, steps=steps)
         images, tokens = fixed_batch()
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg.deepspeed.precision]
         losses = {k: v.item() for k, v in accum.forward(images.to(dtype), tokens).items()}
@@ -99,8 +101,9 @@ class SummingEngine:
 def accumulated_grads(cfg: RunConfig, env: DistEnv, images: torch.Tensor, tokens: torch.Tensor,
                       steps: int) -> tuple[float, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
-    model = ItoModel(cfg.model, cfg.ito, cfg.loss).double()
-    accum = GradientAccumulation(SummingEngine(model), ItoObjective(cfg, env), steps=steps)
+    model = ItoModel(cfg.model, cfg.ito, logit_bias=init_logit_bias(cfg.loss)).double()
+    objective = build_objective(cfg.loss, cfg.ito, rank=env.rank, world_size=env.world_size)
+    accum = GradientAccumulation(SummingEngine(model), objective, steps=steps)
     loss = accum.forward(images.double(), tokens)["loss"].item()
     accum.backward()
     return loss, {name: p.grad for name, p in model.named_parameters()}

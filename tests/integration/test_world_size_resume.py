@@ -1,9 +1,10 @@
 """Resume at another world size: a 2-rank ZeRO run killed after step 3 resumes with 1 rank.
 
 The 2-rank run (micro batch 8, no accumulation) and the 1-rank resume (micro batch 8, 2
-accumulation steps) share the global batch of 16, so the resumed run reads the samples the
-2-rank run would have read next. The checkpoint's manifest says it was written by 2 ranks, so
-the 1-rank job converts it to a DeepSpeed universal checkpoint before loading it.
+accumulation steps) share the global batch of 16, so the resumed run continues at step 3 of the
+1-rank data order (ito_core/data/loader.py: each rank reads whole shards, so the order depends on
+the world size). The checkpoint's manifest says it was written by 2 ranks, so the 1-rank job
+converts it to a DeepSpeed universal checkpoint before loading it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.grid import load_grid
 from ito_core import config as C
 
 GROUP_SCHEMAS = {"model": C.ModelConfig, "data": C.DataConfig, "ito": C.ItoConfig, "loss": C.LossConfig,
@@ -84,7 +83,7 @@ def test_keys_added_with_plus_are_refused_unless_the_section_is_a_dict(override:
     with pytest.raises(ValueError, match=rf"unknown key\(s\) \['{re.escape(key)}'\]"):
         C.load_config([override])
     with pytest.raises(ValueError, match=re.escape(key)):
-        load_grid([[override], ["seed=1"]])
+        C.load_grid([[override], ["seed=1"]])
     assert C.load_config(["+eval.datasets.mine=folder:/data/mine"]).eval.datasets == {"mine": "folder:/data/mine"}
 
 

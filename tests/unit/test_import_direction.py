@@ -1,10 +1,13 @@
 """Imports point one way: flows -> cluster -> ito_core. ito_core never imports prefect or submitit,
-cluster never imports prefect (checked in a fresh interpreter with those packages blocked)."""
+cluster never imports prefect (checked in a fresh interpreter with those packages blocked), and inside
+ito_core the layers of ``LAYERS`` only import downwards (checked on the sources)."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +33,59 @@ def test_package_does_not_import_upstream_layers(package: str, blocked: tuple[st
     code = BLOCK_AND_IMPORT.format(package=package, blocked=blocked)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+# Lowest first: a module may import from its own layer and the layers below it, never from one above. The longest
+# prefix names a module's layer (ito_core.eval.stage is a stage; the rest of ito_core.eval are components).
+LAYERS = (
+    ("ito_core.storage",),  # local/S3 stores: no other ito_core module
+    ("ito_core.config",),  # schema, validation, loading
+    ("ito_core.artifacts", "ito_core.distributed", "ito_core.flops", "ito_core.tracking"),  # keys, process group
+    ("ito_core.models", "ito_core.losses", "ito_core.data", "ito_core.eval", "ito_core.accumulation",
+     "ito_core.activation_checkpointing", "ito_core.checkpoint", "ito_core.export"),  # components
+    ("ito_core.prep", "ito_core.train", "ito_core.strip", "ito_core.eval.stage"),  # the stages
+    ("cluster",),
+    ("flows",),
+)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def layer_of(module: str) -> int:
+    matches = [(len(prefix), rank) for rank, prefixes in enumerate(LAYERS) for prefix in prefixes
+               if module == prefix or module.startswith(prefix + ".")]
+    assert matches, f"{module} is in no layer: add it to LAYERS"
+    return max(matches)[1]
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """Modules of this project ``path`` imports when it runs (``if TYPE_CHECKING:`` blocks left out)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            return
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names if node.module == "ito_core")
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return {name for name in found if name.split(".")[0] in ("ito_core", "cluster", "flows") and name != "ito_core"}
+
+
+def test_no_module_imports_from_a_higher_layer() -> None:
+    upward = []
+    for path in sorted(p for package in ("ito_core", "cluster", "flows") for p in (ROOT / package).rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        upward += [f"{module} -> {dep}" for dep in sorted(runtime_imports(path)) if layer_of(dep) > layer_of(module)]
+    assert not upward, f"imports from a higher layer: {upward}"
+
+
+def test_naming_a_run_loads_no_torch() -> None:
+    """The flow process names runs and checks what is committed without the training or prep stack."""
+    code = "import sys, ito_core.artifacts, cluster.jobs; print(sorted({'torch', 'deepspeed'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr[-2000:]

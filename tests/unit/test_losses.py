@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ito_core.config import ItoConfig, LossConfig
 from ito_core.losses import (
     ALIGN_LOSSES,
     ClipLoss,
@@ -16,6 +17,8 @@ from ito_core.losses import (
     MultiAlignLoss,
     SigLipLoss,
     build_align_loss,
+    build_objective,
+    init_logit_bias,
 )
 
 SCALE = torch.tensor(1 / 0.07)
@@ -126,6 +129,31 @@ def test_multi_align_is_mean_over_pairs(name):
     multi = MultiAlignLoss(pair)(img_BMD, txt_BND, SCALE, BIAS)["align_loss"]
     pairs = [pair(img_BMD[:, m], txt_BND[:, n], SCALE, BIAS) for m in range(2) for n in range(3)]
     torch.testing.assert_close(multi, torch.stack(pairs).mean())
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_ito_objective_at_one_view_one_caption_and_lambda_zero_is_clip_bitwise(fused):
+    """L = L_align + lambda * L_fusion is CLIP's InfoNCE at M = N = 1, lambda = 0, with or without fused vectors."""
+    ito = ItoConfig(images=1, texts=1, fusion="transformer", fusion_weight=0.0)
+    out = {"image_features_BMD": unit(8, 1, 16, seed=5), "text_features_BND": unit(8, 1, 16, seed=6),
+           "logit_scale": SCALE, **({"fused_BKD": unit(8, 2, 16, seed=7)} if fused else {})}
+    losses = build_objective(LossConfig(name="clip"), ito, rank=0, world_size=1)(out)
+    clip = ClipLoss()(out["image_features_BMD"][:, 0], out["text_features_BND"][:, 0], SCALE)
+    assert torch.equal(losses["loss"], clip) and torch.equal(losses["align_loss"], clip)
+    assert ("fusion_loss" in losses) == fused
+
+
+def test_ito_objective_adds_lambda_times_the_fusion_loss():
+    out = {"image_features_BMD": unit(8, 2, 16, seed=1), "text_features_BND": unit(8, 1, 16, seed=2),
+           "logit_scale": SCALE, "fused_BKD": unit(8, 2, 16, seed=3)}
+    losses = build_objective(LossConfig(name="clip"), ItoConfig(fusion_weight=2.0), rank=0, world_size=1)(out)
+    fusion = FusionLoss()(out["fused_BKD"], SCALE)["fusion_loss"]
+    torch.testing.assert_close(losses["loss"], losses["align_loss"] + 2.0 * fusion, rtol=0, atol=0)
+
+
+def test_only_siglip_gives_the_model_a_logit_bias():
+    assert init_logit_bias(LossConfig(name="clip")) is None
+    assert init_logit_bias(LossConfig(name="siglip", siglip_init_bias=-7.0)) == -7.0
 
 
 # ---- invariants ----------------------------------------------------------------------------------

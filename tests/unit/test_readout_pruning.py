@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ito_core.config import ItoConfig, LossConfig, ModelConfig
+from ito_core.config import ItoConfig, ModelConfig
 from ito_core.data.tokenizer import build_tokenizer, trim_padding
 from ito_core.models.ito import ItoModel
 from ito_core.models.transformer import Transformer, gather_rows
@@ -59,7 +59,7 @@ def test_transformer_rows_equal_the_gathered_full_output(causal: bool) -> None:
 @pytest.mark.parametrize("readout", ["cls", "token", "mean"])
 def test_ito_model_is_unchanged_by_trimming(readout: str) -> None:
     torch.manual_seed(0)
-    model = ItoModel(MODEL, ItoConfig(images=2, texts=2, readout=readout), LossConfig())
+    model = ItoModel(MODEL, ItoConfig(images=2, texts=2, readout=readout))
     images_BMCHW = torch.randn(2, 2, 3, 32, 32)
     tokens_BNL = tokens().view(2, 2, -1)
     trimmed_BNL = trim_padding(tokens_BNL)
@@ -82,7 +82,7 @@ def test_ito_model_is_unchanged_by_trimming(readout: str) -> None:
 def test_pooled_towers_equal_their_full_token_pass() -> None:
     """Without fusion the towers compute only the CLS / EOT row in their last block; with it, every row."""
     torch.manual_seed(0)
-    encoder = ItoModel(MODEL, ItoConfig(images=1, texts=1, fusion="none", fusion_weight=0.0), LossConfig()).encoder
+    encoder = ItoModel(MODEL, ItoConfig(images=1, texts=1, fusion="none", fusion_weight=0.0)).encoder
     images_BCHW, tokens_BL = torch.randn(4, 3, 32, 32), tokens()
     for tower, inputs in ((encoder.visual, images_BCHW), (encoder.text, tokens_BL)):
         pooled, none = tower(inputs)

@@ -17,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from fixtures.s3_server import unused_port
 
+from ito_core.artifacts import committed
 from ito_core.config import StorageConfig
 from ito_core.storage import (
     MANIFEST,
@@ -26,9 +27,8 @@ from ito_core.storage import (
     StorageError,
     build_store,
     commit,
-    is_committed,
-    is_transient,
 )
+from ito_core.storage.s3 import is_transient
 
 WEIRD = "we ird/'q\"uote"  # spaces and quotes end up in keys (STYLE: weird paths for anything writing S3 keys)
 FAKE_KEY, FAKE_SECRET = "AKIAUNITTESTKEY00001", "unit/test+secret/never-printed"
@@ -62,10 +62,10 @@ class StoreContract:
     def test_upload_dir_never_commits_commit_does(self, store: ArtifactStore, tmp_path: Path) -> None:
         store.upload_dir(make_artifact(tmp_path), "art")
         assert store.exists("art/a.bin") and store.exists("art/sub/b.txt")
-        assert not is_committed(store, "art"), "upload_dir copied a manifest: the artifact looks complete too early"
+        assert not committed(store, "art"), "upload_dir copied a manifest: the artifact looks complete too early"
         assert not store.exists(f"art/sub/{MANIFEST}")
         commit(store, "art", {"files": 2})
-        assert is_committed(store, "art") and store.read_json(f"art/{MANIFEST}") == {"files": 2}
+        assert committed(store, "art") and store.read_json(f"art/{MANIFEST}") == {"files": 2}
         with pytest.raises(FileNotFoundError):
             store.upload_dir(tmp_path / "missing", "art2")
 

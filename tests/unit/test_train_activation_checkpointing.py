@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ito_core.activation_checkpointing import apply_activation_checkpointing
-from ito_core.config import ItoConfig, LossConfig, ModelConfig
+from ito_core.config import ItoConfig, ModelConfig
 from ito_core.models.ito import ItoModel
 
 MODEL = ModelConfig(name="unit", embed_dim=16, image_size=16, patch_size=8, vision_width=16, vision_layers=2,
@@ -15,7 +15,7 @@ ITO = ItoConfig(images=2, texts=1, fusion="transformer", fusion_depth=2, fusion_
 
 def loss_and_grads(checkpointed: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[str]]:
     torch.manual_seed(0)
-    model = ItoModel(MODEL, ITO, LossConfig())
+    model = ItoModel(MODEL, ITO)
     if checkpointed:
         assert apply_activation_checkpointing(model) == 2 + 3 + 2  # vision + text + fusion blocks
         assert apply_activation_checkpointing(model) == 0  # already wrapped

@@ -11,10 +11,11 @@ import pytest
 from fixtures.raw_inputs import CORRUPT, bomb_png, image, truncated_jpeg, write_files, write_tar
 from PIL import Image
 
+from ito_core.artifacts import train_data_key
 from ito_core.config import load_config
 from ito_core.data import raw_prep
 from ito_core.data.loader import TrainStream, iter_shard_samples
-from ito_core.prep import prepare, shard_list, shard_urls, train_data_key
+from ito_core.prep import prepare, shard_list, shard_urls
 from ito_core.storage import MANIFEST, LocalStore
 
 NO_EVAL = ["eval.zero_shot=", "eval.retrieval=", "eval.linear_probe=", "eval.modality_gap="]

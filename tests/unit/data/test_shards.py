@@ -11,7 +11,8 @@ from PIL import Image
 
 from ito_core.data.embedded import Sample, shapes_samples
 from ito_core.data.loader import iter_shard_samples
-from ito_core.data.shards import MANIFEST_NAME, read_manifest, shard_paths, write_shards
+from ito_core.data.shards import read_manifest, shard_paths, write_shards
+from ito_core.storage import MANIFEST
 
 
 def _truncated_jpeg() -> Image.Image:
@@ -97,7 +98,7 @@ def test_manifest_is_written_last(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="killed"):
         _write(tmp_path, dies_midway())
-    assert not (tmp_path / MANIFEST_NAME).exists()  # the old manifest must not vouch for new tars
+    assert not (tmp_path / MANIFEST).exists()  # the old manifest must not vouch for new tars
     with pytest.raises(FileNotFoundError, match="prep not complete"):
         read_manifest(tmp_path)
 

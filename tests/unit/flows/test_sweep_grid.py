@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from flows.grid import expand_grid, grid_axes, load_grid, override_key, with_presets
-from ito_core.config import load_config
+from flows.grid import expand_grid, grid_axes, with_presets
+from ito_core.config import load_config, load_grid, override_key
 
 
 def _values(points: list[list[str]], key: str) -> list[str]:
@@ -86,13 +86,13 @@ def test_presets_fill_only_keys_the_overrides_leave_unset() -> None:
 def test_hydra_sweeper_params_section_expands_like_sweep(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    import ito_core.config
+    import ito_core.config.loading
 
     configs = tmp_path / "configs"
-    shutil.copytree(ito_core.config.CONFIG_DIR, configs)
+    shutil.copytree(ito_core.config.loading.CONFIG_DIR, configs)
     (configs / "experiment" / "hydra_grid.yaml").write_text(
         "# @package _global_\nhydra:\n  sweeper:\n    params:\n      seed: 0,1\n      ito.images: 1,2\n")
-    monkeypatch.setattr(ito_core.config, "CONFIG_DIR", configs)
+    monkeypatch.setattr(ito_core.config.loading, "CONFIG_DIR", configs)
 
     points = expand_grid(["experiment=hydra_grid"])
 

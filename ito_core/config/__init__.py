@@ -1,0 +1,43 @@
+"""Run configuration: ``schema`` (one dataclass per Hydra group), ``validation`` (every value checked before any
+work, naming the key and the fix) and ``loading`` (Hydra composition -> a validated ``RunConfig``)."""
+
+from ito_core.config.loading import (
+    CONFIG_DIR,
+    as_dict,
+    check_known_keys,
+    config_hash,
+    hydra_sweeper_params,
+    load_config,
+    load_grid,
+    override_key,
+    to_run_config,
+    unknown_keys,
+)
+from ito_core.config.schema import (
+    ClusterConfig,
+    DataConfig,
+    DeepSpeedConfig,
+    EvalConfig,
+    ItoConfig,
+    LossConfig,
+    ModelConfig,
+    RunConfig,
+    StorageConfig,
+    TrainConfig,
+    WandbConfig,
+    fuses,
+)
+from ito_core.config.validation import (
+    EMBEDDED_SOURCES,
+    EVAL_LAYOUTS,
+    accumulation_steps,
+    check_job_folder,
+    validate,
+    validate_cluster,
+)
+
+__all__ = ["CONFIG_DIR", "EMBEDDED_SOURCES", "EVAL_LAYOUTS", "ClusterConfig", "DataConfig", "DeepSpeedConfig",
+           "EvalConfig", "ItoConfig", "LossConfig", "ModelConfig", "RunConfig", "StorageConfig", "TrainConfig",
+           "WandbConfig", "accumulation_steps", "as_dict", "check_job_folder", "check_known_keys", "config_hash",
+           "fuses", "hydra_sweeper_params", "load_config", "load_grid", "override_key", "to_run_config",
+           "unknown_keys", "validate", "validate_cluster"]

@@ -1,0 +1,182 @@
+"""Config schemas: one dataclass per Hydra group (registered in Hydra's ConfigStore).
+
+Values live in ``configs/`` (YAML); the defaults below only exist so the schema is complete and
+must match the YAML files (a test checks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    embed_dim: int = 512  # joint embedding width (output of both projections)
+    image_size: int = 224  # input resolution of the image tower
+    patch_size: int = 16
+    vision_width: int = 768
+    vision_layers: int = 12
+    vision_heads: int = 12
+    context_length: int = 77  # text tokens, SOT/EOT included
+    vocab_size: int = 49408  # CLIP BPE vocabulary
+    text_width: int = 512
+    text_layers: int = 12
+    text_heads: int = 8
+    mlp_ratio: float = 4.0
+    init_logit_scale: float = 2.6592  # log(1 / 0.07), as CLIP
+
+
+@dataclass
+class ItoConfig:
+    images: int = 2  # M: augmented image views per sample
+    texts: int = 1  # N: caption variants per sample
+    fusion: str = "transformer"  # training-time fusion module: none | transformer
+    fusion_depth: int = 2
+    fusion_width: int = 0  # 0 = the model's embed_dim
+    fusion_heads: int = 8
+    readout: str = "cls"  # fused vector read-out: cls | mean | token
+    fusion_weight: float = 2.0  # lambda in L = L_align + lambda * L_fusion
+
+
+@dataclass
+class LossConfig:
+    name: str = "clip"  # alignment loss: clip (InfoNCE) | siglip
+    siglip_init_bias: float = -10.0
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    sources: list[str] = field(default_factory=list)  # embedded sets: fashion_mnist, shapes
+    shards: list[str] = field(default_factory=list)  # webdataset shard URLs (name=webdataset)
+    image_size: int = 64  # prep stores images at this size (shorter side)
+    samples_per_shard: int = 2000
+    max_train_samples: int = 0  # 0 = all; caps each embedded source
+    shapes_train: int = 12000  # procedural shapes generated for training
+    shapes_eval: int = 1000  # held-out procedural shapes for retrieval
+    jpeg_quality: int = 95
+    num_workers: int = 1  # DataLoader workers of each training process
+    # name=raw: prep reads your images + captions and writes the shards (ito_core/data/raw_prep.py).
+    input_kind: str = ""  # img2dataset (its tars) | table (csv/tsv/parquet of image paths or URLs) | folder
+    input: str = ""  # local path or s3:// URL; img2dataset: tar brace pattern or a folder of tars
+    caption_columns: list[str] = field(default_factory=list)  # table columns / img2dataset json keys or "txt"
+    image_column: str = ""  # table: the column of image paths or s3:// URLs (relative = to the table's folder)
+    resize_mode: str = "center_crop"  # center_crop (square image_size) | shorter_side (keep aspect, no upscaling)
+    min_image_size: int = 0  # skip images whose shorter side is smaller (0 = no limit)
+    max_aspect_ratio: float = 0.0  # skip images with long/short side above this (0 = no limit)
+    max_pixels: int = 89478485  # skip larger images as decompression bombs (PIL's default limit)
+    prep_workers: int = 1  # prep processes (decode + resize + write, one shard per task)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300  # optimizer steps (a skipped non-finite step counts: it consumed its batch)
+    batch_size: int = 128  # global batch = micro_batch_size x ranks x gradient accumulation steps
+    micro_batch_size: int = 0  # samples per rank per forward/backward; 0 = batch_size / ranks (no accumulation)
+    lr: float = 1e-3
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    nonfinite: str = "skip"  # a NaN/inf loss: skip (no update, counted) | stop (raise at once)
+    max_skipped_steps: int = 10  # with nonfinite=skip: stop once more steps than this were skipped
+    max_bad_shards: int = 0  # missing/truncated shards skipped per epoch; 0 = fail (skipping changes the data)
+    activation_checkpointing: bool = False  # recompute each transformer block in backward (less memory)
+    compile: bool = False  # torch.compile the model (DeepSpeed engine.compile); slow first steps on CPU
+    peak_tflops: float = 0.0  # peak TFLOP/s of one device for MFU; 0 = env ITO_PEAK_TFLOPS, else no MFU
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = 2
+    precision: str = "fp32"  # fp32 | bf16 (DeepSpeed bf16) | fp16 (DeepSpeed dynamic loss scaling, GPU only)
+
+
+@dataclass
+class ClusterConfig:
+    kind: str = "local"  # local | debug | slurm
+    nodes: int = 1
+    tasks_per_node: int = 1  # training processes per node (one per GPU on a GPU cluster)
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    mem_gb: int = 0  # 0 = scheduler default
+    timeout_min: int = 60
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    max_requeues: int = 3
+    work_dir: str = ".ito-sweep"  # submitit job folders + local staging; on a shared filesystem for SLURM
+    extra_sbatch: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StorageConfig:
+    kind: str = "local"  # local | s3
+    root: str = "outputs"  # local directory, or s3://bucket/prefix
+    endpoint_url: str = ""  # S3-compatible endpoint; empty = AWS
+    region: str = ""
+    retry_deadline_s: float = 120.0  # how long S3 calls retry transient failures before failing
+
+
+@dataclass
+class EvalConfig:
+    zero_shot: str = "fashion_mnist"  # zero-shot set: embedded or a key of eval.datasets ("" to skip)
+    retrieval: str = "shapes"  # captioned retrieval set: embedded or a key of eval.datasets ("" to skip)
+    linear_probe: str = "fashion_mnist"  # labelled set for the logistic-regression probe on image features ("" to skip)
+    modality_gap: str = "shapes"  # captioned set for the modality-gap metrics and UMAP plot ("" to skip)
+    probe_val_fraction: float = 0.2  # share of each class the probe's C is picked on
+    probe_test_fraction: float = 0.5  # share of each class the probe is scored on (never fit on)
+    probe_c_grid: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0])  # C sweep
+    umap_points: int = 1000  # per modality in the modality-gap UMAP plot (0 = no plot)
+    max_samples: int = 2000  # per eval set (0 = all); a user set keeps an even spread, not its first N
+    batch_size: int = 256
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast while encoding; fp16 needs CUDA)
+    executor: str = "inprocess"  # inprocess (the flow's own process) | job (a one-task job on cluster.kind)
+    datasets: dict[str, str] = field(default_factory=dict)  # user eval sets: name -> "<layout>:<path>[?images=..]"
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # online | offline | disabled
+    project: str = "ito-sweep"
+    group: str = ""  # W&B group; the sweep flow sets it to the sweep name
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    ito: ItoConfig = field(default_factory=ItoConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    seed: int = 0
+    sweep: dict[str, Any] = field(default_factory=dict)  # grid axes (Hydra sweeper syntax)
+
+
+def _register_schemas() -> None:
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+
+
+_register_schemas()
+
+
+def fuses(ito: ItoConfig) -> bool:
+    """Whether training builds and trains a fusion module: a fusion kind with a positive weight lambda."""
+    return ito.fusion != "none" and ito.fusion_weight > 0

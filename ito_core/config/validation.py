@@ -1,0 +1,240 @@
+"""Config validation: every value a user can set is checked before any work starts (prep, jobs), and a bad
+one raises ``ValueError`` naming the key and the fix. Pure checks: no executor is built, nothing is written."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ito_core.config.schema import (
+    ClusterConfig,
+    DataConfig,
+    EvalConfig,
+    ItoConfig,
+    ModelConfig,
+    RunConfig,
+    StorageConfig,
+    TrainConfig,
+    fuses,
+)
+from ito_core.storage.s3 import split_s3_url
+
+FUSION_KINDS = ("none", "transformer")
+READOUTS = ("cls", "mean", "token")
+LOSS_NAMES = ("clip", "siglip")
+CLUSTER_KINDS = ("local", "debug", "slurm")
+STORAGE_KINDS = ("local", "s3")
+EMBEDDED_SOURCES = ("fashion_mnist", "shapes")
+DATA_NAMES = ("embedded", "webdataset", "raw")
+RAW_INPUT_KINDS = ("img2dataset", "table", "folder")
+RESIZE_MODES = ("center_crop", "shorter_side")
+PRECISIONS = ("fp32", "bf16", "fp16")
+EVAL_LAYOUTS = ("folder", "imagenet", "cifar10", "cifar100", "karpathy", "wds")  # ito_core/data/eval_sets.py
+EVAL_EXECUTORS = ("inprocess", "job")
+EVAL_TASK_KEYS = ("zero_shot", "retrieval", "linear_probe", "modality_gap")
+NONFINITE_POLICIES = ("skip", "stop")
+
+
+# sbatch options the cluster config (or submitit itself) owns: cluster.extra_sbatch must not fight them.
+MANAGED_SBATCH = {
+    "job-name": "the job name", "nodes": "cluster.nodes", "ntasks-per-node": "cluster.tasks_per_node",
+    "cpus-per-task": "cluster.cpus_per_task", "gpus-per-node": "cluster.gpus_per_node", "mem": "cluster.mem_gb",
+    "time": "cluster.timeout_min", "partition": "cluster.partition", "account": "cluster.account",
+    "qos": "cluster.qos", "constraint": "cluster.constraint", "signal": "the USR2 preemption signal",
+    "output": "submitit's log paths", "error": "submitit's log paths", "open-mode": "submitit's log paths",
+    "array": "submitit's job arrays",
+}
+SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+def _require(ok: bool, key: str, problem: str, fix: str) -> None:
+    if not ok:
+        raise ValueError(f"config {key}: {problem}; {fix}")
+
+
+def _choice(value: str, key: str, allowed: tuple[str, ...]) -> None:
+    _require(value in allowed, key, f"{value!r} is not supported", f"choose one of {list(allowed)}")
+
+
+def accumulation_steps(train: TrainConfig, world_size: int) -> int:
+    """Micro-batches per optimizer step on each rank: batch_size = micro_batch_size x world_size x this."""
+    per_rank = train.batch_size // world_size
+    micro = train.micro_batch_size or per_rank
+    _require(micro >= 1 and per_rank % micro == 0, "train.micro_batch_size",
+             f"{train.micro_batch_size} does not divide the per-rank batch {per_rank} (train.batch_size="
+             f"{train.batch_size} over {world_size} processes)",
+             "pick a divisor of the per-rank batch, or 0 for no gradient accumulation")
+    return per_rank // micro
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Raise ``ValueError`` naming the key and the fix for any impossible value, in any section."""
+    _validate_model(cfg.model)
+    _validate_ito(cfg.ito, cfg.model)
+    _choice(cfg.loss.name, "loss.name", LOSS_NAMES)
+    validate_cluster(cfg.cluster)
+    _validate_train(cfg.train, world_size=cfg.cluster.nodes * cfg.cluster.tasks_per_node)
+    _require(cfg.deepspeed.zero_stage in (0, 1, 2, 3), "deepspeed.zero_stage",
+             f"{cfg.deepspeed.zero_stage}", "choose one of [0, 1, 2, 3]")
+    _choice(cfg.deepspeed.precision, "deepspeed.precision", PRECISIONS)
+    _validate_storage(cfg.storage)
+    _validate_data(cfg.data)
+    _validate_eval(cfg.eval)
+    _choice(cfg.wandb.mode, "wandb.mode", ("online", "offline", "disabled"))
+    return cfg
+
+
+def _validate_model(m: ModelConfig) -> None:
+    for key in ("embed_dim", "image_size", "patch_size", "vision_width", "vision_layers", "text_width",
+                "text_layers", "context_length"):
+        _require(getattr(m, key) > 0, f"model.{key}", "must be > 0", "set a positive integer")
+    _require(m.image_size % m.patch_size == 0, "model.image_size",
+             f"{m.image_size} is not a multiple of model.patch_size={m.patch_size}", "pick a multiple")
+    _require(m.vision_width % m.vision_heads == 0, "model.vision_heads",
+             f"vision_width={m.vision_width} is not divisible by {m.vision_heads}", "pick a divisor")
+    _require(m.text_width % m.text_heads == 0, "model.text_heads",
+             f"text_width={m.text_width} is not divisible by {m.text_heads}", "pick a divisor")
+
+
+def _validate_ito(ito: ItoConfig, m: ModelConfig) -> None:
+    _require(ito.images >= 1, "ito.images", f"M={ito.images}", "use at least 1 image view")
+    _require(ito.texts >= 1, "ito.texts", f"N={ito.texts}", "use at least 1 text variant")
+    _choice(ito.fusion, "ito.fusion", FUSION_KINDS)
+    _choice(ito.readout, "ito.readout", READOUTS)
+    _require(ito.fusion_weight >= 0, "ito.fusion_weight", f"lambda={ito.fusion_weight} < 0", "use lambda >= 0")
+    if fuses(ito):
+        _require(ito.images * ito.texts >= 2, "ito.fusion",
+                 f"fusion needs >= 2 fused views per sample for its contrastive loss, got M*N="
+                 f"{ito.images}*{ito.texts}", "set ito.images>=2 or ito.texts>=2, or ito.fusion=none")
+        width = ito.fusion_width or m.embed_dim
+        _require(ito.fusion_depth >= 1, "ito.fusion_depth", f"{ito.fusion_depth}", "use >= 1 layer")
+        _require(width % ito.fusion_heads == 0, "ito.fusion_heads",
+                 f"fusion width {width} is not divisible by {ito.fusion_heads}", "pick a divisor")
+
+
+def _validate_train(tr: TrainConfig, *, world_size: int) -> None:
+    _require(tr.steps >= 1, "train.steps", f"{tr.steps}", "use >= 1")
+    _require(tr.lr > 0, "train.lr", f"{tr.lr}", "use a positive learning rate")
+    _require(0 <= tr.warmup_steps <= tr.steps, "train.warmup_steps", f"{tr.warmup_steps} not in [0, steps]",
+             "use 0 <= warmup_steps <= train.steps")
+    _require(tr.batch_size >= 2 and tr.batch_size % world_size == 0, "train.batch_size",
+             f"{tr.batch_size} must be >= 2 and divisible by the {world_size} training processes",
+             "pick a multiple of cluster.nodes * cluster.tasks_per_node")
+    accumulation_steps(tr, world_size)  # raises for a micro batch that does not divide the per-rank batch
+    _require(tr.grad_clip >= 0, "train.grad_clip", f"{tr.grad_clip}", "use a norm > 0, or 0 to disable clipping")
+    _require(tr.checkpoint_every >= 1, "train.checkpoint_every", f"{tr.checkpoint_every}", "use >= 1")
+    _require(tr.keep_checkpoints >= 1, "train.keep_checkpoints", f"{tr.keep_checkpoints}", "keep >= 1")
+    _choice(tr.nonfinite, "train.nonfinite", NONFINITE_POLICIES)
+    _require(tr.max_skipped_steps >= 0, "train.max_skipped_steps", f"{tr.max_skipped_steps}", "use >= 0")
+    _require(tr.max_bad_shards >= 0, "train.max_bad_shards", f"{tr.max_bad_shards}", "use >= 0")
+    _require(tr.peak_tflops >= 0, "train.peak_tflops", f"{tr.peak_tflops}", "use the device's peak, or 0 if unknown")
+
+
+def validate_cluster(cfg: ClusterConfig) -> None:
+    """The ``cluster.*`` values on their own (``cluster/executors.py`` checks them again for a derived config)."""
+    _choice(cfg.kind, "cluster.kind", CLUSTER_KINDS)
+    for key, low in (("nodes", 1), ("tasks_per_node", 1), ("gpus_per_node", 0), ("cpus_per_task", 1),
+                     ("mem_gb", 0), ("timeout_min", 1), ("max_requeues", 0)):
+        value = getattr(cfg, key)
+        _require(isinstance(value, int) and value >= low, f"cluster.{key}", f"{value!r}", f"use an integer >= {low}")
+    if cfg.kind != "slurm":
+        _require(cfg.nodes == 1, "cluster.nodes", f"{cfg.nodes} nodes with cluster.kind={cfg.kind}",
+                 "use cluster.kind=slurm for multi-node jobs, or cluster.nodes=1")
+    if cfg.kind == "debug":
+        _require(cfg.tasks_per_node == 1, "cluster.tasks_per_node", "the debug executor runs one in-process task",
+                 "use cluster.kind=local for several processes")
+    if cfg.gpus_per_node:
+        _require(cfg.tasks_per_node == cfg.gpus_per_node, "cluster.tasks_per_node",
+                 f"{cfg.tasks_per_node} tasks for {cfg.gpus_per_node} GPUs per node (one training process per GPU)",
+                 f"set cluster.tasks_per_node={cfg.gpus_per_node}")
+    check_job_folder(Path(cfg.work_dir).resolve(), kind=cfg.kind)
+    for key in ("partition", "account", "qos", "constraint"):
+        _require("\n" not in getattr(cfg, key), f"cluster.{key}", "contains a newline", "remove it")
+    for raw, value in cfg.extra_sbatch.items():
+        key = str(raw).replace("_", "-")
+        _require(bool(SBATCH_KEY.match(key)), f"cluster.extra_sbatch.{raw}", "is not an sbatch long option name",
+                 "use names like 'mail-type' or 'exclusive' (no leading dashes)")
+        _require(key not in MANAGED_SBATCH, f"cluster.extra_sbatch.{raw}",
+                 f"--{key} is set from {MANAGED_SBATCH.get(key)}", "set that instead")
+        _require(isinstance(value, str | int | float | bool) and "\n" not in str(value),
+                 f"cluster.extra_sbatch.{raw}", f"{value!r}", "use a one-line string, number or true")
+
+
+def check_job_folder(folder: Path, *, kind: str) -> None:
+    """A job folder sbatch and SLURM can use (``cluster.work_dir`` + the run key)."""
+    # sbatch reads one option per line: a newline in a path or value would end the #SBATCH line.
+    _require("\n" not in str(folder), "cluster.work_dir", f"job folder {str(folder)!r} contains a newline",
+             "pick a work_dir (and run key) without newlines")
+    if kind == "slurm":  # SLURM reads '%' in log paths as a pattern and fails to open paths with a backslash
+        bad = sorted({c for c in str(folder) if c in "%\\"})
+        _require(not bad, "cluster.work_dir", f"job folder {str(folder)!r} contains {bad}",
+                 "pick a work_dir (and run key) without '%' or backslashes")
+
+
+def _validate_storage(st: StorageConfig) -> None:
+    """The store's root must be usable before prep writes to it: a bucket URL, or a folder this user can write
+    (created if missing, so its nearest existing parent must be one)."""
+    _choice(st.kind, "storage.kind", STORAGE_KINDS)
+    if st.kind == "s3":
+        try:
+            split_s3_url(st.root, what="storage.root")
+        except ValueError:
+            _require(False, "storage.root", f"{st.root!r} is not an s3:// URL with a bucket",
+                     "set storage.root=s3://BUCKET/PREFIX")
+        return
+    root = Path(st.root).resolve()
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    _require(existing.is_dir(), "storage.root", f"{str(existing)!r} is an existing file, not a folder",
+             "point storage.root at a folder (it is created if missing)")
+    _require(os.access(existing, os.W_OK | os.X_OK), "storage.root",
+             f"{str(existing)!r} is a folder this user cannot write", "point storage.root at a writable folder")
+
+
+def _validate_eval(ev: EvalConfig) -> None:
+    """Eval settings that need no data to check; a set's files are checked by prep."""
+    _choice(ev.precision, "eval.precision", PRECISIONS)
+    _choice(ev.executor, "eval.executor", EVAL_EXECUTORS)
+    for name, spec in ev.datasets.items():
+        key = f"eval.datasets.{name}"
+        _require(re.fullmatch(r"[A-Za-z0-9_-]+", name) is not None, key, "the set name must be a store-key segment",
+                 "use letters, digits, '_' and '-' only")
+        _require(name not in EMBEDDED_SOURCES, key, f"{name!r} is an embedded set", "pick another name")
+        layout, sep, path = spec.partition(":")
+        _require(bool(sep and path) and layout in EVAL_LAYOUTS, key, f"{spec!r} is not '<layout>:<path>' with a "
+                 "known layout", f"write e.g. imagenet:/data/imagenet/val; layouts: {list(EVAL_LAYOUTS)}")
+    for task in EVAL_TASK_KEYS:
+        name = getattr(ev, task)
+        _require(not name or name in EMBEDDED_SOURCES or name in ev.datasets, f"eval.{task}",
+                 f"{name!r} is neither an embedded set {list(EMBEDDED_SOURCES)} nor a key of eval.datasets",
+                 f"add +eval.datasets.{name}=<layout>:<path>, or set eval.{task}='' to skip the task")
+
+
+def _validate_data(data: DataConfig) -> None:
+    _choice(data.name, "data.name", DATA_NAMES)
+    _require(data.image_size > 0, "data.image_size", f"{data.image_size}", "set a positive size in pixels")
+    _require(data.samples_per_shard > 0, "data.samples_per_shard", f"{data.samples_per_shard}", "use >= 1")
+    _require(1 <= data.jpeg_quality <= 100, "data.jpeg_quality", f"{data.jpeg_quality}", "use 1..100")
+    _choice(data.resize_mode, "data.resize_mode", RESIZE_MODES)
+    if data.name == "webdataset":
+        _require(bool(data.shards), "data.shards", "no shard URLs given", "set data.shards=[...]")
+    elif data.name == "embedded":
+        for src in data.sources:
+            _choice(src, "data.sources", EMBEDDED_SOURCES)
+        _require(bool(data.sources), "data.sources", "empty", f"list some of {list(EMBEDDED_SOURCES)}")
+    else:
+        _choice(data.input_kind, "data.input_kind", RAW_INPUT_KINDS)
+        _require(bool(data.input), "data.input", "empty", "set data.input=<local path or s3:// URL>")
+        if data.input_kind != "folder":  # a folder's captions are the lines of its .txt sidecars
+            _require(bool(data.caption_columns), "data.caption_columns", "empty",
+                     "list the caption columns, e.g. data.caption_columns=[caption]")
+        if data.input_kind == "table":
+            _require(bool(data.image_column), "data.image_column", "empty",
+                     "name the column of image paths or URLs, e.g. data.image_column=url")
+        _require(data.min_image_size >= 0, "data.min_image_size", f"{data.min_image_size}", "use >= 0 (0 = no limit)")
+        _require(data.max_aspect_ratio == 0 or data.max_aspect_ratio >= 1, "data.max_aspect_ratio",
+                 f"{data.max_aspect_ratio}", "use a ratio >= 1, or 0 for no limit")
+        _require(data.max_pixels > 0, "data.max_pixels", f"{data.max_pixels}", "use a positive pixel count")
+        _require(data.prep_workers >= 1, "data.prep_workers", f"{data.prep_workers}", "use >= 1 process")
+
+
