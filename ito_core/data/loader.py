@@ -163,7 +163,7 @@ class TrainStream(IterableDataset):
         if picked:
             _check_sizes([image.shape for image in images])
             piece["images"] = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-            piece["texts"] = trim_padding(self.tokenizer(texts).view(len(picked), self.num_texts, -1))
+            piece["texts"] = self.tokenizer(texts).view(len(picked), self.num_texts, -1)  # trimmed once assembled
         return piece
 
 
@@ -218,14 +218,15 @@ class TrainLoader:
         _check_sizes([p["images"].shape[1:] for p in full])
         size, num_texts = self.stream.batch_size, self.stream.num_texts
         images_BCHW = torch.empty((size, *full[0]["images"].shape[1:]), dtype=torch.uint8)
-        texts_BNL = torch.zeros((size, num_texts, max(p["texts"].shape[-1] for p in full)), dtype=torch.long)
+        texts_BNL = torch.empty((size, num_texts, full[0]["texts"].shape[-1]), dtype=torch.long)
         keys: list[str] = [""] * size
         for piece in full:
             slots = torch.tensor(piece["slots"])
             images_BCHW[slots] = piece["images"]
-            texts_BNL[slots, :, : piece["texts"].shape[-1]] = piece["texts"]
+            texts_BNL[slots] = piece["texts"]
             for slot, key in zip(piece["slots"], piece["keys"], strict=True):
                 keys[slot] = key
+        texts_BNL = trim_padding(texts_BNL)
         if torch.cuda.is_available():  # pinned batches copy to the GPU without blocking the host
             images_BCHW, texts_BNL = images_BCHW.pin_memory(), texts_BNL.pin_memory()
         return {"images": images_BCHW, "texts": texts_BNL, "keys": keys}
