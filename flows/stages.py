@@ -8,7 +8,8 @@ notice that). So tasks use ``NO_CACHE``; re-running or retrying a sweep redoes o
 training resumes from its newest checkpoint (or, when a killed flow run left its training or eval job
 running, waits for that job rather than start another).
 A committed eval also needs the same eval settings: pointing a finished run at other eval sets
-evaluates it again. Eval runs in the flow's process, or as a one-task job with ``eval.executor=job``.
+evaluates it again. Eval runs as a one-task job on ``cluster=slurm`` (``eval.executor=auto``, the default) or
+with ``eval.executor=job``, else in the flow's process.
 
 ``train`` carries the tag ``ito-train``: ``prefect concurrency-limit create ito-train 8`` caps the
 training jobs of all sweeps on a Prefect server (``max_concurrent_train`` caps one sweep's).
@@ -27,7 +28,7 @@ from prefect.exceptions import MissingContextError
 from cluster.jobs import running_eval, running_training, staging_dir, submit_eval, submit_training
 from cluster.waiting import wait_streaming
 from ito_core.artifacts import RunLayout, committed, prep_keys, read_manifest
-from ito_core.config import RunConfig, as_dict
+from ito_core.config import RunConfig, as_dict, eval_executor
 from ito_core.eval.stage import committed_eval, run_eval
 from ito_core.prep import prepare, shard_list
 from ito_core.storage import ArtifactStore, build_store, export_shard_endpoint
@@ -109,7 +110,7 @@ def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> list[dict[
     store = build_store(cfg.storage)
     if (done := reuse("eval", store, [RunLayout(key).eval], lambda: committed_eval(store, key, cfg))) is not None:
         return done
-    if cfg.eval.executor == "job":
+    if eval_executor(cfg) == "job":
         return job_result("eval", cfg, key, running_eval(cfg, key),
                           lambda: submit_eval(cfg, data_keys=data_keys, run_key=key))
     return run_eval(cfg, store=store, run_key=key, data_keys=data_keys, staging=staging_dir(cfg, key))

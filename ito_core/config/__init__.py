@@ -25,6 +25,7 @@ from ito_core.config.schema import (
     StorageConfig,
     TrainConfig,
     WandbConfig,
+    eval_executor,
     fuses,
 )
 from ito_core.config.validation import (
@@ -39,5 +40,5 @@ from ito_core.config.validation import (
 __all__ = ["CONFIG_DIR", "EMBEDDED_SOURCES", "EVAL_LAYOUTS", "ClusterConfig", "DataConfig", "DeepSpeedConfig",
            "EvalConfig", "ItoConfig", "LossConfig", "ModelConfig", "RunConfig", "StorageConfig", "TrainConfig",
            "WandbConfig", "accumulation_steps", "as_dict", "check_job_folder", "check_known_keys", "config_hash",
-           "fuses", "hydra_sweeper_params", "load_config", "load_grid", "override_key", "to_run_config",
-           "unknown_keys", "validate", "validate_cluster"]
+           "eval_executor", "fuses", "hydra_sweeper_params", "load_config", "load_grid", "override_key",
+           "to_run_config", "unknown_keys", "validate", "validate_cluster"]

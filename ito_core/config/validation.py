@@ -31,7 +31,7 @@ RAW_INPUT_KINDS = ("img2dataset", "table", "folder")
 RESIZE_MODES = ("center_crop", "shorter_side")
 PRECISIONS = ("fp32", "bf16", "fp16")
 EVAL_LAYOUTS = ("folder", "imagenet", "cifar10", "cifar100", "karpathy", "wds")  # ito_core/data/eval_sets.py
-EVAL_EXECUTORS = ("inprocess", "job")
+EVAL_EXECUTORS = ("auto", "inprocess", "job")
 EVAL_TASK_KEYS = ("zero_shot", "retrieval", "linear_probe", "modality_gap")
 NONFINITE_POLICIES = ("skip", "stop")
 
