@@ -26,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
 from cluster.jobs import running_eval, running_training, staging_dir, submit_eval, submit_training
+from cluster.prep_jobs import run_prep_array
 from cluster.waiting import wait_streaming
 from ito_core.artifacts import RunLayout, committed, prep_keys, read_manifest
 from ito_core.config import RunConfig, as_dict, eval_executor
@@ -78,7 +79,9 @@ def prep_task(cfg: RunConfig) -> dict[str, str]:
     if (done := reuse("prep", store, list(keys.values()), lambda: keys)) is not None:
         return done
     export_shard_endpoint(cfg.storage)  # user data on s3:// (shards, eval sets) is read with boto3's env config
-    return prepare(cfg.data, cfg.eval, store)
+    if cfg.data.name == "raw" and cfg.cluster.kind == "slurm" and not committed(store, keys["train"]):
+        run_prep_array(cfg, keys["train"], stage_logger())  # the training shards, on compute nodes
+    return prepare(cfg.data, cfg.eval, store)  # the eval sets (the training shards are committed by now)
 
 
 @task(name="train", cache_policy=NO_CACHE, tags=[TRAIN_TAG], task_run_name="train {key}")

@@ -116,6 +116,7 @@ class ClusterConfig:
     qos: str = ""
     constraint: str = ""
     max_requeues: int = 3
+    prep_tasks: int = 1  # kind=slurm: data=raw prep runs as a job array this wide (one CPU task each, no GPU)
     work_dir: str = ".ito-sweep"  # submitit job folders + local staging; on a shared filesystem for SLURM
     extra_sbatch: dict[str, Any] = field(default_factory=dict)
 
