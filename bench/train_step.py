@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -50,171 +49,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from captions import CAPTION_KINDS, make_captions  # noqa: E402
 from common import Worker, machine  # noqa: E402
+from step_report import BASELINE, PEER, VARIANTS, print_table, summarize  # noqa: E402
+from step_worker import PEER_WORKER, WORKER_LOOP  # noqa: E402
 
 from ito_core.config import RunConfig, load_config  # noqa: E402
 from ito_core.data.tokenizer import build_tokenizer  # noqa: E402
-from ito_core.flops import (  # noqa: E402
-    forward_flops_per_sample,
-    train_flops_per_sample,
-)
 from ito_core.losses import init_logit_bias  # noqa: E402
 from ito_core.models.ito import ItoModel  # noqa: E402
 
 QUICK_ARGS = ["--rounds", "3", "--warmup", "1", "--threads", "1"]  # bench/all.py --quick
-PEER = "OpenCLIP CLIP (peer)"
-BASELINE = "CLIP baseline"
-# name -> ITO config overrides (on top of model=...); the peer mirrors the CLIP baseline.
-VARIANTS = {
-    BASELINE: ["ito=clip"],
-    "ITO M=2 fusion": ["ito=ito"],
-    "ITO M=2 no fusion": ["ito=ito", "ito.fusion=none", "ito.fusion_weight=0"],
-    "ITO M=4 fusion": ["ito=ito", "ito.images=4"],
-}
 LR, WEIGHT_DECAY = 1e-4, 0.1
-
-# Worker side, shared by both workers (it imports only torch and the standard library: the peer's venv has no
-# ito_core). Protocol (stdin -> stdout, one JSON line per command): "step" -> {"t", "loss"[, "peak_gpu_mb"]};
-# "flops" -> torch's FlopCounterMode count of one fwd+bwd per sample; "profile" -> torch.profiler's op table of one
-# step; "max_batch" -> the largest micro-batch that fits (CUDA); "quit" -> RSS figures.
-WORKER_LOOP = r"""
-import contextlib, json, resource, sys, time
-import torch
-
-PROFILE_ROWS = 12
-MAX_BATCH_LIMIT = 1 << 16  # "max_batch" stops doubling here even without an OOM ("capped")
-
-
-def _rss_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-
-
-def _device_name(device):
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "?"
-
-
-def serve(model, loss_of, batch, settings, *, text_tokens):
-    # model: the eager module on settings["device"]; loss_of(fn, *batch) -> loss; batch: tensors, dim 0 = samples.
-    # One step function for every device: the device only adds synchronisation and the GPU memory counters.
-    device, cuda = settings["device"], settings["device"] == "cuda"
-    fused = {"fused": True} if settings["fused_adamw"] else {}
-    opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"], **fused)
-    fn = torch.compile(model) if settings["compile"] else model  # compiled on the first (warm-up) step
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
-    def fwd_bwd(fn, batch):
-        bf16 = settings["precision"] == "bf16"
-        with torch.autocast(device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-            loss = loss_of(fn, *batch)
-        loss.backward()
-        return loss
-
-    def step(batch):
-        opt.zero_grad(set_to_none=True)
-        loss = fwd_bwd(fn, batch)
-        opt.step()
-        return loss
-
-    def timed_step(batch):
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        sync(); t = time.perf_counter(); loss = step(batch); sync(); t = time.perf_counter() - t
-        out = {"t": t, "loss": loss.item()}
-        if cuda:
-            out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        return out
-
-    def max_batch():
-        # double the micro-batch (the batch repeated) until a step runs out of GPU memory
-        tries, size = [], len(batch[0])
-        while size <= MAX_BATCH_LIMIT:
-            out = None
-            try:
-                big = tuple(x.repeat(size // len(x), *[1] * (x.dim() - 1)) for x in batch)
-                out = [timed_step(big) for _ in range(2)][-1]  # the 2nd: allocator settled, compiled for the shape
-            except torch.cuda.OutOfMemoryError:
-                pass
-            big = None
-            opt.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
-            tries.append({"batch": size, "fits": out is not None, **(out or {})})
-            if out is None:
-                break
-            size *= 2
-        return {"max_batch": max((t["batch"] for t in tries if t["fits"]), default=0), "tries": tries,
-                "capped": all(t["fits"] for t in tries)}
-
-    ready = {"ready": True, "params": sum(p.numel() for p in model.parameters()), "text_tokens": text_tokens,
-             "device_name": _device_name(device), "torch": torch.__version__, "ready_rss_mb": _rss_mb()}
-    if cuda:
-        ready["ready_gpu_mb"] = torch.cuda.memory_allocated() / 2**20
-    print(json.dumps(ready), flush=True)
-    for line in sys.stdin:
-        cmd = line.strip()
-        if cmd == "step":
-            answer = timed_step(batch)
-        elif cmd == "flops":
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-            from torch.utils.flop_counter import FlopCounterMode
-            counter = FlopCounterMode(display=False)
-            with sdpa_kernel(SDPBackend.MATH), counter:  # flash attention has no FLOP formula on CPU
-                fwd_bwd(model, batch)  # the eager model: FlopCounterMode counts what dispatches
-            answer = {"flops": counter.get_total_flops() / len(batch[0])}
-        elif cmd == "profile":
-            from torch.profiler import ProfilerActivity, profile
-            with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
-                step(batch); sync()
-            key = "self_device_time_total" if cuda else "self_cpu_time_total"
-            averages = prof.key_averages()
-            total = sum(getattr(e, key) for e in averages)
-            top = sorted(averages, key=lambda e: -getattr(e, key))[:PROFILE_ROWS]
-            rows = [{"op": e.key, "self_ms": getattr(e, key) / 1e3, "share": getattr(e, key) / total,
-                     "calls": e.count} for e in top]
-            answer = {"profile": rows, "total_ms": total / 1e3, "clock": "GPU" if cuda else "CPU"}
-        elif cmd == "max_batch":
-            answer = max_batch()
-        elif cmd == "quit":
-            print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
-            return
-        else:
-            answer = {"error": f"unknown command {cmd!r}"}
-        print(json.dumps(answer), flush=True)
-"""
-
-# Runs under the OpenCLIP venv's python; imports no ito_core.
-PEER_WORKER = WORKER_LOOP + r"""
-import tempfile, open_clip
-from pathlib import Path
-from safetensors.torch import load_file
-settings = json.loads(sys.argv[1])
-torch.set_num_threads(settings["threads"])
-config = json.loads((Path(settings["export"]) / "open_clip_config.json").read_text())
-with tempfile.TemporaryDirectory() as tmp:
-    (Path(tmp) / "ito-bench.json").write_text(json.dumps(config["model_cfg"]))
-    open_clip.add_model_config(Path(tmp) / "ito-bench.json")
-model = open_clip.create_model("ito-bench", pretrained=None, output_dict=True)
-model.load_state_dict(load_file(str(Path(settings["export"]) / "open_clip_model.safetensors")), strict=True)
-model.to(settings["device"]).train()
-loss_fn = open_clip.ClipLoss()
-inputs = load_file(settings["inputs"])
-# the full context: OpenCLIP's loader pads every caption to it
-batch = tuple(x[:, 0].contiguous().to(settings["device"]) for x in (inputs["images"], inputs["tokens"]))
-
-def loss_of(fn, images, tokens):
-    out = fn(images, tokens)
-    return loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
-
-serve(model, loss_of, batch, settings, text_tokens=batch[1].shape[-1])
-"""
 
 
 def worker_settings(args: argparse.Namespace, *, fused_adamw: bool) -> dict:
@@ -246,14 +90,6 @@ def our_worker(args: argparse.Namespace) -> None:
     batch = (images_BMCHW.to(args.device), tokens_BNL.to(args.device))
     settings = worker_settings(args, fused_adamw=True)
     scope["serve"](model, loss_of, batch, settings, text_tokens=tokens_BNL.shape[-1])
-
-
-def analytic_flops(name: str, model_config: str, text_tokens: int) -> tuple[float, dict[str, float]]:
-    """(training FLOPs, forward FLOPs by part) of one sample of model ``name`` at ``text_tokens`` per caption."""
-    cfg = load_config([f"model={model_config}", *VARIANTS.get(name, VARIANTS[BASELINE])])
-    counted = {"text_tokens": text_tokens, "one_row_last_blocks": name != PEER}  # OpenCLIP computes every row
-    model, ito = cfg.model, cfg.ito
-    return train_flops_per_sample(model, ito, **counted), forward_flops_per_sample(model, ito, **counted)
 
 
 def build_ours(cfg: RunConfig) -> ItoModel:
@@ -302,89 +138,6 @@ def start_worker(name: str, args: argparse.Namespace, inputs: Path, export: Path
     argv = [sys.executable, __file__, "--worker", name, "--model-config", args.model_config, "--inputs", str(inputs),
             "--threads", str(args.threads), "--device", args.device, "--precision", args.precision]
     return Worker(argv + ["--compile"] * args.compile, threads=args.threads)
-
-
-def summarize(args: argparse.Namespace, times: dict, extra: dict, peak: float) -> dict:
-    """Per-model figures and the ratios the goals are stated in."""
-    models = {}
-    for name, ts in times.items():
-        e = extra[name]
-        flops, _ = analytic_flops(name, args.model_config, e["text_tokens"])
-        best, median = min(ts), statistics.median(ts)
-        models[name] = {"params": e["params"], "text_tokens": e["text_tokens"], "step_s_best": best,
-                        "step_s_median": median, "samples_per_s_best": args.batch_size / best,
-                        "samples_per_s_median": args.batch_size / median,
-                        "train_gflop_per_sample": flops / 1e9,
-                        "counted_train_gflop_per_sample": e["flops"] / 1e9,
-                        "analytic_over_counted": flops / e["flops"],
-                        "mfu_best": flops * args.batch_size / best / peak,
-                        "mfu_median": flops * args.batch_size / median / peak,
-                        "peak_rss_mb": e["peak_rss_mb"], "step_rss_mb": e["peak_rss_mb"] - e["ready_rss_mb"],
-                        "first_loss": e["first_loss"], "torch": e["torch"]}
-        if args.device == "cuda":
-            models[name]["peak_gpu_mb"] = max(e["peak_gpu_mb"])
-            models[name]["step_gpu_mb"] = max(e["peak_gpu_mb"]) - e["ready_gpu_mb"]
-        if "max_batch" in e:
-            models[name]["max_micro_batch"] = e["max_batch"]["max_batch"]
-            models[name]["max_batch_capped"] = e["max_batch"]["capped"]  # no OOM up to the limit
-            models[name]["max_batch_tries"] = e["max_batch"]["tries"]
-
-    def ratio(num: str, den: str) -> dict:
-        per_round = [a / b for a, b in zip(times[num], times[den], strict=True)]
-        flop_ratio = models[num]["train_gflop_per_sample"] / models[den]["train_gflop_per_sample"]
-        return {"best": min(times[num]) / min(times[den]), "median_per_round": statistics.median(per_round),
-                "analytic_flop_ratio": flop_ratio}
-
-    ratios = {"ITO M=2 fusion / CLIP baseline (step time; goal <= 1.9)": ratio("ITO M=2 fusion", BASELINE),
-              "ITO M=4 fusion / CLIP baseline (step time)": ratio("ITO M=4 fusion", BASELINE),
-              "ITO M=2 fusion / ITO M=2 no fusion (step time; goal <= 1.05)": ratio("ITO M=2 fusion",
-                                                                                     "ITO M=2 no fusion")}
-    if PEER in times:
-        # samples/s ratio = inverse step-time ratio (same batch)
-        r = ratio(PEER, BASELINE)
-        ratios["CLIP baseline / OpenCLIP (samples/s; goal >= 1.3 on GPU)"] = r
-        ratios["ITO M=2 fusion / OpenCLIP (step time)"] = ratio("ITO M=2 fusion", PEER)
-    result = {"models": models, "ratios": ratios}
-    if args.profile:
-        _, parts = analytic_flops(args.profile, args.model_config, extra[args.profile]["text_tokens"])
-        result["profile"] = {"model": args.profile, **extra[args.profile]["profile"],
-                             "flop_shares": {k: v / parts["total"] for k, v in parts.items() if k != "total"}}
-    return result
-
-
-def print_table(result: dict) -> None:
-    print(f"\n{result['machine']}\n")
-    models = result["models"]
-    gpu = result["device"] == "cuda"
-    mem = "GPU" if gpu else "RSS"
-    max_batch = any("max_micro_batch" in m for m in models.values())
-    print("| model | params | text tokens | step ms best (median) | samples/s best (median) | vs CLIP step time | "
-          f"train GFLOP/sample (counted) | analytic / counted | MFU best (median) | peak {mem} MB | step {mem} MB | "
-          f"first loss |{' max micro-batch |' * max_batch}")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * max_batch)
-    base = models[BASELINE]
-    for name, m in models.items():
-        peak_mb, step_mb = (m["peak_gpu_mb"], m["step_gpu_mb"]) if gpu else (m["peak_rss_mb"], m["step_rss_mb"])
-        most = f" {m['max_micro_batch']}{'+' * m['max_batch_capped']} |" if max_batch else ""
-        print(f"| {name} | {m['params']:,} | {m['text_tokens']} | "
-              f"{1e3 * m['step_s_best']:.1f} ({1e3 * m['step_s_median']:.1f}) | "
-              f"{m['samples_per_s_best']:.1f} ({m['samples_per_s_median']:.1f}) | "
-              f"{m['step_s_best'] / base['step_s_best']:.3f}x | "
-              f"{m['train_gflop_per_sample']:.4g} ({m['counted_train_gflop_per_sample']:.4g}) | "
-              f"{m['analytic_over_counted']:.4f} | "
-              f"{100 * m['mfu_best']:.1f} % ({100 * m['mfu_median']:.1f} %) | {peak_mb:.0f} | {step_mb:.0f} | "
-              f"{m['first_loss']:.4f} |{most}")
-    print("\n| ratio | best-of-N | median of per-round | analytic FLOP ratio |\n|---|---:|---:|---:|")
-    for name, r in result["ratios"].items():
-        print(f"| {name} | {r['best']:.3f} | {r['median_per_round']:.3f} | {r['analytic_flop_ratio']:.3f} |")
-    if "profile" in result:
-        prof = result["profile"]
-        shares = ", ".join(f"{part} {100 * share:.1f} %" for part, share in prof["flop_shares"].items())
-        print(f"\nProfile of one {prof['model']} step ({prof['total_ms']:.0f} ms of {prof['clock']} time in ops; "
-              f"analytic forward FLOPs: {shares})\n\n| op | self {prof['clock']} ms | share | calls |\n"
-              "|---|---:|---:|---:|")
-        for row in prof["profile"]:
-            print(f"| `{row['op']}` | {row['self_ms']:.1f} | {100 * row['share']:.1f} % | {row['calls']} |")
 
 
 def time_rounds(args: argparse.Namespace, inputs: Path, export: Path) -> tuple[dict, dict]:

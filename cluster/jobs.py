@@ -13,7 +13,6 @@ a job still running (``running_training``, ``running_eval``) and waits for it in
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -28,12 +27,28 @@ from ito_core.artifacts import eval_id
 from ito_core.config import ClusterConfig, RunConfig, as_dict, to_run_config
 from ito_core.storage import build_store, export_shard_endpoint
 
+log = logging.getLogger(__name__)
+
+
+# The variables torch's env:// rendezvous reads. sbatch and the local executor pass the submitting shell's
+# environment to the job, so any of these may be inherited from it (a torchrun shell, an earlier job).
+DIST_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
 
 def export_distributed_env() -> None:
-    """RANK/WORLD_SIZE/MASTER_* from the submitit job (SLURM variables or the local executor's)."""
-    # Outside a submitit job (debug executor) this raises; ito_core then makes a one-process group.
-    with contextlib.suppress(RuntimeError):
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    """RANK/WORLD_SIZE/MASTER_* from this submitit job (SLURM's variables or the local executor's).
+
+    The job's own values win over inherited ones: each task otherwise keeps the submitting shell's RANK or
+    MASTER_PORT, and ranks of one job end up in separate groups (or in none) training on the same checkpoints.
+    """
+    job = submitit.JobEnvironment()
+    if job.cluster == "debug":  # runs in the caller's process: its environment is not the job's to rewrite
+        return
+    inherited = {name: os.environ.pop(name) for name in DIST_VARS if name in os.environ}
+    if inherited and job.global_rank == 0:
+        log.warning("ignoring %s inherited from the submitting environment: this job's process group comes "
+                    "from its own %s values", ", ".join(f"{k}={v}" for k, v in inherited.items()), job.cluster)
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
 def configure_logging() -> None:

@@ -14,16 +14,8 @@ WITH_DBD=${SLURM_WITH_DBD:-1}
 [ "$(id -u)" = 0 ] || { echo "slurm-up: must run as root (or ask your admin for a SLURM cluster)" >&2; exit 1; }
 
 # 1. packages (only what is missing)
-PKGS="slurmctld slurmd slurm-client munge"; [ "$WITH_DBD" = 1 ] && PKGS="$PKGS slurmdbd mariadb-server"
-MISSING=0; for c in slurmctld slurmd sbatch munged; do command -v $c >/dev/null || MISSING=1; done
-if [ "$WITH_DBD" = 1 ]; then command -v slurmdbd >/dev/null && command -v mariadbd >/dev/null || MISSING=1; fi
-if [ "$MISSING" = 1 ]; then
-  echo "slurm-up: installing $PKGS"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # shellcheck disable=SC2086
-  apt-get install -y -qq --no-install-recommends $PKGS >/dev/null
-fi
+. "$(dirname "$0")/slurm-lib.sh"
+slurm_install_packages "$WITH_DBD"
 
 # 2. the host name must resolve (slurmd -N, SlurmctldHost)
 H=$(hostname -s)
@@ -39,11 +31,9 @@ fi
 chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key
 mkdir -p /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/slurm /etc/slurm
 
-# 4. slurm.conf: one node at 127.0.0.1. Choices that matter here (each one cost hours to find):
-#    proctrack/linuxproc + task/none (proctrack/cgroup fails at step launch in containers); no cgroup.conf on 22.05;
-#    DefMemPerCPU (else a job without --mem takes the whole node); cred_expire=5 + sched_interval=2 (else a
-#    requeued job waits ~2 min before it runs again); jobacct_gather/linux + OverMemoryKill: a step that outgrows
-#    its --mem is killed ("exceeded memory limit"), as a real cluster's cgroup limit would, without cgroups.
+# 4. slurm.conf: one node at 127.0.0.1 (shared choices: slurm-lib.sh). jobacct_gather/linux + OverMemoryKill: a
+#    step that outgrows its --mem is killed ("exceeded memory limit"), as a real cluster's cgroup limit would,
+#    without cgroups. DefMemPerCPU: else a job without --mem takes the whole node.
 CPUS=${SLURM_CPUS:-$(nproc)}
 MEM=$(( $(free -m | awk '/^Mem:/{print $2}') - 1024 ))
 DEF_MEM=${SLURM_DEF_MEM_PER_CPU:-$(( MEM / CPUS ))}  # jobs without --mem get their CPUs' share of the node
@@ -52,40 +42,19 @@ AccountingStorageHost=${H}"; else ACCT="AccountingStorageType=accounting_storage
 CONF=$(cat <<EOF
 ClusterName=ci
 SlurmctldHost=${H}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
+$(slurm_conf_common)
 AuthInfo=cred_expire=5
-CredType=cred/munge
-MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=1
 JobAcctGatherParams=OverMemoryKill
 ${ACCT}
-JobCompType=jobcomp/none
-MailProg=/bin/true
-SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=2,bf_interval=2
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-SlurmdParameters=config_overrides
-ReturnToService=2
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurm/slurmctld.pid
 SlurmdPidFile=/run/slurm/slurmd.pid
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
-SlurmctldDebug=info
-SlurmdDebug=info
-SlurmctldTimeout=30
 SlurmdTimeout=30
-InactiveLimit=0
-KillWait=5
-MinJobAge=300
-Waittime=0
 NodeName=${H} NodeAddr=127.0.0.1 CPUs=${CPUS} RealMemory=${MEM} State=UNKNOWN
 PartitionName=${PART} Nodes=${H} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO DefMemPerCPU=${DEF_MEM}
 EOF

@@ -117,6 +117,15 @@ def slurm_state(job_id: str) -> str | None:
     return GONE if known_gone else None
 
 
+def node_failures(job_id: str) -> list[str]:
+    """The nodes of each of the job's attempts that ended in NODE_FAIL (``sacct -D`` keeps every attempt)."""
+    acct = _run(["sacct", "-D", "-X", "-n", "-P", "-o", "State,NodeList", "-j", job_id])
+    if acct is None or acct.returncode != 0:
+        return []
+    attempts = (line.split("|") for line in acct.stdout.splitlines() if "|" in line)
+    return [nodes for state, nodes, *_ in attempts if state.startswith("NODE_FAIL")]
+
+
 def _run(command: list[str]) -> subprocess.CompletedProcess[str] | None:
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
@@ -152,6 +161,7 @@ class _Liveness:
         self.job, self.logger, self.every_s, self.grace_s = job, logger, every_s, grace_s
         self.state: str | None = None
         self.checked_at, self.ended_at = float("-inf"), None
+        self.node_failures_seen = 0
 
     @property
     def ended(self) -> bool:
@@ -166,6 +176,7 @@ class _Liveness:
         if state is not None and state != self.state:
             self.logger.info("[job %s] SLURM state %s", self.job.job_id, state)
             self.state = state
+            self.report_node_failures()
         if state is None:
             return
         if not self.ended:
@@ -175,6 +186,16 @@ class _Liveness:
         # Tasks write results before they exit; the grace covers shared filesystems that show files late.
         elif now - self.ended_at >= self.grace_s * (6 if state == "COMPLETED" else 1):
             raise _failure(self.job, f"ended without a result (SLURM state {state})")
+
+
+    def report_node_failures(self) -> None:
+        """Name each node failure once: SLURM requeues the job (it resumes from its last commit) unless
+        requeueing is off, and the log is the only place that says why the job started over."""
+        failures = node_failures(self.job.job_id)
+        for nodes in failures[self.node_failures_seen:]:
+            self.logger.warning("[job %s] node failure on %s (NODE_FAIL): SLURM requeues the job; training resumes "
+                                "from its last committed checkpoint", self.job.job_id, nodes)
+        self.node_failures_seen = len(failures)
 
 
 def _has_results(job: submitit.Job) -> bool:
@@ -200,6 +221,10 @@ def _failure(job: submitit.Job, problem: str) -> JobFailedError:
     if OUT_OF_MEMORY.search(f"{problem}\n{tail}\n{cause or ''}"):
         problem += (" -- out of memory (see the log tail): lower train.micro_batch_size (gradient accumulation "
                     "keeps the global batch); for host memory, raise cluster.mem_gb (the job's limit per node)")
+    elif "NODE_FAIL" in problem:
+        nodes = ", ".join(node_failures(job.job_id)) or "a node"
+        problem += (f" -- node failure on {nodes}, and SLURM did not requeue the job (JobRequeue=0 or --no-requeue): "
+                    "rerun the point; training resumes from its last committed checkpoint")
     elif cause is None:
         problem += (" -- no rank reported an error, so they were killed from outside by a signal: the kernel's "
                     "out-of-memory killer (check `dmesg`; lower train.micro_batch_size or raise cluster.mem_gb), "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -21,6 +22,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# What torch's env:// rendezvous needs; a launcher sets all of them or none (a lone process).
+RENDEZVOUS_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def check_rendezvous_env(environ: Mapping[str, str]) -> None:
+    """Raise ``ValueError`` naming the variables when only some of the rendezvous variables are set.
+
+    A half-set environment is inherited, not launched (e.g. RANK and WORLD_SIZE exported in the submitting
+    shell): torch would fail with "MASTER_ADDR expected, but not set", which does not say where RANK came from.
+    """
+    present = [name for name in RENDEZVOUS_VARS if name in environ]
+    if present and len(present) < len(RENDEZVOUS_VARS):
+        missing = [name for name in RENDEZVOUS_VARS if name not in environ]
+        raise ValueError(
+            f"environment: {', '.join(f'{n}={environ[n]}' for n in present)} set but {', '.join(missing)} not: "
+            "these come from a launcher (SLURM/submitit, torchrun), not from the shell; unset "
+            f"{' '.join(present)} in the shell you start from, or launch every rank with a launcher")
+
+
 def init_distributed() -> DistEnv:
     """Join the process group described by RANK/WORLD_SIZE/MASTER_*; a lone process makes its own.
 
@@ -35,6 +55,7 @@ def init_distributed() -> DistEnv:
     bin_dir = os.path.dirname(sys.executable)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    check_rendezvous_env(os.environ)
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(free_port()))

@@ -129,6 +129,7 @@ def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], s
     """Train (or resume) one run; rank 0 commits ``<run_key>/train`` (its summary) at the end.
     ``shard_samples``: each shard's sample count (the prep manifest's), which fixes the data order."""
     env, run, total = init_distributed(), RunLayout(run_key), cfg.train.steps
+    check_world_size(cfg, env)
     ckpt_key = run.checkpoints
     resume = checkpoint.find_resume_point(store, ckpt_key, world_size=env.world_size,
                                           zero_stage=cfg.deepspeed.zero_stage)
@@ -176,6 +177,18 @@ def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], s
         commit(store, run.train, summary)
     tracker.finish()
     return summary
+
+
+def check_world_size(cfg: RunConfig, env: DistEnv) -> None:
+    """Stop unless the process group is the one the config asks for: a job whose ranks formed other groups
+    (an inherited RANK, a launcher started differently) would train several runs on the same checkpoints."""
+    expected = cfg.cluster.nodes * cfg.cluster.tasks_per_node
+    if env.world_size != expected:
+        raise ValueError(
+            f"config cluster.nodes x cluster.tasks_per_node = {cfg.cluster.nodes} x {cfg.cluster.tasks_per_node} "
+            f"= {expected} ranks, but this process joined a group of world size {env.world_size} (rank "
+            f"{env.rank}, from RANK/WORLD_SIZE of its launcher); launch {expected} ranks, or set cluster.nodes "
+            "and cluster.tasks_per_node to what the launcher starts")
 
 
 def try_update(accum: GradientAccumulation, losses: dict[str, torch.Tensor], *, precision: str) -> str | None:

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["fixtures.tiny_run", "fixtures.s3_server", "fixtures.slurm_cluster", "fixtures.prefect_server",
-                  "fixtures.faults"]
+                  "fixtures.faults", "fixtures.multinode_cluster", "fixtures.slurm_jobs"]
 
-DIR_MARKERS = {"integration": ("integration", "slow"), "e2e": ("e2e", "slow", "integration")}
+DIR_MARKERS = {"integration": ("integration", "slow"), "e2e": ("e2e", "slow", "integration"),
+               "multinode": ("multinode", "integration", "slow", "distributed")}
 
 # Before anything imports deepspeed/prefect: CPU accelerator, one thread per rank, offline Prefect.
 os.environ.setdefault("DS_ACCELERATOR", "cpu")

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ito_core.data.shard_io import iter_shard_samples
+from ito_core.storage import MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def check_bad_shards(epoch: int, bad: dict[str, str], max_bad_shards: int) -> No
     raise ValueError(
         f"shard {url} is {problem}: {len(bad)} bad shard(s) in epoch {epoch}, more than "
         f"train.max_bad_shards={max_bad_shards}. Skipping shards changes the data the run trains "
-        "on, so it is off by default: restore the shard or re-run prep (delete the data set's manifest.json to "
+        f"on, so it is off by default: restore the shard or re-run prep (delete the data set's {MANIFEST} to "
         "rebuild it), or set train.max_bad_shards to skip that many per epoch")
 
 

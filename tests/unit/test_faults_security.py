@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from unit.test_storage import WEIRD, fake_aws_env  # noqa: F401 - fake_aws_env is a fixture used below
+from unit.storage.test_stores import WEIRD, fake_aws_env  # noqa: F401 - fake_aws_env is a fixture used below
 
 from ito_core.storage import LocalStore, S3Store, checked_key
 

@@ -1,4 +1,5 @@
-"""bench/train_step.py: its argument checks, the caption generator, and a tiny bf16 run on CPU without the peer."""
+"""bench/train_step.py: its argument checks, the caption generator, and a tiny bf16 run on CPU without the peer
+(its figures' arithmetic: test_step_report.py)."""
 
 from __future__ import annotations
 
@@ -76,19 +77,6 @@ def test_full_captions_fill_the_context(ts: ModuleType, context_length: int) -> 
         ts.make_captions("coco", 8, context_length)
 
 
-def test_peer_flops_count_every_row_of_the_full_context(ts: ModuleType) -> None:
-    from ito_core.config import load_config
-    from ito_core.flops import train_flops_per_sample
-
-    cfg = load_config(["model=vit_b_16", "ito=clip"])
-    peer, parts = ts.analytic_flops(ts.PEER, "vit_b_16", 77)
-    ours, _ = ts.analytic_flops(ts.BASELINE, "vit_b_16", 24)
-    assert parts["fusion"] == 0 and parts["total"] == pytest.approx(parts["image"] + parts["text"])
-    assert parts["total"] == pytest.approx(35.13e9 + 5.96e9, rel=2e-3)  # OpenCLIP's ViT-B/16 count (ENV_FACTS)
-    assert ours == pytest.approx(train_flops_per_sample(cfg.model, cfg.ito, text_tokens=24))
-    assert ours < peer
-
-
 @pytest.mark.slow
 def test_tiny_bf16_run_without_the_peer(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
@@ -106,7 +94,11 @@ def test_tiny_bf16_run_without_the_peer(tmp_path: Path) -> None:
     assert set(models) == {"CLIP baseline", "ITO M=2 fusion", "ITO M=2 no fusion", "ITO M=4 fusion"}  # no peer
     for name, m in models.items():
         assert m["text_tokens"] % 8 == 0 and 8 <= m["text_tokens"] <= 32, name  # cut by trim_padding (tiny: 32)
-        assert math.isfinite(m["first_loss"]) and m["step_s_best"] > 0 and 0 < m["mfu_best"] < 1, name
+        # The speeds are whatever this machine managed (no bound on them: a busy machine skews the measured peak);
+        # what is checked is that MFU is the stated arithmetic on them.
+        assert math.isfinite(m["first_loss"]) and m["step_s_best"] == min(result["step_times_s"][name]), name
+        assert m["mfu_best"] == pytest.approx(m["train_gflop_per_sample"] * 1e9 * 8 / m["step_s_best"]
+                                              / result["peak_flops"]), name
         assert 0.95 < m["analytic_over_counted"] < 1.05, name  # the analytic count at the trimmed length
         assert m["step_rss_mb"] > 0 and "peak_gpu_mb" not in m and "max_micro_batch" not in m, name
         assert len(result["step_times_s"][name]) == 1

@@ -1,4 +1,4 @@
-"""Impossible combinations beyond tests/unit/test_config.py, refused when the config loads (the sweep
+"""Impossible combinations beyond tests/unit/config/test_loading.py, refused when the config loads (the sweep
 flow loads every grid point before it submits anything), each naming the key and the fix."""
 
 from __future__ import annotations

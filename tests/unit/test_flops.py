@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from ito_core.config import ItoConfig, ModelConfig, TrainConfig, load_config
@@ -90,3 +92,23 @@ def test_mfu_only_with_a_known_peak(monkeypatch: pytest.MonkeyPatch) -> None:
     assert peak_flops(TrainConfig()) == 0.5e12
     assert peak_flops(TrainConfig(peak_tflops=989.0)) == 989e12  # the config wins over the env
     assert mfu(train_flops_per_sample=1e9, samples_per_s=100, world_size=2, peak=1e11) == 0.5
+
+
+def test_history_rows_are_arithmetic_on_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step meter on a clock the test moves: samples/s and MFU are exact, whatever the machine's load."""
+    import torch
+
+    from ito_core import train
+    from ito_core.distributed import DistEnv
+
+    now = [100.0]
+    monkeypatch.setattr(train, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    cfg = load_config(["model=tiny", "train.batch_size=32", "train.peak_tflops=0.001"])
+    meter = train.StepMeter(cfg, DistEnv(0, 0, 2), start_step=4)
+    for tokens in (8, 16):
+        meter.count(text_tokens=tokens)
+    now[0] += 0.5  # two steps of 32 samples in 0.5 s
+    row = meter.row({"step": 6, "skipped_steps": 1}, {"loss": torch.tensor(2.5)}, lr=1e-3)
+    flops = [train_flops_per_sample(cfg.model, cfg.ito, text_tokens=tokens) for tokens in (8, 16)]
+    assert row["samples_per_s"] == 128.0 and row["skipped_steps"] == 1 and row["loss"] == 2.5
+    assert row["mfu"] == round(sum(flops) / 2 * 128.0 / (1e9 * 2), 4) > 0
