@@ -41,7 +41,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _run_stage(stage: str, overrides: list[str], config_name: str) -> None:
-    from flows.stages import eval_task, prep_task, run_key, strip_task, train_task
+    from flows.stages import eval_task, prep_task, strip_task, train_task
+    from ito_core.artifacts import run_key
     from ito_core.config import load_config
 
     cfg = load_config(overrides, config_name=config_name)

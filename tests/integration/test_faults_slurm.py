@@ -27,7 +27,7 @@ import submitit
 from fixtures.faults import TrainRanks
 from fixtures.slurm_cluster import SlurmCluster
 from fixtures.tiny_run import tiny_config
-from integration.test_slurm import KEY, SLURM_RUN, jobs  # noqa: F401 - jobs is a fixture used below
+from integration.test_slurm import KEY, SLURM_RUN
 
 from cluster.jobs import submit_eval, submit_training
 from cluster.waiting import JobFailedError, slurm_state, wait_streaming

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from flows import cli
+from ito_core.storage import MANIFEST
 
 ROOT = Path(__file__).resolve().parents[3]
 # What a stage command does before its first Prefect task: the CLI's defaults, then Prefect's logging set-up
@@ -61,3 +62,11 @@ def test_run_refuses_a_bad_sweep_name_before_any_flow_run(capsys: pytest.Capture
     monkeypatch.setattr("flows.sweep.ito_sweep", lambda **kw: pytest.fail("the flow ran"))
     assert cli.main(["run", "experiment=demo", "--sweep-name", "../up"]) == 2
     assert "sweep_name='../up'" in capsys.readouterr().err
+
+
+def test_a_stage_command_runs_that_stage(tmp_path: Path) -> None:
+    overrides = [f"storage.root={tmp_path / 'store'}", f"cluster.work_dir={tmp_path / 'work'}",
+                 "data.max_train_samples=32", "data.shapes_train=32", "data.shapes_eval=16", "eval.max_samples=16"]
+    assert cli.main(["prep", *overrides]) == 0
+    committed = [p.name.split("-")[0] for p in (tmp_path / "store" / "data").iterdir() if (p / MANIFEST).exists()]
+    assert "train" in committed and "eval" in committed
