@@ -3,8 +3,9 @@ the flow process's CPU time as a share of the prep's whole CPU time (issue 16's 
 
 Runs the prep stage as the sweep runs it (``flows.stages.prep_task`` with ``cluster=slurm``) on a folder of
 real-photo JPEGs (``bench/photos.py``, 400-900 px, every 50th a byte copy of an earlier one) against the
-SLURM cluster ``sinfo`` shows; the jobs' CPU time comes from ``sacct`` (TotalCPU), the flow process's from
-``getrusage``. Needs a SLURM cluster with accounting (cluster/slurm-up.sh); without one it says so and stops.
+SLURM cluster ``sinfo`` shows. The jobs' CPU time is what each job reports of itself (``getrusage`` of its
+process and the prep pool's workers, start-up and imports included); the flow process's is ``getrusage`` of
+this process and its sbatch/squeue calls. Needs a SLURM cluster (cluster/slurm-up.sh); without one it says so and stops.
 
     python bench/prep_array.py --images 600 --tasks 1 2 --json prep_array.json
 """
@@ -30,26 +31,19 @@ QUICK_ARGS = ["--images", "120", "--samples-per-shard", "20"]
 NO_EVAL = ["eval.zero_shot=", "eval.retrieval=", "eval.linear_probe=", "eval.modality_gap="]
 
 
-def cpu_seconds(total_cpu: str) -> float:
-    """sacct's TotalCPU ([D-]HH:MM:SS or MM:SS.mmm) in seconds."""
-    days, _, clock = total_cpu.rpartition("-")
-    seconds = 0.0
-    for part in clock.split(":"):
-        seconds = seconds * 60 + float(part)
-    return seconds + 86400 * int(days or 0)
-
-
 def jobs_cpu(folder: Path) -> float:
-    """TotalCPU of every job submitted from ``folder`` (array tasks and the final job), waiting for sacct."""
-    ids = sorted({p.name.split("_")[0] for p in folder.glob("*_submission.sh")})
-    deadline = time.monotonic() + 60
-    while True:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State,TotalCPU", "-j", ",".join(ids)],
-                             capture_output=True, text=True, check=True).stdout.split()
-        rows = [line.split("|") for line in out]
-        if rows and all(state == "COMPLETED" for _, state, _ in rows) or time.monotonic() > deadline:
-            return sum(cpu_seconds(cpu) for _, _, cpu in rows)
-        time.sleep(2)
+    """CPU seconds the prep jobs submitted from ``folder`` report (each measures its own process and children:
+    this cluster's accounting gathers no CPU time, so sacct's TotalCPU reads 0)."""
+    import submitit
+
+    ids = sorted(p.name.removesuffix("_0_result.pkl") for p in folder.glob("*_0_result.pkl"))
+    return sum(submitit.SlurmJob(folder=folder, job_id=job_id).result()["cpu_s"] for job_id in ids)
+
+
+def flow_cpu_seconds() -> float:
+    """This process's CPU time and its finished children's (sbatch, squeue, sacct calls while it waits)."""
+    used = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    return sum(usage.ru_utime + usage.ru_stime for usage in used)
 
 
 def run(tmp: Path, images: Path, *, tasks: int, samples_per_shard: int, workers: int) -> dict:
@@ -60,11 +54,9 @@ def run(tmp: Path, images: Path, *, tasks: int, samples_per_shard: int, workers:
                        f"data.samples_per_shard={samples_per_shard}", f"data.prep_workers={workers}", *NO_EVAL,
                        "cluster=slurm", f"cluster.prep_tasks={tasks}", f"cluster.cpus_per_task={workers}",
                        f"storage.root={tmp / f'store{tasks}'}", f"cluster.work_dir={tmp / f'work{tasks}'}"])
-    usage, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    before, wall = flow_cpu_seconds(), time.perf_counter()
     keys = stages.prep_task.fn(cfg)
-    wall = time.perf_counter() - wall
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    flow_cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    wall, flow_cpu = time.perf_counter() - wall, flow_cpu_seconds() - before
     job_cpu = jobs_cpu(Path(cfg.cluster.work_dir).resolve() / keys["train"] / "prep-jobs")
     manifest = json.loads((tmp / f"store{tasks}" / keys["train"] / "manifest.json").read_text())
     return {"tasks": tasks, "wall_s": wall, "flow_cpu_s": flow_cpu, "jobs_cpu_s": job_cpu,

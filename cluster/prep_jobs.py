@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import resource
 from typing import Any
 
 import submitit
@@ -27,6 +28,12 @@ def prep_cluster(cluster: ClusterConfig) -> ClusterConfig:
     return dataclasses.replace(cluster, nodes=1, tasks_per_node=1, gpus_per_node=0)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this job process and its finished children (the prep pool's workers), imports included."""
+    used = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    return sum(usage.ru_utime + usage.ru_stime for usage in used)
+
+
 class PrepTaskJob(submitit.helpers.Checkpointable):
     def __call__(self, cfg: dict[str, Any], *, key: str, task: int, num_tasks: int) -> dict[str, Any]:
         from ito_core.data.prep_array import prep_task
@@ -34,7 +41,8 @@ class PrepTaskJob(submitit.helpers.Checkpointable):
         configure_logging()
         run_cfg = to_run_config(cfg)
         export_shard_endpoint(run_cfg.storage)
-        return prep_task(run_cfg.data, build_store(run_cfg.storage), key, task=task, num_tasks=num_tasks)
+        done = prep_task(run_cfg.data, build_store(run_cfg.storage), key, task=task, num_tasks=num_tasks)
+        return {**done, "cpu_s": cpu_seconds()}
 
 
 class PrepFinishJob(submitit.helpers.Checkpointable):
@@ -44,11 +52,13 @@ class PrepFinishJob(submitit.helpers.Checkpointable):
         configure_logging()
         run_cfg = to_run_config(cfg)
         export_shard_endpoint(run_cfg.storage)
-        return finish_array(run_cfg.data, build_store(run_cfg.storage), key, num_tasks=num_tasks)
+        manifest = finish_array(run_cfg.data, build_store(run_cfg.storage), key, num_tasks=num_tasks)
+        return {"num_samples": manifest["num_samples"], "cpu_s": cpu_seconds()}
 
 
 def run_prep_array(cfg: RunConfig, key: str, logger: logging.Logger | Any) -> dict[str, Any]:
-    """Submit the array, wait for every task, then the final job; return the committed manifest."""
+    """Submit the array, wait for every task, then the final job (which commits the manifest); return what each
+    job reported (shards written, CPU seconds)."""
     num_tasks = cfg.cluster.prep_tasks
     executor = build_executor(prep_cluster(cfg.cluster), work_dir(cfg, key) / PREP_JOBS, name="ito-prep")
     config = as_dict(cfg)
@@ -56,7 +66,11 @@ def run_prep_array(cfg: RunConfig, key: str, logger: logging.Logger | Any) -> di
         tasks = [executor.submit(PrepTaskJob(), config, key=key, task=t, num_tasks=num_tasks)
                  for t in range(num_tasks)]
     logger.info("prep: submitted a %d-task array (%s) for %s", num_tasks, tasks[0].job_id.split("_")[0], key)
-    written = sum(wait_streaming(job, logger)["written"] for job in tasks)
-    final = executor.submit(PrepFinishJob(), config, key=key, num_tasks=num_tasks)
-    logger.info("prep: %d shards written by the array; final job %s dedups and commits", written, final.job_id)
-    return wait_streaming(final, logger)
+    done = [wait_streaming(job, logger) for job in tasks]
+    final_job = executor.submit(PrepFinishJob(), config, key=key, num_tasks=num_tasks)
+    logger.info("prep: %d shards written by the array; final job %s dedups and commits",
+                sum(d["written"] for d in done), final_job.job_id)
+    final = wait_streaming(final_job, logger)
+    logger.info("prep: committed %d samples; the %d tasks and the final job used %.1f CPU s", final["num_samples"],
+                num_tasks, sum(d["cpu_s"] for d in [*done, final]))
+    return {"tasks": done, "final": final}
