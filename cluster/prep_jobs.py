@@ -1,7 +1,8 @@
-"""``data=raw`` prep on SLURM: a job array of ``cluster.prep_tasks`` one-CPU-task jobs, then a one-task final job.
+"""Prep on SLURM: a job array of ``cluster.prep_tasks`` one-CPU-task jobs, then a one-task final job.
 
-Task ``t`` writes the shards ``i % T == t`` (``ito_core.data.prep_array``); the final job removes duplicates
-across tasks and commits the manifest. The flow's process only submits, waits and logs. Both jobs are
+``data=raw``: task ``t`` writes the shards ``i % T == t`` (``ito_core.data.prep_array``), the final job removes
+duplicates across tasks and commits the manifest; ``data=webdataset``: the tasks count the user's shards, the
+final job commits the index. The flow's process only submits, waits and logs. Both jobs are
 checkpointable: a preempted task is requeued and redoes only its unfinished shards.
 """
 
@@ -36,23 +37,25 @@ def cpu_seconds() -> float:
 
 class PrepTaskJob(submitit.helpers.Checkpointable):
     def __call__(self, cfg: dict[str, Any], *, key: str, task: int, num_tasks: int) -> dict[str, Any]:
-        from ito_core.data.prep_array import prep_task
+        from ito_core.data.prep_array import index_task, prep_task
 
         configure_logging()
         run_cfg = to_run_config(cfg)
         export_shard_endpoint(run_cfg.storage)
-        done = prep_task(run_cfg.data, build_store(run_cfg.storage), key, task=task, num_tasks=num_tasks)
+        write = index_task if run_cfg.data.name == "webdataset" else prep_task
+        done = write(run_cfg.data, build_store(run_cfg.storage), key, task=task, num_tasks=num_tasks)
         return {**done, "cpu_s": cpu_seconds()}
 
 
 class PrepFinishJob(submitit.helpers.Checkpointable):
     def __call__(self, cfg: dict[str, Any], *, key: str, num_tasks: int) -> dict[str, Any]:
-        from ito_core.data.prep_array import finish_array
+        from ito_core.data.prep_array import finish_array, finish_index
 
         configure_logging()
         run_cfg = to_run_config(cfg)
         export_shard_endpoint(run_cfg.storage)
-        manifest = finish_array(run_cfg.data, build_store(run_cfg.storage), key, num_tasks=num_tasks)
+        finish = finish_index if run_cfg.data.name == "webdataset" else finish_array
+        manifest = finish(run_cfg.data, build_store(run_cfg.storage), key, num_tasks=num_tasks)
         return {"num_samples": manifest["num_samples"], "cpu_s": cpu_seconds()}
 
 

@@ -79,8 +79,8 @@ def prep_task(cfg: RunConfig) -> dict[str, str]:
     if (done := reuse("prep", store, list(keys.values()), lambda: keys)) is not None:
         return done
     export_shard_endpoint(cfg.storage)  # user data on s3:// (shards, eval sets) is read with boto3's env config
-    if cfg.data.name == "raw" and cfg.cluster.kind == "slurm" and not committed(store, keys["train"]):
-        run_prep_array(cfg, keys["train"], stage_logger())  # the training shards, on compute nodes
+    if cfg.data.name in ("raw", "webdataset") and cfg.cluster.kind == "slurm" and not committed(store, keys["train"]):
+        run_prep_array(cfg, keys["train"], stage_logger())  # the training shards (or index), on compute nodes
     return prepare(cfg.data, cfg.eval, store)  # the eval sets (the training shards are committed by now)
 
 

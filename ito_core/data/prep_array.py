@@ -12,6 +12,10 @@ found from the logs (the first admission of an image hash in input order wins, a
 from the later shards, whose tar, sidecar and log are rewritten as one process would have written them (the
 same tar members in the same order); then the manifest is committed. Its memory is one hash per admitted
 image, like the one-process prep's duplicate index.
+
+``data=webdataset`` (the user's own shards, only indexed) is spread the same way: task ``t`` counts the samples
+of shards ``t, t + T, ...`` (``index_task``), the final step commits the manifest one process would
+(``finish_index``). A rerun of a task counts its shards again (reading, nothing written but its marker).
 """
 
 from __future__ import annotations
@@ -60,15 +64,40 @@ def prep_task(data: DataConfig, store: ArtifactStore, key: str, *, task: int, nu
     return done
 
 
-def finish_array(data: DataConfig, store: ArtifactStore, key: str, *, num_tasks: int) -> dict[str, Any]:
-    """Drop duplicates across tasks, rewrite the shards that held them, commit the manifest; return it."""
-    if committed(store, key):
-        return read_manifest(store, key)
+def index_task(data: DataConfig, store: ArtifactStore, key: str, *, task: int, num_tasks: int) -> dict[str, Any]:
+    """Task ``task`` of a ``data=webdataset`` index array: count its shards' samples into its marker."""
+    from ito_core.prep import count_samples, external_shards
+
+    counts = {url: count_samples(url) for url in external_shards(data)[task::num_tasks]}
+    store.write_json(task_marker(key, task, num_tasks), {"task": task, "counts": counts, "written": len(counts)})
+    return {"task": task, "written": len(counts)}
+
+
+def finish_index(data: DataConfig, store: ArtifactStore, key: str, *, num_tasks: int) -> dict[str, Any]:
+    """Commit the ``data=webdataset`` manifest from the tasks' counts; return it."""
+    from ito_core.prep import index_external
+
+    if not committed(store, key):
+        counts: dict[str, int] = {}
+        for marker in _markers(store, key, num_tasks):
+            counts |= store.read_json(marker)["counts"]
+        index_external(store, key, data, counts=counts)
+    return read_manifest(store, key)
+
+
+def _markers(store: ArtifactStore, key: str, num_tasks: int) -> list[str]:
     markers = [task_marker(key, t, num_tasks) for t in range(num_tasks)]
     if missing := [m for m in markers if not store.exists(m)]:
         raise ValueError(f"prep: {len(missing)} of {num_tasks} array tasks have not finished ({missing[:3]}): "
                          "run the prep stage again (finished shards are kept)")
-    num_shards = {store.read_json(m)["num_shards"] for m in markers}
+    return markers
+
+
+def finish_array(data: DataConfig, store: ArtifactStore, key: str, *, num_tasks: int) -> dict[str, Any]:
+    """Drop duplicates across tasks, rewrite the shards that held them, commit the manifest; return it."""
+    if committed(store, key):
+        return read_manifest(store, key)
+    num_shards = {store.read_json(m)["num_shards"] for m in _markers(store, key, num_tasks)}
     assert len(num_shards) == 1, f"tasks disagree on the input's shard count: {num_shards}"
     shards = range(num_shards.pop())
     logs = [store.read_json(f"{key}/{shard_name(i)}{RECORDS_SUFFIX}")["records"] for i in shards]

@@ -50,3 +50,25 @@ def test_prep_runs_as_a_job_array_and_equals_a_one_process_prep(
     assert any("#SBATCH --array=0-1" in s for s in scripts), "the two tasks went to SLURM as one array"
     markers = sorted(p.name for p in Path(store.url(f"{one_key}/prep-tasks")).iterdir())
     assert markers == ["task-0000-of-0002.json", "task-0001-of-0002.json"]
+
+
+@pytest.mark.timeout(300)
+def test_webdataset_indexing_runs_as_a_job_array(slurm_cluster: SlurmCluster, tmp_path: Path,
+                                                 small_shards: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import stages
+    from ito_core import prep
+
+    pattern = str(Path(small_shards[0]).parent / "shard-{000000..000002}.tar")
+    common = ["data=webdataset", f"data.shards=['{pattern}']", *NO_EVAL, f"cluster.work_dir={tmp_path / 'work'}"]
+    local = load_config([*common, f"storage.root={tmp_path / 'one'}"])
+    one_key = prepare(local.data, local.eval, LocalStore(local.storage.root))["train"]
+
+    def not_here(url: str) -> int:
+        raise AssertionError("the flow's process read a shard")
+
+    monkeypatch.setattr(prep, "count_samples", not_here)
+    cfg = load_config([*common, f"storage.root={tmp_path / 'array'}", "cluster=slurm", "cluster.prep_tasks=2"])
+    assert stages.prep_task.fn(cfg)["train"] == one_key
+    manifest = LocalStore(cfg.storage.root).read_json(f"{one_key}/{MANIFEST}")
+    assert manifest == LocalStore(local.storage.root).read_json(f"{one_key}/{MANIFEST}")
+    assert manifest["num_samples"] == 96 and len(manifest["shards"]) == 3

@@ -4,6 +4,7 @@ different tasks' shards are removed once, and a killed task's rerun redoes only 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,20 @@ def test_a_killed_task_reruns_only_its_unfinished_shards(tmp_path: Path, referen
                        and done.get(p.name) != p.stat().st_mtime_ns)
     assert rewritten == ["shard-000003.tar", "shard-000003.tar.records.json", "shard-000003.tar.stats.json"]
     assert finish_array(cfg.data, store, key, num_tasks=2) == reference[0]
+
+
+def test_an_index_array_equals_a_one_process_index(tmp_path: Path, shapes_shard_dir: Path) -> None:
+    """data=webdataset: the tasks count the user's shards (3 shards, 2 tasks), the final step commits the same
+    manifest one process writes."""
+    from ito_core.data.prep_array import finish_index, index_task
+    from ito_core.prep import index_external
+
+    pattern = str(shapes_shard_dir / "shard-{000000..000002}.tar")
+    data = dataclasses.replace(load_config(["data=webdataset", "data.shards=[x]"]).data, shards=[pattern])
+    one, array, key = LocalStore(tmp_path / "one"), LocalStore(tmp_path / "array"), train_data_key(data)
+    index_external(one, key, data)
+    with pytest.raises(ValueError, match="2 of 2 array tasks have not finished"):
+        finish_index(data, array, key, num_tasks=2)
+    assert [index_task(data, array, key, task=t, num_tasks=2)["written"] for t in (0, 1)] == [2, 1]
+    manifest = finish_index(data, array, key, num_tasks=2)
+    assert manifest == one.read_json(f"{key}/{MANIFEST}") and manifest["num_samples"] == 70
