@@ -57,7 +57,7 @@ def configure_logging() -> None:
 
 
 class TrainJob(submitit.helpers.Checkpointable):
-    def __call__(self, cfg: dict[str, Any], *, shard_paths: list[str], samples_per_epoch: int, run_key: str,
+    def __call__(self, cfg: dict[str, Any], *, shard_paths: list[str], shard_samples: list[int], run_key: str,
                  staging: str) -> dict[str, Any]:
         from ito_core.train import train
 
@@ -66,7 +66,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         run_cfg = to_run_config(cfg)
         export_shard_endpoint(run_cfg.storage)
         node = f"node-{os.environ.get('SLURM_NODEID', '0')}"
-        return train(run_cfg, shard_paths=shard_paths, samples_per_epoch=samples_per_epoch,
+        return train(run_cfg, shard_paths=shard_paths, shard_samples=shard_samples,
                      store=build_store(run_cfg.storage), run_key=run_key, staging=Path(staging) / node,
                      scratch=node_scratch(run_cfg.cluster, run_key) / node)
 
@@ -104,11 +104,11 @@ def staging_dir(cfg: RunConfig, run_key: str) -> Path:
 TRAIN_JOBS, EVAL_JOBS = "jobs", "eval-jobs"  # a run's job folders in its work_dir, one per stage
 
 
-def submit_training(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, run_key: str) -> submitit.Job:
-    """``samples_per_epoch``: the shards' total (prep manifest), so a resume skips whole epochs unread."""
+def submit_training(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], run_key: str) -> submitit.Job:
+    """``shard_samples``: each shard's sample count (prep manifest): it fixes which rank reads which shard."""
     work = work_dir(cfg, run_key)
     job = build_executor(cfg.cluster, work / TRAIN_JOBS).submit(
-        TrainJob(), as_dict(cfg), shard_paths=shard_paths, samples_per_epoch=samples_per_epoch, run_key=run_key,
+        TrainJob(), as_dict(cfg), shard_paths=shard_paths, shard_samples=shard_samples, run_key=run_key,
         staging=str(staging_dir(cfg, run_key)))
     record_job(job, cfg.cluster.kind)
     return job

@@ -28,6 +28,7 @@ from ito_core.config.schema import (
     StorageConfig,
     TrainConfig,
     WandbConfig,
+    eval_executor,
     fuses,
 )
 from ito_core.config.validation import (
@@ -43,5 +44,6 @@ from ito_core.config.validation import (
 __all__ = ["CONFIG_DIR", "EMBEDDED_SOURCES", "EVAL_LAYOUTS", "PLOT_METRICS", "ClusterConfig", "DataConfig",
            "DeepSpeedConfig", "EvalConfig", "ItoConfig", "LossConfig", "ModelConfig", "PlanConfig", "ReportConfig",
            "RunConfig", "StorageConfig", "TrainConfig", "WandbConfig", "accumulation_steps", "as_dict",
-           "check_job_folder", "check_known_keys", "config_hash", "config_warnings", "fuses", "hydra_sweeper_params",
-           "load_config", "load_grid", "override_key", "to_run_config", "unknown_keys", "validate", "validate_cluster"]
+           "check_job_folder", "check_known_keys", "config_hash", "config_warnings", "eval_executor", "fuses",
+           "hydra_sweeper_params", "load_config", "load_grid", "override_key", "to_run_config", "unknown_keys",
+           "validate", "validate_cluster"]

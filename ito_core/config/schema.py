@@ -116,6 +116,7 @@ class ClusterConfig:
     qos: str = ""
     constraint: str = ""
     max_requeues: int = 3
+    prep_tasks: int = 1  # kind=slurm: data=raw prep runs as a job array this wide (one CPU task each, no GPU)
     work_dir: str = ".ito-sweep"  # submitit job folders + local staging; on a shared filesystem for SLURM
     # Node-local folder where training stages checkpoints (S3 transfers, universal conversion); read on the node.
     # Empty: $TMPDIR, else /tmp.
@@ -145,7 +146,9 @@ class EvalConfig:
     max_samples: int = 2000  # per eval set (0 = all); a user set keeps an even spread, not its first N
     batch_size: int = 256
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast while encoding; fp16 needs CUDA)
-    executor: str = "inprocess"  # inprocess (the flow's own process) | job (a one-task job on cluster.kind)
+    # auto (job on cluster.kind=slurm, else inprocess) | inprocess (the flow's own process) | job (a one-task job on
+    # cluster.kind, with one GPU if training had any): eval_executor() resolves it
+    executor: str = "auto"
     datasets: dict[str, str] = field(default_factory=dict)  # user eval sets: name -> "<layout>:<path>[?images=..]"
 
 
@@ -199,6 +202,14 @@ def _register_schemas() -> None:
 
 
 _register_schemas()
+
+
+def eval_executor(cfg: RunConfig) -> str:
+    """Where the eval stage runs: ``eval.executor``, with ``auto`` meaning a job on SLURM (the flow's process is on
+    the login node there) and the flow's own process otherwise."""
+    if cfg.eval.executor != "auto":
+        return cfg.eval.executor
+    return "job" if cfg.cluster.kind == "slurm" else "inprocess"
 
 
 def fuses(ito: ItoConfig) -> bool:

@@ -31,7 +31,7 @@ RAW_INPUT_KINDS = ("img2dataset", "table", "folder")
 RESIZE_MODES = ("center_crop", "shorter_side")
 PRECISIONS = ("fp32", "bf16", "fp16")
 EVAL_LAYOUTS = ("folder", "imagenet", "cifar10", "cifar100", "karpathy", "wds")  # ito_core/data/eval_sets.py
-EVAL_EXECUTORS = ("inprocess", "job")
+EVAL_EXECUTORS = ("auto", "inprocess", "job")
 EVAL_TASK_KEYS = ("zero_shot", "retrieval", "linear_probe", "modality_gap")
 NONFINITE_POLICIES = ("skip", "stop")
 
@@ -136,7 +136,7 @@ def validate_cluster(cfg: ClusterConfig) -> None:
     """The ``cluster.*`` values on their own (``cluster/executors.py`` checks them again for a derived config)."""
     _choice(cfg.kind, "cluster.kind", CLUSTER_KINDS)
     for key, low in (("nodes", 1), ("tasks_per_node", 1), ("gpus_per_node", 0), ("cpus_per_task", 1),
-                     ("mem_gb", 0), ("timeout_min", 1), ("max_requeues", 0)):
+                     ("mem_gb", 0), ("timeout_min", 1), ("max_requeues", 0), ("prep_tasks", 1)):
         value = getattr(cfg, key)
         _require(isinstance(value, int) and value >= low, f"cluster.{key}", f"{value!r}", f"use an integer >= {low}")
     if cfg.kind != "slurm":

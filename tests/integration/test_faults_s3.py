@@ -102,7 +102,7 @@ def test_endpoint_gone_fails_the_stage_clearly_and_a_later_run_resumes(
         tmp_path: Path) -> None:
     cfg, store = s3_config(tmp_path, s3_bucket, "storage.retry_deadline_s=3")
     server = s3_bucket.server
-    job = submit_training(cfg, shard_paths=small_shards, samples_per_epoch=96, run_key=RUN)  # the train stage's job
+    job = submit_training(cfg, shard_paths=small_shards, shard_samples=[32] * 3, run_key=RUN)  # the train stage's job
     deadline = time.monotonic() + 300
     while not objects(s3_bucket, f"exp/{CKPTS}/{tag_for(2)}/").count(MANIFEST):
         assert time.monotonic() < deadline and not job.done(), "step 2 was never committed"

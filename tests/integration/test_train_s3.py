@@ -29,7 +29,7 @@ CKPTS = f"{RUN}/checkpoints"
 
 def _train(cfg: RunConfig, shards: list[str]) -> tuple[dict, str]:
     """(rank 0's summary, rank 0's log) of one submitit run."""
-    job = submit_training(cfg, shard_paths=shards, samples_per_epoch=96, run_key=RUN)
+    job = submit_training(cfg, shard_paths=shards, shard_samples=[32, 32, 32], run_key=RUN)
     results = job.results()
     assert len(results) == 2
     return results[0], job.task(0).stderr() or ""

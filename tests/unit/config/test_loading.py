@@ -102,6 +102,18 @@ def test_experiment_configs_compose_and_validate(experiment: str) -> None:
         assert cfg.model.name == "ViT-B-16" and cfg.train.batch_size == 2048 and cfg.deepspeed.precision == "bf16"
         assert cfg.cluster.kind == "slurm" and cfg.cluster.gpus_per_node == 8
         assert cfg.data.name == "raw" and cfg.data.input_kind == "img2dataset"
+        assert cfg.eval.executor == "job" and C.eval_executor(cfg) == "job"  # eval on a compute node's GPU
+
+
+@pytest.mark.parametrize(("overrides", "where"), [
+    ([], "inprocess"), (["cluster=debug"], "inprocess"), (["cluster=slurm"], "job"),
+    (["cluster=slurm", "eval.executor=inprocess"], "inprocess"), (["eval.executor=job"], "job"),
+])
+def test_eval_runs_in_a_job_on_slurm_unless_told_otherwise(overrides: list[str], where: str) -> None:
+    cfg = C.load_config(overrides)
+    assert C.eval_executor(cfg) == where
+    forced = [o.split("=")[1] for o in overrides if o.startswith("eval.executor=")]
+    assert cfg.eval.executor == (forced[0] if forced else "auto")
 
 
 def test_ablation_grid_points_all_validate() -> None:
