@@ -1,6 +1,6 @@
 """Prep on SLURM: a job array of ``cluster.prep_tasks`` one-CPU-task jobs, then a one-task final job.
 
-``data=raw``: task ``t`` writes the shards ``i % T == t`` (``ito_core.data.prep_array``), the final job removes
+``data=raw``: task ``t`` writes the shards ``i % T == t`` (``ito_core.prep_array``), the final job removes
 duplicates across tasks and commits the manifest; ``data=webdataset``: the tasks count the user's shards, the
 final job commits the index. The flow's process only submits, waits and logs. Both jobs are
 checkpointable: a preempted task is requeued and redoes only its unfinished shards.
@@ -37,7 +37,7 @@ def cpu_seconds() -> float:
 
 class PrepTaskJob(submitit.helpers.Checkpointable):
     def __call__(self, cfg: dict[str, Any], *, key: str, task: int, num_tasks: int) -> dict[str, Any]:
-        from ito_core.data.prep_array import index_task, prep_task
+        from ito_core.prep_array import index_task, prep_task
 
         configure_logging()
         run_cfg = to_run_config(cfg)
@@ -49,7 +49,7 @@ class PrepTaskJob(submitit.helpers.Checkpointable):
 
 class PrepFinishJob(submitit.helpers.Checkpointable):
     def __call__(self, cfg: dict[str, Any], *, key: str, num_tasks: int) -> dict[str, Any]:
-        from ito_core.data.prep_array import finish_array, finish_index
+        from ito_core.prep_array import finish_array, finish_index
 
         configure_logging()
         run_cfg = to_run_config(cfg)

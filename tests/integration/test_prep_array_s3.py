@@ -1,4 +1,4 @@
-"""data=raw prep as a 2-task array (its tasks and final step run here, ito_core/data/prep_array.py) from the
+"""data=raw prep as a 2-task array (its tasks and final step run here, ito_core/prep_array.py) from the
 S3 server to the S3 server, for a parquet-free table and img2dataset tars: the committed shards and manifest
 equal a one-process prep's, and an image planted again in the other task's shard is removed once (its shard
 rewritten in the bucket)."""
@@ -12,8 +12,8 @@ from integration.test_raw_prep_s3 import NO_EVAL, _put, _tar
 
 from ito_core.artifacts import train_data_key
 from ito_core.config import load_config
-from ito_core.data.prep_array import finish_array, prep_task
 from ito_core.prep import prepare
+from ito_core.prep_array import finish_array, prep_task
 from ito_core.storage import MANIFEST, build_store
 
 pytestmark = pytest.mark.s3

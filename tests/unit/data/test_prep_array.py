@@ -1,4 +1,4 @@
-"""data=raw prep as a job array (ito_core/data/prep_array.py), its tasks run here one after another: the
+"""data=raw prep as a job array (ito_core/prep_array.py), its tasks run here one after another: the
 committed shards and manifest equal a one-process prep's for any number of tasks, duplicates planted in
 different tasks' shards are removed once, and a killed task's rerun redoes only its unfinished shards."""
 
@@ -15,8 +15,8 @@ from ito_core.artifacts import train_data_key
 from ito_core.config import RunConfig, load_config
 from ito_core.data import raw_prep
 from ito_core.data.loader import iter_shard_samples
-from ito_core.data.prep_array import finish_array, prep_task
 from ito_core.prep import prepare
+from ito_core.prep_array import finish_array, prep_task
 from ito_core.storage import MANIFEST, LocalStore
 
 NO_EVAL = ["eval.zero_shot=", "eval.retrieval=", "eval.linear_probe=", "eval.modality_gap="]
@@ -102,8 +102,8 @@ def test_a_killed_task_reruns_only_its_unfinished_shards(tmp_path: Path, referen
 def test_an_index_array_equals_a_one_process_index(tmp_path: Path, shapes_shard_dir: Path) -> None:
     """data=webdataset: the tasks count the user's shards (3 shards, 2 tasks), the final step commits the same
     manifest one process writes."""
-    from ito_core.data.prep_array import finish_index, index_task
     from ito_core.prep import index_external
+    from ito_core.prep_array import finish_index, index_task
 
     pattern = str(shapes_shard_dir / "shard-{000000..000002}.tar")
     data = dataclasses.replace(load_config(["data=webdataset", "data.shards=[x]"]).data, shards=[pattern])
