@@ -99,16 +99,19 @@ def our_worker(shards: str, batch_size: int) -> None:
     from braceexpand import braceexpand
 
     from ito_core.data.augment import MultiViewAugment
-    from ito_core.data.loader import TrainStream
+    from ito_core.data.loader import TrainStream, iter_shard_samples
     from ito_core.data.tokenizer import build_tokenizer
 
     torch.set_num_threads(1)
     tokenizer = build_tokenizer(77)
     streams, augments = {}, {}
+    paths = list(braceexpand(shards))
+    counts = [sum(1 for _ in iter_shard_samples([path])) for path in paths]  # the prep manifest's, untimed
 
     def next_batch(views: int) -> tuple[torch.Tensor, torch.Tensor, float]:
         if views not in streams:
-            streams[views] = iter(TrainStream(list(braceexpand(shards)), batch_size=batch_size, num_texts=1,
+            # Iterated in this process, the stream yields whole batches (one reader holds every lane).
+            streams[views] = iter(TrainStream(paths, shard_samples=counts, batch_size=batch_size, num_texts=1,
                                               tokenizer=tokenizer, seed=views, rank=0, world_size=1))
             augments[views] = MultiViewAugment(image_size=IMAGE_SIZE, num_views=views)
         batch = next(streams[views])

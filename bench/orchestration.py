@@ -269,7 +269,7 @@ def grid(work: Path, *, partition: str | None, baseline_points: int, profile: bo
         points = timed(lambda: expand_grid(overrides), t, "expand")
         configs = timed(lambda: load_grid(points), t, "validate")
         keys = timed(lambda: [(run_key(cfg), data_id(cfg)) for cfg in configs], t, "keys")
-        jobs = timed(lambda: [submit_training(cfg, shard_paths=[], samples_per_epoch=0, run_key=key)
+        jobs = timed(lambda: [submit_training(cfg, shard_paths=[], shard_samples=[], run_key=key)
                               for cfg, (key, _) in zip(configs, keys, strict=True)], t, "submit")
     if partition:
         subprocess.run(["scancel", *(job.job_id for job in jobs)], check=False, timeout=120)

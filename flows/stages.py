@@ -8,7 +8,8 @@ notice that). So tasks use ``NO_CACHE``; re-running or retrying a sweep redoes o
 training resumes from its newest checkpoint (or, when a killed flow run left its training or eval job
 running, waits for that job rather than start another).
 A committed eval also needs the same eval settings: pointing a finished run at other eval sets
-evaluates it again. Eval runs in the flow's process, or as a one-task job with ``eval.executor=job``.
+evaluates it again. Eval runs as a one-task job on ``cluster=slurm`` (``eval.executor=auto``, the default) or
+with ``eval.executor=job``, else in the flow's process.
 
 ``train`` carries the tag ``ito-train``: ``prefect concurrency-limit create ito-train 8`` caps the
 training jobs of all sweeps on a Prefect server (``max_concurrent_train`` caps one sweep's).
@@ -20,16 +21,17 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
 from cluster.jobs import running_eval, running_training, staging_dir, submit_eval, submit_training
+from cluster.prep_jobs import run_prep_array
 from cluster.waiting import wait_streaming
 from ito_core.artifacts import RunLayout, committed, prep_keys, read_manifest
-from ito_core.config import RunConfig, as_dict
+from ito_core.config import RunConfig, as_dict, eval_executor
 from ito_core.eval.stage import committed_eval, run_eval
-from ito_core.prep import prepare, shard_urls
+from ito_core.prep import prepare, shard_list
 from ito_core.storage import ArtifactStore, build_store, export_shard_endpoint
 from ito_core.strip import strip
 
@@ -62,6 +64,15 @@ def job_result(stage: str, cfg: RunConfig, key: str, running: submitit.Job | Non
     return wait_streaming(job, logger)
 
 
+def run_name(stage: str) -> Callable[[], str]:
+    """Task run names by grid values (``train ito.images=2 ito.fusion=none (runs/ab12...)``), by run key alone
+    for a point without any (a one-point sweep, a stage command)."""
+    def name() -> str:
+        params = runtime.task_run.parameters
+        return f"{stage} {params['label']} ({params['key']})" if params.get("label") else f"{stage} {params['key']}"
+    return name
+
+
 def reuse(stage: str, store: ArtifactStore, keys: list[str], read: Callable[[], T | None]) -> T | None:
     """The stage's result from the store, ``read()``, when all its ``keys`` are committed and ``read`` finds it
     usable (eval: made with these eval settings); the stage is then skipped, and says so. Else None: it runs."""
@@ -77,25 +88,27 @@ def prep_task(cfg: RunConfig) -> dict[str, str]:
     if (done := reuse("prep", store, list(keys.values()), lambda: keys)) is not None:
         return done
     export_shard_endpoint(cfg.storage)  # user data on s3:// (shards, eval sets) is read with boto3's env config
-    return prepare(cfg.data, cfg.eval, store)
+    if cfg.data.name in ("raw", "webdataset") and cfg.cluster.kind == "slurm" and not committed(store, keys["train"]):
+        run_prep_array(cfg, keys["train"], stage_logger())  # the training shards (or index), on compute nodes
+    return prepare(cfg.data, cfg.eval, store)  # the eval sets (the training shards are committed by now)
 
 
-@task(name="train", cache_policy=NO_CACHE, tags=[TRAIN_TAG], task_run_name="train {key}")
-def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> dict[str, Any]:
+@task(name="train", cache_policy=NO_CACHE, tags=[TRAIN_TAG], task_run_name=run_name("train"))
+def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str, label: str = "") -> dict[str, Any]:
     store, run = build_store(cfg.storage), RunLayout(key)
     if (done := reuse("train", store, [run.train], lambda: read_manifest(store, run.train))) is not None:
         return done
 
     def submit() -> submitit.Job:
         store.write_json(run.config, as_dict(cfg))
-        shards, num_samples = shard_urls(store, data_keys["train"])
-        return submit_training(cfg, shard_paths=shards, samples_per_epoch=num_samples, run_key=key)
+        shards, counts = shard_list(store, data_keys["train"])
+        return submit_training(cfg, shard_paths=shards, shard_samples=counts, run_key=key)
 
     return job_result("train", cfg, key, running_training(cfg, key), submit)
 
 
-@task(name="strip", retries=1, cache_policy=NO_CACHE, task_run_name="strip {key}")
-def strip_task(cfg: RunConfig, key: str) -> dict[str, Any]:
+@task(name="strip", retries=1, cache_policy=NO_CACHE, task_run_name=run_name("strip"))
+def strip_task(cfg: RunConfig, key: str, label: str = "") -> dict[str, Any]:
     store, run = build_store(cfg.storage), RunLayout(key)
     if (done := reuse("strip", store, [run.model], lambda: read_manifest(store, run.model))) is not None:
         return done
@@ -104,12 +117,12 @@ def strip_task(cfg: RunConfig, key: str) -> dict[str, Any]:
     return strip(cfg, store=store, run_key=key, staging=staging)
 
 
-@task(name="eval", retries=1, cache_policy=NO_CACHE, task_run_name="eval {key}")
-def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> list[dict[str, Any]]:
+@task(name="eval", retries=1, cache_policy=NO_CACHE, task_run_name=run_name("eval"))
+def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str, label: str = "") -> list[dict[str, Any]]:
     store = build_store(cfg.storage)
     if (done := reuse("eval", store, [RunLayout(key).eval], lambda: committed_eval(store, key, cfg))) is not None:
         return done
-    if cfg.eval.executor == "job":
+    if eval_executor(cfg) == "job":
         return job_result("eval", cfg, key, running_eval(cfg, key),
                           lambda: submit_eval(cfg, data_keys=data_keys, run_key=key))
     return run_eval(cfg, store=store, run_key=key, data_keys=data_keys, staging=staging_dir(cfg, key))

@@ -86,11 +86,21 @@ def _write(store: ArtifactStore, key: str, samples: Iterable[Sample], data: Data
     return manifest
 
 
-def _index_external(store: ArtifactStore, key: str, data: DataConfig) -> None:
-    """Commit a manifest that points at the user's own shards (``data=webdataset``), with their counts."""
-    urls = [url for pattern in data.shards for url in braceexpand(pattern)]
-    shards = [{"name": url.rsplit("/", 1)[-1], "url": url, "num_samples": sum(1 for _ in iter_shard_samples([url]))}
-              for url in urls]
+def external_shards(data: DataConfig) -> list[str]:
+    """The user's own shard URLs (``data=webdataset``), brace patterns expanded."""
+    return [url for pattern in data.shards for url in braceexpand(pattern)]
+
+
+def count_samples(url: str) -> int:
+    return sum(1 for _ in iter_shard_samples([url]))
+
+
+def index_external(store: ArtifactStore, key: str, data: DataConfig, *, counts: dict[str, int] | None = None) -> None:
+    """Commit a manifest that points at the user's own shards (``data=webdataset``), with their counts (read
+    here unless ``counts`` has them: a job array counted them)."""
+    counts = counts or {}
+    shards = [{"name": url.rsplit("/", 1)[-1], "url": url,
+               "num_samples": counts[url] if url in counts else count_samples(url)} for url in external_shards(data)]
     commit(store, key, {"shards": shards, "num_samples": sum(s["num_samples"] for s in shards),
                         "stats": {"kept": sum(s["num_samples"] for s in shards), "skipped": {}}})
     log.info("prep: indexed %d external shards for %s", len(shards), store.url(key))
@@ -102,7 +112,7 @@ def prepare(data: DataConfig, eval_cfg: EvalConfig, store: ArtifactStore) -> dic
     if committed(store, keys["train"]):  # checked first: building a sample stream reads the source files
         log.info("prep: %s already committed, reusing it", store.url(keys["train"]))
     elif data.name == "webdataset":
-        _index_external(store, keys["train"], data)
+        index_external(store, keys["train"], data)
     elif data.name == "raw":
         prepare_raw(data, store, keys["train"])
     else:
@@ -119,3 +129,9 @@ def shard_urls(store: ArtifactStore, key: str) -> tuple[list[str], int]:
     manifest = read_manifest(store, key)
     urls = [shard.get("url") or store.url(f"{key}/{shard['name']}") for shard in manifest["shards"]]
     return urls, manifest["num_samples"]
+
+
+def shard_list(store: ArtifactStore, key: str) -> tuple[list[str], list[int]]:
+    """URLs of a shard set and each shard's sample count (the training order is built from them)."""
+    urls, _ = shard_urls(store, key)
+    return urls, [shard["num_samples"] for shard in read_manifest(store, key)["shards"]]

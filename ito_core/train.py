@@ -1,8 +1,9 @@
 """The ITO training loop on a DeepSpeed engine (ZeRO 0-3, fp32/bf16/fp16, CPU gloo or GPU NCCL).
 
 One call of ``train`` is one rank of one run. Every stateful piece is restored on resume:
-weights, optimizer, scheduler and step live in the DeepSpeed checkpoint; the data position is
-the number of consumed batches (the stream is deterministic); augmentation randomness is
+weights, optimizer, scheduler and step live in the DeepSpeed checkpoint; the data position
+(``train_state["data"]``: the next batch and the world size) is the number of consumed batches, since
+the stream is deterministic (``ito_core.data.loader``); augmentation randomness is
 re-seeded from (seed, rank, step) each step, so it needs no saved state. An interrupted and
 resumed run therefore equals an uninterrupted one, bitwise on CPU. A run may resume at another
 world size (same global batch): ZeRO shards are converted to a universal checkpoint on the fly.
@@ -37,9 +38,9 @@ from ito_core import checkpoint
 from ito_core.accumulation import GradientAccumulation
 from ito_core.activation_checkpointing import apply_activation_checkpointing
 from ito_core.artifacts import RunLayout
-from ito_core.config import RunConfig, accumulation_steps, as_dict
+from ito_core.config import RunConfig, accumulation_steps, as_dict, config_warnings
 from ito_core.data.augment import MultiViewAugment
-from ito_core.data.loader import TrainStream, build_train_loader
+from ito_core.data.loader import TrainStream, build_train_loader, resume_batch
 from ito_core.data.tokenizer import build_tokenizer
 from ito_core.distributed import DistEnv, all_ranks, init_distributed
 from ito_core.flops import mfu, peak_flops, train_flops_per_sample
@@ -123,9 +124,14 @@ def build_engine(cfg: RunConfig, env: DistEnv, *, load_universal: bool = False) 
     return engine
 
 
-def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, store: ArtifactStore, run_key: str,
-          staging: Path) -> dict[str, Any]:
-    """Train (or resume) one run; rank 0 commits ``<run_key>/train`` (its summary) at the end."""
+def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], store: ArtifactStore, run_key: str,
+          staging: Path, scratch: Path | None = None) -> dict[str, Any]:
+    """Train (or resume) one run; rank 0 commits ``<run_key>/train`` (its summary) at the end.
+
+    ``shard_samples``: each shard's sample count (the prep manifest's), which fixes the data order.
+    ``staging``: this node's folder for files kept beside the run (W&B's offline run); ``scratch``: node-local
+    folder for checkpoints on their way to and from a remote store (default: ``staging``)."""
+    scratch = scratch or staging
     env, run, total = init_distributed(), RunLayout(run_key), cfg.train.steps
     check_world_size(cfg, env)
     ckpt_key = run.checkpoints
@@ -134,10 +140,12 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
     engine = build_engine(cfg, env, load_universal=resume is not None and resume.universal)
     state = {"step": 0, "skipped_steps": 0, "history": []}
     if resume is not None:
-        state.update(checkpoint.restore(engine, resume, store=store, key=ckpt_key, staging=staging))
+        state.update(checkpoint.restore(engine, resume, store=store, key=ckpt_key, staging=scratch))
     if env.rank == 0:  # start-up is over (bench/orchestration.py times the phases by these log lines)
         log.info("engine ready: ZeRO-%d %s, world size %d, at step %d", cfg.deepspeed.zero_stage,
                  cfg.deepspeed.precision, env.world_size, state["step"])
+        for warning in config_warnings(cfg):
+            log.warning("%s", warning)
     device, dtype = engine.device, DTYPES[cfg.deepspeed.precision]
     objective = build_objective(cfg.loss, cfg.ito, rank=env.rank, world_size=env.world_size)
     accum = GradientAccumulation(engine, objective, steps=accumulation_steps(cfg.train, env.world_size))
@@ -145,11 +153,13 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
     stream = TrainStream(
         shard_paths, batch_size=cfg.train.batch_size // env.world_size, num_texts=cfg.ito.texts,
         tokenizer=build_tokenizer(cfg.model.context_length), seed=cfg.seed, rank=env.rank,
-        world_size=env.world_size, start_batch=state["step"], samples_per_epoch=samples_per_epoch,
-        max_bad_shards=cfg.train.max_bad_shards)
+        world_size=env.world_size, shard_samples=shard_samples, max_bad_shards=cfg.train.max_bad_shards,
+        start_batch=resume_batch(state.get("data"), step=state["step"], world_size=env.world_size))
     tracker = Tracker(cfg, run_key=run_key, rank=env.rank, directory=staging / "wandb")
+    tracker.catch_up(state["history"])  # a resumed run: the rows W&B lost with the killed job
     meter = StepMeter(cfg, env, start_step=state["step"])
-    batches = iter(build_train_loader(stream, num_workers=cfg.data.num_workers))
+    loader = build_train_loader(stream, num_workers=cfg.data.num_workers)
+    batches = iter(loader)
     for step in range(state["step"], total):
         batch = next(batches)
         torch.manual_seed(step_seed(cfg.seed, env.rank, step))
@@ -165,7 +175,8 @@ def train(cfg: RunConfig, *, shard_paths: list[str], samples_per_epoch: int, sto
             state["history"].append(meter.row(state, losses, lr=engine.get_lr()[0]))
             tracker.log(state["history"][-1])
         if state["step"] % cfg.train.checkpoint_every == 0 or state["step"] == total:
-            checkpoint.save(engine, store=store, key=ckpt_key, staging=staging, step=state["step"],
+            state["data"] = loader.state_dict()
+            checkpoint.save(engine, store=store, key=ckpt_key, staging=scratch, step=state["step"],
                             train_state=state, keep=cfg.train.keep_checkpoints)
     summary = {"step": state["step"], "checkpoint": checkpoint.tag_for(state["step"]),
                "history": state["history"], "config": as_dict(cfg)}

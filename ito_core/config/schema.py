@@ -116,7 +116,11 @@ class ClusterConfig:
     qos: str = ""
     constraint: str = ""
     max_requeues: int = 3
+    prep_tasks: int = 1  # kind=slurm: data=raw prep runs as a job array this wide (one CPU task each, no GPU)
     work_dir: str = ".ito-sweep"  # submitit job folders + local staging; on a shared filesystem for SLURM
+    # Node-local folder where training stages checkpoints (S3 transfers, universal conversion); read on the node.
+    # Empty: $TMPDIR, else /tmp.
+    scratch_dir: str = ""
     extra_sbatch: dict[str, Any] = field(default_factory=dict)
 
 
@@ -142,7 +146,9 @@ class EvalConfig:
     max_samples: int = 2000  # per eval set (0 = all); a user set keeps an even spread, not its first N
     batch_size: int = 256
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast while encoding; fp16 needs CUDA)
-    executor: str = "inprocess"  # inprocess (the flow's own process) | job (a one-task job on cluster.kind)
+    # auto (job on cluster.kind=slurm, else inprocess) | inprocess (the flow's own process) | job (a one-task job on
+    # cluster.kind, with one GPU if training had any): eval_executor() resolves it
+    executor: str = "auto"
     datasets: dict[str, str] = field(default_factory=dict)  # user eval sets: name -> "<layout>:<path>[?images=..]"
 
 
@@ -151,6 +157,25 @@ class WandbConfig:
     mode: str = "offline"  # online | offline | disabled
     project: str = "ito-sweep"
     group: str = ""  # W&B group; the sweep flow sets it to the sweep name
+
+
+PLOT_METRICS = ("*/acc1", "*/lp_acc1", "*/image_retrieval_recall@1", "*/text_retrieval_recall@1",
+                "*/centroid_distance", "final_align_loss")
+
+
+@dataclass
+class ReportConfig:
+    # Eval metrics in the sweep report, as "<eval set>/<metric>" patterns ("*" matches any set: "*/acc1");
+    # empty = every metric the eval records hold.
+    metrics: list[str] = field(default_factory=list)
+    # The report columns plotted against each grid axis, same patterns (losses too: final_align_loss).
+    plot_metrics: list[str] = field(default_factory=lambda: list(PLOT_METRICS))
+
+
+@dataclass
+class PlanConfig:
+    mfu: float = 0.4  # ito-sweep plan: assumed model FLOPs utilisation for GPU-hours at the device's peak
+    bench: str = ""  # ito-sweep plan: a bench/train_step.py --json result to price at its measured throughput
 
 
 @dataclass
@@ -165,6 +190,8 @@ class RunConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     seed: int = 0
     sweep: dict[str, Any] = field(default_factory=dict)  # grid axes (Hydra sweeper syntax)
 
@@ -175,6 +202,14 @@ def _register_schemas() -> None:
 
 
 _register_schemas()
+
+
+def eval_executor(cfg: RunConfig) -> str:
+    """Where the eval stage runs: ``eval.executor``, with ``auto`` meaning a job on SLURM (the flow's process is on
+    the login node there) and the flow's own process otherwise."""
+    if cfg.eval.executor != "auto":
+        return cfg.eval.executor
+    return "job" if cfg.cluster.kind == "slurm" else "inprocess"
 
 
 def fuses(ito: ItoConfig) -> bool:

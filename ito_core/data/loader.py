@@ -1,97 +1,71 @@
-"""Read shards: a resumable, deterministic training stream and the eval-set reader.
+"""Read shards: the resumable, deterministic training stream (each rank reads only its shards) and eval sets.
 
-The training stream of one rank is a pure function of (shards, seed, rank, world_size):
+The training order is ``order.py``'s: per epoch each rank gets whole shards, reads them through up to
+``lanes`` lanes, and interleaves the lanes' samples by a seeded pattern; batch ``b`` of a rank is positions
+``[b * B, (b + 1) * B)`` of its concatenated epochs. It depends on the shards' sample counts (the prep
+manifest's), the seed, the rank and the world size, and on nothing else.
 
-- epoch e visits the shards in an order shuffled with (seed, e), passes their samples through a
-  shuffle buffer seeded with (seed, e), and rank r keeps samples r, r + world_size, ... of that
-  epoch (a sample-level split: ranks get equal counts, give or take one, even with one shard);
-- the rank's raw samples of epochs 0, 1, 2, ... are concatenated, and batch b is raw samples
-  [b * B, (b + 1) * B) of that sequence; a batch can straddle two epochs.
+**Workers.** With a DataLoader of W workers, worker w reads the lanes ``w, w + W, ...`` of each epoch (so the
+rank's shards are split between its workers, and no shard is read twice per epoch), and for every batch
+yields a *piece*: its lanes' samples of that batch, decoded, with their slots. DataLoader's round-robin hands
+the main process the W pieces of batch 0, then of batch 1, ...; ``TrainLoader`` puts each batch together
+from its pieces. So the batches are the same for any W (W = 0: the main process reads every lane).
 
-So the data position is just the batch index: resuming after k batches is a new stream with
-``start_batch=k``. With a DataLoader of W workers, worker w yields batches start_batch + w,
-start_batch + w + W, ...: every worker walks the raw stream (tar reading only) and decodes only
-its own batches, and DataLoader's round-robin over workers restores the order, so the batch
-sequence is the same for any W. The price: each worker of each rank reads every shard.
+**Resume.** The data position is the batch index: a resumed rank is a new stream with ``start_batch = step``.
+Earlier epochs are skipped unread (their sizes come from the shard counts); in the epoch it resumes in, each
+lane re-reads its shards from the epoch's start (tar reading only, no decoding) up to where it was.
+``TrainLoader.state_dict()`` is what a checkpoint keeps: the next batch and the world size.
 
-A shard that is missing or truncated (not a complete tar) stops the stream with an error naming it:
-skipping it would change what the run trains on. ``max_bad_shards`` (``train.max_bad_shards``) skips up
-to that many per epoch instead, keeping the samples read before the damage and logging each; the epoch
-then holds fewer samples, so a resumed run no longer equals an uninterrupted one exactly. An S3 outage is
-not a bad shard: the reader retries it, then fails.
+**World-size change.** A run resumed at another world size (same global batch) continues with the order of
+the new world size at batch ``step``: the shards of the interrupted epoch are dealt again among the new
+ranks, so until that epoch ends some of its samples can come twice and others not at all (at most one epoch
+of difference); from the next epoch on each sample again comes once per epoch.
 
-Shape legend: B batch, N captions per sample, L context length, H/W image size.
+**Bytes.** Every shard byte a rank reads is counted per epoch (``TrainLoader.bytes_read``): an uninterrupted
+epoch reads exactly the sizes of the shards ``order.rank_shards`` gives that rank, about 1 / world size.
+
+A damaged shard fails the stream, or is skipped within ``train.max_bad_shards`` per rank and epoch
+(``lanes.py``).
+
+Shape legend: B batch, n samples of a piece, N captions per sample, L context length, H/W image size.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
-import json
 import logging
 import random
-import tarfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset.gopen import gopen
-from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from ito_core.data.lanes import Tally, check_bad_shards, lane_samples
+from ito_core.data.order import EpochPlan, check_shards, locate, plan_epoch
+from ito_core.data.shard_io import decode_sample, iter_shard_samples, open_shard, pick_captions
 from ito_core.data.tokenizer import trim_padding
-from ito_core.storage import MANIFEST, open_s3_object
+
+__all__ = ["TrainStream", "TrainLoader", "build_train_loader", "iter_eval_batches", "iter_shard_samples",
+           "open_shard", "decode_sample", "pick_captions", "resume_batch"]
 
 log = logging.getLogger(__name__)
 
 Tokenizer = Callable[[list[str]], torch.Tensor]  # list of n texts -> LongTensor [n, L]
-BAD_SHARD_ERRORS = (FileNotFoundError, tarfile.ReadError)  # missing; truncated, empty or not a tar
-
-
-def open_shard(url: str) -> Any:
-    """The one place shard URLs are opened. ``s3://bucket/key`` streams through boto3 (webdataset has no
-    s3 support): endpoint from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (else AWS), credentials from
-    the AWS env, and a dropped connection resumes at the current byte. Anything else (local paths,
-    file://, pipe:) goes through webdataset's gopen."""
-    if url.startswith("s3://"):
-        return open_s3_object(url)
-    return gopen(url, "rb")
-
-
-def iter_shard_samples(urls: list[str]) -> Iterator[dict[str, Any]]:
-    """Raw webdataset samples ({"__key__", "__url__", "jpg": bytes, "json": bytes}) of ``urls`` in order."""
-    yield from group_by_keys(_checked_members(tar_file_expander(_opened(urls))))
-
-
-def _checked_members(members: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Member names only become sample keys, never paths we write; a name that would escape a folder
-    (absolute or "..") still means a crafted tar, so the shard is refused (webdataset skips links itself)."""
-    for member in members:
-        path = PurePosixPath(member.get("fname", ""))  # {} is webdataset's end-of-shard marker
-        if path.is_absolute() or ".." in path.parts:
-            raise ValueError(f"shard {member.get('__url__')}: refusing tar member {member['fname']!r} (absolute "
-                             "path or '..'): prep never writes one, so the shard was altered; re-create it")
-        yield member
-
-
-def _opened(urls: list[str]) -> Iterator[dict[str, Any]]:
-    for url in urls:
-        # tar_file_expander reads a stream to its end before asking for the next one: close it then.
-        with open_shard(url) as stream:
-            yield {"url": url, "stream": stream}
+LANES = 16  # shards a rank reads at once: a batch mixes up to this many; more workers than lanes idle
 
 
 class TrainStream(IterableDataset):
-    """Infinite stream of whole batches {"images": uint8 [B,3,H,W], "texts": long [B,N,L], "keys": [B]}."""
+    """Infinite stream of *pieces* of batches; ``TrainLoader`` puts them together (see the module docstring)."""
 
     def __init__(
         self,
         shard_paths: list[str],
         *,
+        shard_samples: list[int],
         batch_size: int,
         num_texts: int,
         tokenizer: Tokenizer,
@@ -99,29 +73,28 @@ class TrainStream(IterableDataset):
         rank: int,
         world_size: int,
         start_batch: int = 0,
-        shuffle_buffer: int = 1000,
-        samples_per_epoch: int = 0,
+        shuffle_buffer: int = 256,
+        lanes: int = LANES,
         max_bad_shards: int = 0,
     ) -> None:
-        """``samples_per_epoch``: the shards' total sample count (the prep manifest's ``num_samples``).
-        When given, a resume skips whole epochs without reading them, and every epoch read is checked
-        against it; 0 walks the stream from epoch 0. ``max_bad_shards``: missing or truncated shards
-        skipped per epoch before the stream fails."""
+        """``shard_samples``: each shard's sample count (the prep manifest's). ``shuffle_buffer``: samples each
+        lane holds to shuffle. ``max_bad_shards``: missing or truncated shards a rank skips per epoch."""
         super().__init__()
         if not shard_paths:
             raise ValueError("TrainStream got no shards (data.shards / the prep manifest lists none)")
-        if (batch_size < 1 or num_texts < 1 or start_batch < 0 or shuffle_buffer < 1 or samples_per_epoch < 0
-                or max_bad_shards < 0):
+        if len(shard_samples) != len(shard_paths):
+            raise ValueError(f"TrainStream got {len(shard_paths)} shards but {len(shard_samples)} sample counts")
+        if batch_size < 1 or num_texts < 1 or start_batch < 0 or shuffle_buffer < 1 or max_bad_shards < 0:
             raise ValueError(
                 f"TrainStream(batch_size={batch_size}, num_texts={num_texts}, start_batch={start_batch}, "
-                f"shuffle_buffer={shuffle_buffer}, samples_per_epoch={samples_per_epoch}, max_bad_shards="
-                f"{max_bad_shards}): need batch_size, num_texts, shuffle_buffer >= 1 and the others >= 0"
+                f"shuffle_buffer={shuffle_buffer}, max_bad_shards={max_bad_shards}): need batch_size, num_texts, "
+                "shuffle_buffer >= 1 and the others >= 0"
             )
         if not 0 <= rank < world_size:
-            raise ValueError(
-                f"TrainStream(rank={rank}, world_size={world_size}): need 0 <= rank < world_size"
-            )
+            raise ValueError(f"TrainStream(rank={rank}, world_size={world_size}): need 0 <= rank < world_size")
+        check_shards(shard_samples, world_size=world_size, lanes=lanes)
         self.shard_paths = list(shard_paths)
+        self.shard_samples = list(shard_samples)
         self.batch_size = batch_size
         self.num_texts = num_texts
         self.tokenizer = tokenizer
@@ -130,136 +103,149 @@ class TrainStream(IterableDataset):
         self.world_size = world_size
         self.start_batch = start_batch
         self.shuffle_buffer = shuffle_buffer
-        self.samples_per_epoch = samples_per_epoch
+        self.lanes = lanes
         self.max_bad_shards = max_bad_shards
-        self._skipped_shards: dict[int, list[str]] = {}  # epoch -> bad shards skipped (this process)
-        # This rank's share of an epoch (0 = unknown): samples rank, rank + world_size, ...
-        self._rank_epoch_size = len(range(rank, samples_per_epoch, world_size))
+
+    def plan(self, epoch: int) -> EpochPlan:
+        return plan_epoch(self.shard_samples, seed=self.seed, epoch=epoch, rank=self.rank,
+                          world_size=self.world_size, lanes=self.lanes)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         worker = get_worker_info()
         worker_id, num_workers = (0, 1) if worker is None else (worker.id, worker.num_workers)
-        first_sample = self.start_batch * self.batch_size
-        # Whole epochs before the start are skipped unread when their size is known.
-        first_epoch = first_sample // self._rank_epoch_size if self._rank_epoch_size else 0
-        raw = self._rank_samples(first_epoch)
-        to_skip = first_sample - first_epoch * self._rank_epoch_size
-        for _ in itertools.islice(raw, to_skip):  # tar reading only, no decoding
-            pass
+        tally = Tally(self.max_bad_shards)
+        epoch, offset = locate(self.start_batch * self.batch_size, self.shard_samples, seed=self.seed,
+                               rank=self.rank, world_size=self.world_size)
+        plan, lanes = self._open_epoch(epoch, offset, worker_id, num_workers, tally)
         for b in itertools.count(self.start_batch):
-            chunk = list(itertools.islice(raw, self.batch_size))
-            if (b - self.start_batch) % num_workers == worker_id:
-                yield self._decode_batch(chunk)
+            slots, picked = [], []
+            for slot in range(self.batch_size):
+                if offset == plan.size:
+                    _check_exhausted(lanes, plan)
+                    plan, lanes = self._open_epoch(plan.epoch + 1, 0, worker_id, num_workers, tally)
+                    offset = 0
+                lane = plan.labels[offset]
+                offset += 1
+                if lane in lanes:
+                    slots.append(slot)
+                    picked.append((plan.epoch, next(lanes[lane])))
+            yield self._piece(b, slots, picked, tally.drain())
 
-    def _rank_samples(self, first_epoch: int) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(epoch, raw sample) of this rank, from ``first_epoch`` on, forever."""
-        for epoch in itertools.count(first_epoch):
-            count = 0
-            for sample in self._epoch_samples(epoch):
-                count += 1
-                yield epoch, sample
-            short_by_design = bool(self._skipped_shards.pop(epoch, None))
-            if count == 0 or (self.samples_per_epoch and count != self._rank_epoch_size and not short_by_design):
-                raise ValueError(
-                    f"epoch {epoch} gave rank {self.rank}/{self.world_size} {count} samples, expected "
-                    f"{self._rank_epoch_size or '> 0'}: shards changed or hold too few samples "
-                    f"({self.shard_paths[:3]}...)"
-                )
+    def _open_epoch(self, epoch: int, offset: int, worker_id: int, num_workers: int,
+                    tally: Tally) -> tuple[EpochPlan, dict[int, Iterator[dict[str, Any]]]]:
+        """This worker's lanes of ``epoch``, each advanced to ``offset`` (read, not decoded)."""
+        plan = self.plan(epoch)
+        urls = [[self.shard_paths[i] for i in shards] for shards in plan.lanes]
+        lanes = {}
+        for lane in range(worker_id, len(plan.lanes), num_workers):
+            refill = [url for other in (*urls[lane:], *urls[:lane]) for url in other]
+            lanes[lane] = lane_samples(urls[lane], refill, size=plan.lane_sizes[lane], epoch=epoch, tally=tally,
+                                       seed=f"{self.seed}/buffer/{epoch}/{self.rank}/{lane}",
+                                       shuffle_buffer=self.shuffle_buffer)
+        done = Counter(plan.labels[:offset])
+        for lane, samples in lanes.items():
+            for _ in itertools.islice(samples, done[lane]):
+                pass
+        return plan, lanes
 
-    def _epoch_samples(self, epoch: int) -> Iterator[dict[str, Any]]:
-        shards = list(self.shard_paths)
-        # String seeds: random.Random hashes them with SHA-512, stable across processes and Pythons.
-        random.Random(f"{self.seed}/shards/{epoch}").shuffle(shards)
-        rng = random.Random(f"{self.seed}/buffer/{epoch}")
-        samples = _shuffled(self._readable_samples(shards, epoch), self.shuffle_buffer, rng)
-        return itertools.islice(samples, self.rank, None, self.world_size)
-
-    def _readable_samples(self, shards: list[str], epoch: int) -> Iterator[dict[str, Any]]:
-        """Raw samples of ``shards`` in order; a missing or truncated shard fails the stream, or is skipped
-        (its samples before the damage kept) while at most ``max_bad_shards`` were this epoch."""
-        skipped = self._skipped_shards.setdefault(epoch, [])
-        for url in shards:
-            try:
-                yield from iter_shard_samples([url])
-            except BAD_SHARD_ERRORS as err:
-                skipped.append(url)
-                problem = "missing" if isinstance(err, FileNotFoundError) else f"truncated or not a tar ({err.args[0]})"
-                if len(skipped) > self.max_bad_shards:
-                    raise ValueError(
-                        f"shard {url} is {problem}: {len(skipped)} bad shard(s) in epoch {epoch}, more than "
-                        f"train.max_bad_shards={self.max_bad_shards}. Skipping shards changes the data the run trains "
-                        "on (and a resumed run then differs from an uninterrupted one), so it is off by default: "
-                        f"restore the shard or re-run prep (delete the data set's {MANIFEST} to rebuild it), or "
-                        "set train.max_bad_shards to skip that many per epoch") from err
-                log.warning("epoch %d: skipping the rest of shard %s (%s); %d/%d bad shards allowed per epoch",
-                            epoch, url, problem, len(skipped), self.max_bad_shards)
-
-    def _decode_batch(self, chunk: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    def _piece(self, batch: int, slots: list[int], picked: list[tuple[int, dict[str, Any]]],
+               tally: dict[str, Any]) -> dict[str, Any]:
+        """This worker's samples of one batch, decoded: images uint8 [n,3,H,W], texts long [n,N,L]."""
         images, texts, keys = [], [], []
-        for epoch, sample in chunk:
+        for epoch, sample in picked:
             key = sample["__key__"]
             image_HWC, meta = decode_sample(sample)
             images.append(image_HWC)
             rng = random.Random(f"{self.seed}/{epoch}/{key}")  # same picks whichever worker decodes
             texts.extend(pick_captions(meta["captions"], self.num_texts, rng=rng))
             keys.append(key)
-        if len({image.shape for image in images}) != 1:
-            raise ValueError(f"shards mix image sizes {sorted({i.shape for i in images})}: re-run prep")
-        images_BHWC = torch.from_numpy(np.stack(images))
-        texts_BNL = trim_padding(self.tokenizer(texts).view(len(chunk), self.num_texts, -1))
-        return {"images": images_BHWC.permute(0, 3, 1, 2).contiguous(), "texts": texts_BNL, "keys": keys}
+        piece: dict[str, Any] = {"batch": batch, "slots": slots, "keys": keys, **tally}
+        if picked:
+            _check_sizes([image.shape for image in images])
+            piece["images"] = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+            piece["texts"] = self.tokenizer(texts).view(len(picked), self.num_texts, -1)  # trimmed once assembled
+        return piece
 
 
-def decode_sample(sample: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-    """A raw shard sample -> (uint8 RGB image [H, W, 3], its JSON metadata)."""
-    try:
-        image_HWC = np.asarray(Image.open(io.BytesIO(sample["jpg"])).convert("RGB"))
-        meta = json.loads(sample["json"])
-    except Exception as exc:  # KeyError, PIL's OSError/SyntaxError, JSONDecodeError: all mean a bad shard
-        raise ValueError(
-            f"cannot decode sample {sample.get('__key__')!r} of {sample.get('__url__')}: {exc!r}; re-run prep"
-        ) from exc
-    return image_HWC, meta
+def _check_exhausted(lanes: dict[int, Iterator[dict[str, Any]]], plan: EpochPlan) -> None:
+    """At an epoch's end each lane must be read out: a sample left means a shard grew since prep counted it."""
+    for lane, samples in lanes.items():
+        if next(samples, None) is not None:
+            raise ValueError(f"epoch {plan.epoch}: lane {lane} holds more than the {plan.lane_sizes[lane]} samples "
+                             "the prep manifest counts for its shards: the shards changed; re-run prep")
 
 
-def pick_captions(captions: list[str], num: int, *, rng: random.Random) -> list[str]:
-    """``num`` captions: distinct when there are enough, else every caption once before any repeats."""
-    if not captions:
-        raise ValueError("sample has no captions: re-run prep (it drops caption-less samples)")
-    order = rng.sample(captions, len(captions))
-    return [order[i % len(order)] for i in range(num)]
+def _check_sizes(shapes: list[tuple[int, ...]]) -> None:
+    if len(set(shapes)) != 1:
+        raise ValueError(f"shards mix image sizes {sorted(set(shapes))}: re-run prep")
 
 
-def _shuffled(samples: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
-    """Shuffle buffer: hold ``size`` samples, emit a random one as each new one arrives."""
-    buffer: list[Any] = []
-    for sample in samples:
-        if len(buffer) < size:
-            buffer.append(sample)
-            continue
-        i = rng.randrange(size)
-        buffer[i], sample = sample, buffer[i]
-        yield sample
-    rng.shuffle(buffer)
-    yield from buffer
+class TrainLoader:
+    """Whole batches {"images": uint8 [B,3,H,W], "texts": long [B,N,L], "keys": [B]} from a ``TrainStream``.
+
+    Also keeps the rank's data position (``state_dict``) and the shard bytes read per epoch (``bytes_read``)."""
+
+    def __init__(self, stream: TrainStream, *, num_workers: int) -> None:
+        self.stream, self.num_workers = stream, num_workers
+        self.next_batch = stream.start_batch
+        self.bytes_read: Counter[int] = Counter()  # epoch -> shard bytes this rank read
+        self.bad_shards: dict[int, dict[str, str]] = {}  # epoch -> url -> problem
+        # Its own generator: a DataLoader otherwise draws its workers' base seed from torch's global RNG each
+        # time it is iterated, which would shift the RNG state a resumed run restores.
+        self.loader = DataLoader(stream, batch_size=None, num_workers=num_workers, persistent_workers=False,
+                                 in_order=True,  # the round-robin over workers is what hands over batch by batch
+                                 generator=torch.Generator().manual_seed(stream.seed),
+                                 prefetch_factor=2 if num_workers > 0 else None)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batch": self.next_batch, "world_size": self.stream.world_size}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        pieces = iter(self.loader)
+        while True:
+            batch = self._assemble([next(pieces) for _ in range(max(self.num_workers, 1))])
+            self.next_batch += 1
+            yield batch
+
+    def _assemble(self, pieces: list[dict[str, Any]]) -> dict[str, Any]:
+        assert all(p["batch"] == self.next_batch for p in pieces), [p["batch"] for p in pieces]
+        for piece in pieces:
+            self.bytes_read.update(piece["bytes"])
+            for epoch, url, problem in piece["bad"]:
+                self.bad_shards.setdefault(epoch, {})[url] = problem
+                check_bad_shards(epoch, self.bad_shards[epoch], self.stream.max_bad_shards)
+        full = [p for p in pieces if p["slots"]]
+        _check_sizes([p["images"].shape[1:] for p in full])
+        size, num_texts = self.stream.batch_size, self.stream.num_texts
+        images_BCHW = torch.empty((size, *full[0]["images"].shape[1:]), dtype=torch.uint8)
+        texts_BNL = torch.empty((size, num_texts, full[0]["texts"].shape[-1]), dtype=torch.long)
+        keys: list[str] = [""] * size
+        for piece in full:
+            slots = torch.tensor(piece["slots"])
+            images_BCHW[slots] = piece["images"]
+            texts_BNL[slots] = piece["texts"]
+            for slot, key in zip(piece["slots"], piece["keys"], strict=True):
+                keys[slot] = key
+        texts_BNL = trim_padding(texts_BNL)
+        if torch.cuda.is_available():  # pinned batches copy to the GPU without blocking the host
+            images_BCHW, texts_BNL = images_BCHW.pin_memory(), texts_BNL.pin_memory()
+        return {"images": images_BCHW, "texts": texts_BNL, "keys": keys}
 
 
-def build_train_loader(stream: TrainStream, *, num_workers: int) -> DataLoader:
-    """DataLoader over whole batches (``batch_size=None``), in worker order.
+def build_train_loader(stream: TrainStream, *, num_workers: int) -> TrainLoader:
+    return TrainLoader(stream, num_workers=num_workers)
 
-    It gets its own generator: a DataLoader otherwise draws its workers' base seed from torch's
-    global RNG each time it is iterated, which would shift the RNG state a resumed run restores.
-    """
-    return DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=num_workers,
-        persistent_workers=False,
-        pin_memory=torch.cuda.is_available(),
-        in_order=True,  # the round-robin over workers is what makes batches independent of num_workers
-        generator=torch.Generator().manual_seed(stream.seed),
-        prefetch_factor=2 if num_workers > 0 else None,
-    )
+
+def resume_batch(saved: dict[str, int] | None, *, step: int, world_size: int) -> int:
+    """The batch a resumed rank starts at: the step (one batch per step). A world-size change is logged: the
+    rest of the interrupted epoch follows the new world size's order (module docstring)."""
+    if saved is not None:
+        assert saved["batch"] == step, (saved, step)
+        if saved["world_size"] != world_size:
+            log.warning("data: resuming a %d-rank run on %d ranks at batch %d: the rest of the interrupted epoch "
+                        "is dealt anew among %d ranks (some of its samples may repeat or be missed until the epoch "
+                        "ends)", saved["world_size"], world_size, step, world_size)
+    return step
 
 
 @dataclass

@@ -49,7 +49,15 @@ from tqdm import tqdm
 from ito_core.artifacts import committed, raw_prep_config, read_manifest
 from ito_core.config import DataConfig, config_hash
 from ito_core.data.files import read_bytes
-from ito_core.data.shard_writer import SIDECAR_SUFFIX, ShardTask, add_example, shard_name, spill_sample, write_shard
+from ito_core.data.shard_writer import (
+    RECORDS_SUFFIX,
+    SIDECAR_SUFFIX,
+    ShardTask,
+    add_example,
+    shard_name,
+    spill_sample,
+    write_shard,
+)
 from ito_core.data.shards import MANIFEST_VERSION, clean_captions
 from ito_core.data.sources import RawRecord, read_records
 from ito_core.data.transcode import TranscodeOptions
@@ -65,16 +73,8 @@ def prepare_raw(data: DataConfig, store: ArtifactStore, key: str) -> dict[str, A
     if committed(store, key):
         log.info("prep: %s already committed, reusing it", store.url(key))
         return read_manifest(store, key)
-    options = TranscodeOptions(image_size=data.image_size, resize_mode=data.resize_mode,
-                               jpeg_quality=data.jpeg_quality, min_size=data.min_image_size,
-                               max_aspect=data.max_aspect_ratio, max_pixels=data.max_pixels)
-    in_flight = data.prep_workers + 1  # every worker busy, one shard queued for the next free one
-    with tempfile.TemporaryDirectory(prefix="ito-prep-") as tmp, _executor(data.prep_workers) as pool, \
-            ThreadPoolExecutor(FETCH_THREADS) as fetchers, ThreadPoolExecutor(in_flight) as uploaders:
-        run = _Run(store, key, Path(tmp), options, pool=pool, fetchers=fetchers, uploaders=uploaders,
-                   max_in_flight=in_flight)
-        sidecars = run.all_shards(read_records(data), data.samples_per_shard)
-    manifest = _manifest(sidecars, data)
+    sidecars, _ = write_raw_shards(data, store, key)
+    manifest = raw_manifest(sidecars, data)
     if not manifest["num_samples"]:
         raise ValueError(f"prep kept no sample of data.input={data.input!r}: all were skipped "
                          f"({manifest['stats']['skipped']}); check data.input_kind and the size limits")
@@ -84,12 +84,31 @@ def prepare_raw(data: DataConfig, store: ArtifactStore, key: str) -> dict[str, A
     return manifest
 
 
+def write_raw_shards(data: DataConfig, store: ArtifactStore, key: str, *,
+                     part: tuple[int, int] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Write the shards still missing (all, or task ``t`` of ``T``'s with ``part=(t, T)``); return their
+    sidecars and how many shards the input makes in all."""
+    options = TranscodeOptions(image_size=data.image_size, resize_mode=data.resize_mode,
+                               jpeg_quality=data.jpeg_quality, min_size=data.min_image_size,
+                               max_aspect=data.max_aspect_ratio, max_pixels=data.max_pixels)
+    in_flight = data.prep_workers + 1  # every worker busy, one shard queued for the next free one
+    with tempfile.TemporaryDirectory(prefix="ito-prep-") as tmp, _executor(data.prep_workers) as pool, \
+            ThreadPoolExecutor(FETCH_THREADS) as fetchers, ThreadPoolExecutor(in_flight) as uploaders:
+        run = _Run(store, key, Path(tmp), options, pool=pool, fetchers=fetchers, uploaders=uploaders,
+                   max_in_flight=in_flight, part=part)
+        return run.all_shards(read_records(data), data.samples_per_shard), run.num_shards
+
+
 class _Run:
-    """One pass over the input: admit records, hand shards to the pool, collect their sidecars."""
+    """One pass over the input: admit records, hand shards to the pool, collect their sidecars.
+
+    ``part=(t, T)``: only the shards ``i % T == t`` (one task of a prep job array, ``prep_array.py``): the
+    others' records are listed but never fetched, and every shard also gets a record log for the final step."""
 
     def __init__(self, store: ArtifactStore, key: str, tmp: Path, options: TranscodeOptions, *, pool: Executor,
-                 fetchers: Executor, uploaders: Executor, max_in_flight: int) -> None:
-        self.store, self.key, self.options = store, key, options
+                 fetchers: Executor, uploaders: Executor, max_in_flight: int,
+                 part: tuple[int, int] | None = None) -> None:
+        self.store, self.key, self.options, self.part = store, key, options, part
         self.pool, self.fetchers, self.uploaders = pool, fetchers, uploaders
         self.local = store.local_dir(key)  # None: stage locally, then upload
         self.staging, self.spills = tmp / "staging", tmp / "spill"
@@ -98,10 +117,15 @@ class _Run:
         self.seen: set[int] = set()  # hashes of admitted images: the duplicate index
         self.sidecars: dict[int, dict[str, Any]] = {}
         self.in_flight: set[Future] = set()  # one per shard: its write (local) or its upload (S3)
+        self.num_shards = 0
 
     def all_shards(self, records: Iterator[RawRecord], samples_per_shard: int) -> list[dict[str, Any]]:
         with tqdm(unit="img", desc="prep", disable=None) as bar:
             for index, chunk in _chunks(records, samples_per_shard):
+                self.num_shards = index + 1
+                if self.part is not None and index % self.part[1] != self.part[0]:
+                    bar.update(sum(1 for _ in chunk))  # another task's shard
+                    continue
                 finished = self._finished(index)
                 if finished is not None:
                     bar.update(sum(1 for _ in chunk))  # not fetched: the sidecar has what dedup needs
@@ -119,7 +143,8 @@ class _Run:
     def _finished(self, index: int) -> dict[str, Any] | None:
         """The sidecar of a shard a previous run completed, else None."""
         name = shard_name(index)
-        if not self.store.exists(f"{self.key}/{name}{SIDECAR_SUFFIX}"):
+        if not self.store.exists(f"{self.key}/{name}{SIDECAR_SUFFIX}") or (
+                self.part is not None and not self.store.exists(f"{self.key}/{name}{RECORDS_SUFFIX}")):
             return None
         sidecar = self.store.read_json(f"{self.key}/{name}{SIDECAR_SUFFIX}")
         if not sidecar["num_samples"]:
@@ -134,6 +159,7 @@ class _Run:
         skipped: Counter[str] = Counter()
         examples: dict[str, list[str]] = {}
         hashes: list[int] = []
+        records: list[list[Any]] | None = [] if self.part is not None else None
         spill = self.spills / f"{index:06d}.spill"
         with open(spill, "wb") as f:
             for offset, (record, image, captions, reason) in enumerate(_fetched(chunk, self.fetchers)):
@@ -141,6 +167,8 @@ class _Run:
                 digest = 0 if reason else int.from_bytes(hashlib.blake2b(image, digest_size=8).digest(), "little")
                 if not reason and digest in self.seen:
                     reason = "duplicate"
+                if records is not None:  # [key, image hash, skip reason, admitted, source]
+                    records.append([f"{first_key + offset:010d}", digest, reason, int(not reason), record.source])
                 if reason:
                     skipped[reason] += 1
                     add_example(examples, reason, record.source)
@@ -150,7 +178,7 @@ class _Run:
                 spill_sample(f, f"{first_key + offset:010d}", image, captions, record.source)
         out_dir = self.local if self.local is not None else self.staging / shard_name(index)
         return ShardTask(index=index, spill=str(spill), out_dir=str(out_dir), options=self.options,
-                         skipped=dict(skipped), examples=examples, hashes=hashes)
+                         skipped=dict(skipped), examples=examples, hashes=hashes, records=records)
 
     def _collect(self, return_when: str) -> None:
         done, self.in_flight = wait(self.in_flight, return_when=return_when)
@@ -210,7 +238,7 @@ def _load(record: RawRecord) -> tuple[RawRecord, bytes, list[str], str]:
     return record, image, captions, "" if captions else "no_caption"
 
 
-def _manifest(sidecars: list[dict[str, Any]], data: DataConfig) -> dict[str, Any]:
+def raw_manifest(sidecars: list[dict[str, Any]], data: DataConfig) -> dict[str, Any]:
     skipped: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
     for sidecar in sidecars:

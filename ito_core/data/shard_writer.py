@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 from ito_core.data.transcode import TranscodeOptions, transcode
 
 SIDECAR_SUFFIX = ".stats.json"
+RECORDS_SUFFIX = ".records.json"  # a prep array task's log of every record of a shard (prep_array.py)
 EXAMPLES_PER_REASON = 3  # sources of skipped samples kept per reason, so a user can look at them
 # Fixed (2000-01-01) so re-running prep gives identical bytes; an int, since a float mtime makes
 # tarfile add a PAX header to every member (twice the headers to parse at read time).
@@ -45,6 +46,8 @@ class ShardTask:
     skipped: dict[str, int] = field(default_factory=dict)  # reasons the parent already counted
     examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> a few skipped samples' sources
     hashes: list[int] = field(default_factory=list)  # image hashes the parent admitted (its duplicate index)
+    # Prep array tasks: [key, image hash, skip reason, admitted, source] per input record, in input order
+    records: list[list[Any]] | None = None
 
 
 def write_shard(task: ShardTask) -> dict[str, Any]:
@@ -54,16 +57,19 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
     tmp = out_dir / f".{name}.tmp"
     skipped, kept = Counter(task.skipped), 0
     examples = {reason: list(sources) for reason, sources in task.examples.items()}
+    logged = {record[0]: record for record in task.records or []}
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for key, image, captions, source in _spilled(Path(task.spill)):
             reason, jpg = transcode(image, task.options)
             if reason:
                 skipped[reason] += 1
                 add_example(examples, reason, source)
+                if logged:
+                    logged[key][2] = reason  # admitted (its hash counts for duplicates), then not transcoded
                 continue
             meta = json.dumps({"captions": captions, "label": -1, "source": source}, sort_keys=True)
-            _add(tar, f"{key}.jpg", jpg)
-            _add(tar, f"{key}.json", meta.encode("utf-8"))
+            add_member(tar, f"{key}.jpg", jpg)
+            add_member(tar, f"{key}.json", meta.encode("utf-8"))
             kept += 1
     sidecar: dict[str, Any] = {"name": name, "num_samples": kept, "skipped": dict(sorted(skipped.items())),
                                "examples": examples, "hashes": task.hashes, "sha256": "", "size": 0}
@@ -72,6 +78,8 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
         os.replace(tmp, out_dir / name)
     else:
         tmp.unlink()  # an empty tar must not look like data; the sidecar alone marks the shard done
+    if task.records is not None:
+        write_json_atomic(out_dir / (name + RECORDS_SUFFIX), {"records": task.records})
     write_json_atomic(out_dir / (name + SIDECAR_SUFFIX), sidecar)
     Path(task.spill).unlink(missing_ok=True)
     return sidecar
@@ -98,7 +106,7 @@ def _spilled(path: Path) -> Iterator[tuple[str, bytes, list[str], str]]:
             yield header["key"], f.read(header["size"]), header["captions"], header["source"]
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode, info.uname, info.gname = len(data), TAR_MTIME, 0o444, "bigdata", "bigdata"
     tar.addfile(info, io.BytesIO(data))

@@ -27,11 +27,11 @@ import submitit
 from fixtures.faults import TrainRanks
 from fixtures.slurm_cluster import SlurmCluster
 from fixtures.tiny_run import tiny_config
-from integration.test_slurm import KEY, SLURM_RUN, jobs  # noqa: F401 - jobs is a fixture used below
+from integration.test_slurm import KEY, SLURM_RUN
 
 from cluster.jobs import submit_eval, submit_training
 from cluster.waiting import JobFailedError, slurm_state, wait_streaming
-from ito_core.prep import prepare, shard_urls
+from ito_core.prep import prepare, shard_list
 from ito_core.storage import build_store
 from ito_core.strip import strip
 
@@ -49,7 +49,7 @@ def test_a_job_over_its_memory_limit_is_reported_as_out_of_memory(
         slurm_cluster: SlurmCluster, small_shards: list[str], tmp_path: Path,
         jobs: list[submitit.Job]) -> None:  # noqa: F811
     cfg = tiny_config(tmp_path, *SLURM_RUN, "cluster.mem_gb=1", "data.num_workers=1")
-    job = submit_training(cfg, shard_paths=small_shards, samples_per_epoch=96, run_key=KEY)
+    job = submit_training(cfg, shard_paths=small_shards, shard_samples=[32, 32, 32], run_key=KEY)
     jobs.append(job)
     start = time.monotonic()
     with pytest.raises(JobFailedError) as failure:
@@ -69,8 +69,8 @@ def test_a_preempted_eval_job_is_requeued_and_commits(
     cfg = tiny_config(tmp_path, *EVAL_RUN)
     store = build_store(cfg.storage)
     data_keys = prepare(cfg.data, cfg.eval, store)
-    shards, num_samples = shard_urls(store, data_keys["train"])
-    ranks.start(cfg, shards=shards, samples_per_epoch=num_samples, run_key=KEY, name="train").finish()
+    shards, counts = shard_list(store, data_keys["train"])
+    ranks.start(cfg, shards=shards, shard_samples=counts, run_key=KEY, name="train").finish()
     (tmp_path / "strip").mkdir()
     strip(cfg, store=store, run_key=KEY, staging=tmp_path / "strip")
 

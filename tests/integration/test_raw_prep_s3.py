@@ -15,7 +15,7 @@ from fixtures.s3_server import S3Bucket
 
 from ito_core.config import load_config
 from ito_core.data.loader import TrainStream, iter_shard_samples
-from ito_core.prep import prepare, shard_urls
+from ito_core.prep import prepare, shard_list, shard_urls
 from ito_core.storage import MANIFEST, build_store
 
 pytestmark = pytest.mark.s3
@@ -76,7 +76,7 @@ def test_every_input_kind_from_and_to_s3(s3_bucket: S3Bucket, monkeypatch: pytes
         samples = list(iter_shard_samples(urls))
         assert len(samples) == 7 and json.loads(samples[0]["json"])["captions"][0] == "caption 0"
         stream = TrainStream(urls, batch_size=7, num_texts=1, tokenizer=_tokenizer, seed=0, rank=0, world_size=1,
-                             samples_per_epoch=count)
+                             shard_samples=shard_list(store, keys["train"])[1])
         batch = next(iter(stream))
         assert batch["images"].shape == (7, 3, 32, 32) and len(set(batch["keys"])) == 7
 

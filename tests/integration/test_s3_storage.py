@@ -96,7 +96,7 @@ def _tokenize(texts: list[str]) -> torch.Tensor:
 
 def _batches(shards: list[str], num_workers: int) -> list[dict]:
     stream = TrainStream(shards, batch_size=8, num_texts=1, tokenizer=_tokenize, seed=4, rank=0, world_size=1,
-                         shuffle_buffer=16, samples_per_epoch=96)
+                         shuffle_buffer=16, shard_samples=[32, 32, 32])
     return list(itertools.islice(build_train_loader(stream, num_workers=num_workers), 14))  # 112 > 96: 2 epochs
 
 

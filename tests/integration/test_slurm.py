@@ -42,7 +42,7 @@ def _config(tmp: Path, *overrides: str) -> RunConfig:
 
 
 def _submit(cfg: RunConfig, shards: list[str], jobs: list[submitit.Job]) -> submitit.Job:
-    job = submit_training(cfg, shard_paths=shards, samples_per_epoch=96, run_key=KEY)
+    job = submit_training(cfg, shard_paths=shards, shard_samples=[32, 32, 32], run_key=KEY)
     jobs.append(job)
     assert isinstance(job, submitit.SlurmJob)
     return job
@@ -160,3 +160,39 @@ def test_crashed_rank_ends_the_job_and_is_reported(slurm_cluster: SlurmCluster, 
     assert "rank-1-gives-up" in str(failure.value), "the crashed rank's error is in the report"
     assert Path(job.task(1).paths.result_pickle).exists(), "results landed in the weird folder"
     assert not Path(job.task(0).paths.result_pickle).exists(), "rank 0 was killed, not finished"
+
+
+# One point of a cluster=slurm sweep, eval settings left at their default (eval.executor=auto): 1 rank trains
+# the tiny model 2 steps on embedded shapes, eval is zero-shot on 64 Fashion-MNIST images, retrieval on shapes.
+POINT = ("cluster=slurm", "train.steps=2", "train.checkpoint_every=2", "data.sources=[shapes]",
+         "data.shapes_train=128", "data.shapes_eval=64", "data.samples_per_shard=64", "eval.max_samples=64",
+         "eval.linear_probe=", "eval.modality_gap=", "eval.umap_points=0")
+
+
+@pytest.mark.timeout(420)
+def test_a_slurm_point_evaluates_in_a_job_not_in_the_flow_process(
+        slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import stages
+    from ito_core.eval.stage import run_eval
+
+    def not_here(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the flow's process ran the eval")
+
+    monkeypatch.setattr(stages, "run_eval", not_here)
+    cfg, key = tiny_config(tmp_path, *POINT), "runs/point"
+    assert cfg.eval.executor == "auto" and run_eval is not not_here
+
+    data_keys = stages.prep_task.fn(cfg)
+    stages.train_task.fn(cfg, data_keys, key)
+    stages.strip_task.fn(cfg, key)
+    records = stages.eval_task.fn(cfg, data_keys, key)
+
+    eval_jobs = Path(cfg.cluster.work_dir).resolve() / key / "eval-jobs"
+    logs = sorted(eval_jobs.glob("*_0_log.err"))
+    assert len(logs) == 1, "one eval job, submitted to SLURM"
+    job_id = logs[0].name.split("_")[0]
+    log = logs[0].read_text(errors="replace") + logs[0].with_suffix(".out").read_text(errors="replace")
+    assert "eval fashion_mnist zeroshot_classification" in log
+    assert "#SBATCH" in (eval_jobs / f"{job_id}_submission.sh").read_text(), "sbatch ran it, not a local process"
+    assert {r["dataset"] for r in records} == {"fashion_mnist", "shapes"}
+    assert LocalStore(cfg.storage.root).read_json(f"{key}/eval/manifest.json")["records"] == records

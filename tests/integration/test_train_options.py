@@ -190,7 +190,7 @@ def nan_gradient(terms: dict) -> torch.Tensor:
 
 def run_training(cfg: RunConfig, shards: list[str]) -> dict:
     with one_rank_group():
-        return train(cfg, shard_paths=shards, samples_per_epoch=96, store=LocalStore(cfg.storage.root), run_key="r",
+        return train(cfg, shard_paths=shards, shard_samples=[32] * 3, store=LocalStore(cfg.storage.root), run_key="r",
                      staging=Path(cfg.cluster.work_dir) / "staging")
 
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.distributed
 
 
 def _train_through_submitit(cfg: RunConfig, shards: list[str], key: str) -> dict:
-    results = submit_training(cfg, shard_paths=shards, samples_per_epoch=96, run_key=key).results()
+    results = submit_training(cfg, shard_paths=shards, shard_samples=[32, 32, 32], run_key=key).results()
     assert len(results) == cfg.cluster.tasks_per_node
     return results[0]
 

@@ -1,9 +1,10 @@
 """Resume at another world size: a 2-rank ZeRO run killed after step 3 resumes with 1 rank.
 
 The 2-rank run (micro batch 8, no accumulation) and the 1-rank resume (micro batch 8, 2
-accumulation steps) share the global batch of 16, so the resumed run reads the samples the
-2-rank run would have read next. The checkpoint's manifest says it was written by 2 ranks, so
-the 1-rank job converts it to a DeepSpeed universal checkpoint before loading it.
+accumulation steps) share the global batch of 16, so the resumed run continues at step 3 of the
+1-rank data order (ito_core/data/loader.py: each rank reads whole shards, so the order depends on
+the world size). The checkpoint's manifest says it was written by 2 ranks, so the 1-rank job
+converts it to a DeepSpeed universal checkpoint before loading it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ RUN, CKPTS = "runs/ws", "runs/ws/checkpoints"
 
 
 def _train(cfg: RunConfig, shards: list[str]) -> dict:
-    results = submit_training(cfg, shard_paths=shards, samples_per_epoch=96, run_key=RUN).results()
+    results = submit_training(cfg, shard_paths=shards, shard_samples=[32, 32, 32], run_key=RUN).results()
     assert len(results) == cfg.cluster.tasks_per_node
     return results[0]
 

@@ -1,6 +1,7 @@
 """``prefect deployment run 'ito-sweep/slurm'`` end to end on the multi-node cluster, as a user runs it: a real
 Prefect server, ``ito-sweep serve`` on the login node (mnctl: its flow runs submit with sbatch from there), every
-point's training as one 2-node job, artifacts on an S3 server the nodes reach, the report in S3.
+point's training as one 2-node job and its eval as a one-task job, artifacts on an S3 server the nodes reach, the
+report in S3.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def test_slurm_deployment_runs_two_node_jobs_from_the_login_node(
         manifest = json.loads(_read(mn_bucket, f"store/{row['run']}/checkpoints/{train['checkpoint']}/{MANIFEST}"))
         assert manifest["world_size"] == 2
         assert train["config"]["cluster"]["kind"] == "slurm" and train["config"]["cluster"]["nodes"] == 2
-    scripts = list((tmp_path / "work").rglob("*_submission.sh"))
-    assert len(scripts) == 2 and all("#SBATCH --nodes=2" in s.read_text() for s in scripts)
+    train_jobs = list((tmp_path / "work").glob("runs/*/jobs/*_submission.sh"))
+    assert len(train_jobs) == 2 and all("#SBATCH --nodes=2" in s.read_text() for s in train_jobs)
+    eval_jobs = list((tmp_path / "work").glob("runs/*/eval-jobs/*_submission.sh"))  # eval.executor=auto on SLURM
+    assert len(eval_jobs) == 2 and all("#SBATCH --nodes=1" in s.read_text() for s in eval_jobs)
     assert "submitted job" in served_on_login_node.log_tail(100_000)

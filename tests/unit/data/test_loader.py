@@ -7,19 +7,35 @@ from pathlib import Path
 import pytest
 import torch
 
-from ito_core.data.loader import TrainStream, build_train_loader, iter_eval_batches, iter_shard_samples
-from ito_core.data.shards import shard_paths
+from ito_core.data.embedded import shapes_samples
+from ito_core.data.loader import TrainStream, build_train_loader, iter_eval_batches, iter_shard_samples, resume_batch
+from ito_core.data.order import plan_epoch, rank_shards
+from ito_core.data.shards import read_manifest, shard_paths, write_shards
 
 NUM_SAMPLES = 70  # conftest's shapes_shard_dir: 3 shards (25, 25, 20), 32x32 images, 3 captions each
 
 
+def _counts(shard_dir: Path) -> list[int]:
+    return [shard["num_samples"] for shard in read_manifest(shard_dir)["shards"]]
+
+
 def _stream(shard_dir: Path, tokenizer, **kw) -> TrainStream:
-    args = dict(batch_size=8, num_texts=2, seed=5, rank=0, world_size=1, shuffle_buffer=16) | kw
+    args = dict(batch_size=8, num_texts=2, seed=5, rank=0, world_size=1, shuffle_buffer=16,
+                shard_samples=_counts(shard_dir)) | kw
     return TrainStream(shard_paths(shard_dir), tokenizer=tokenizer, **args)
 
 
 def _take(stream: TrainStream, num_batches: int, num_workers: int = 0) -> list[dict]:
     return list(itertools.islice(build_train_loader(stream, num_workers=num_workers), num_batches))
+
+
+@pytest.fixture(scope="module")
+def ten_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """70 samples in 10 shards of 7: enough shards for 2 and 4 ranks, and several lanes per rank."""
+    out_dir = tmp_path_factory.mktemp("ten_shards")
+    write_shards(shapes_samples("train", num_samples=NUM_SAMPLES, image_size=16, seed=4), out_dir, image_size=16,
+                 samples_per_shard=7, jpeg_quality=90)
+    return out_dir
 
 
 def _same(a: list[dict], b: list[dict]) -> bool:
@@ -56,18 +72,21 @@ def test_resume_equals_the_tail_of_an_uninterrupted_stream(
     for k in (3, 9, 17):  # inside epoch 0, straddling, inside epoch 2
         resumed = _take(_stream(shapes_shard_dir, tokenizer, start_batch=k), 20 - k, num_workers=2 if k == 9 else 0)
         assert _same(uninterrupted[k:], resumed), k
-    # Knowing the epoch size lets a resume skip whole epochs unread; the batches stay the same.
+    # The shards' sample counts let a resume skip whole epochs unread; the batches stay the same.
     epochs_read: list[int] = []
-    read_epoch = TrainStream._epoch_samples
+    plan = TrainStream.plan
 
     def spy(self: TrainStream, epoch: int):
         epochs_read.append(epoch)
-        return read_epoch(self, epoch)
+        return plan(self, epoch)
 
-    monkeypatch.setattr(TrainStream, "_epoch_samples", spy)
-    skipping = _take(_stream(shapes_shard_dir, tokenizer, start_batch=17, samples_per_epoch=NUM_SAMPLES), 3)
+    monkeypatch.setattr(TrainStream, "plan", spy)
+    loader = build_train_loader(_stream(shapes_shard_dir, tokenizer, start_batch=17), num_workers=0)
+    skipping = list(itertools.islice(loader, 3))
     assert _same(uninterrupted[17:], skipping)
     assert epochs_read == [1, 2]  # batch 17 starts at sample 136 of epoch 1 (136 // 70): epoch 0 unread
+    assert set(loader.bytes_read) == {1, 2}
+    assert loader.state_dict() == {"batch": 20, "world_size": 1}  # what a checkpoint after 3 more steps keeps
 
 
 def test_epochs_differ_in_order(shapes_shard_dir: Path, tokenizer) -> None:
@@ -78,15 +97,58 @@ def test_epochs_differ_in_order(shapes_shard_dir: Path, tokenizer) -> None:
     assert other_seed != keys[:64]
 
 
+def _shard_keys(paths: list[str]) -> set[str]:
+    return {s["__key__"] for s in iter_shard_samples(paths)}
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_ranks_read_only_their_whole_shards(ten_shards: Path, tokenizer, world_size: int) -> None:
+    """Each epoch the ranks split the shards: a rank's epoch is exactly the samples of its shards, and the
+    bytes it reads are exactly their sizes (counted by the reader), about 1 / world size of the data."""
+    paths, counts = shard_paths(ten_shards), _counts(ten_shards)
+    sizes = [Path(p).stat().st_size for p in paths]
+    for epoch in (0, 1):
+        mine = [rank_shards(len(paths), seed=5, epoch=epoch, rank=r, world_size=world_size)
+                for r in range(world_size)]
+        assert sorted(i for shards in mine for i in shards) == list(range(len(paths)))  # a partition
+        assert {len(shards) for shards in mine} <= {len(paths) // world_size, -(-len(paths) // world_size)}
+    for rank in range(world_size):
+        # Batches of 1 end exactly at epoch 0's end; with 2 workers each reads some of the rank's lanes.
+        epoch0 = plan_epoch(counts, seed=5, epoch=0, rank=rank, world_size=world_size, lanes=16)
+        loader = build_train_loader(_stream(ten_shards, tokenizer, rank=rank, world_size=world_size, batch_size=1),
+                                    num_workers=2)
+        keys = [k for batch in itertools.islice(loader, epoch0.size) for k in batch["keys"]]
+        assigned = rank_shards(len(paths), seed=5, epoch=0, rank=rank, world_size=world_size)
+        assert sorted(keys) == sorted(_shard_keys([paths[i] for i in assigned]))  # each of its samples once
+        assert dict(loader.bytes_read) == {0: sum(sizes[i] for i in assigned)}
+        assert loader.bytes_read[0] <= sum(sizes) / world_size + max(sizes)
+
+
 def test_ranks_split_each_epoch_disjointly(shapes_shard_dir: Path, tokenizer) -> None:
-    per_rank = NUM_SAMPLES // 2  # 35 each: the split is by sample, so ranks match even with 3 shards
-    seen = []
-    for rank in (0, 1):
+    paths, seen = shard_paths(shapes_shard_dir), []
+    for rank in (0, 1):  # 3 shards: one rank reads 2 of them, the other 1
         stream = _stream(shapes_shard_dir, tokenizer, rank=rank, world_size=2, batch_size=5)
-        seen.append([k for batch in _take(stream, per_rank // 5) for k in batch["keys"]])
-    assert len(seen[0]) == len(seen[1]) == per_rank
+        seen.append([k for batch in _take(stream, stream.plan(0).size // 5) for k in batch["keys"]])
+    assert sorted(len(keys) for keys in seen) in ([20, 50], [25, 45])  # whole shards of 25, 25, 20
     assert not set(seen[0]) & set(seen[1])
-    assert set(seen[0]) | set(seen[1]) == {s["__key__"] for s in iter_shard_samples(shard_paths(shapes_shard_dir))}
+    assert set(seen[0]) | set(seen[1]) == _shard_keys(paths)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # more workers than this machine's cores
+def test_two_ranks_give_the_same_batches_for_any_number_of_workers(ten_shards: Path, tokenizer) -> None:
+    for rank in (0, 1):
+        reference = _take(_stream(ten_shards, tokenizer, rank=rank, world_size=2, batch_size=6), 8)
+        for num_workers in (3, 4):  # 3 lanes per rank (5 shards): uneven, and more workers than lanes
+            got = _take(_stream(ten_shards, tokenizer, rank=rank, world_size=2, batch_size=6), 8, num_workers)
+            assert _same(reference, got), (rank, num_workers)
+
+
+def test_a_world_size_change_resumes_at_the_step_in_the_new_order(caplog: pytest.LogCaptureFixture) -> None:
+    assert resume_batch(None, step=0, world_size=2) == 0
+    assert resume_batch({"batch": 3, "world_size": 2}, step=3, world_size=2) == 3
+    assert not caplog.records
+    assert resume_batch({"batch": 3, "world_size": 2}, step=3, world_size=1) == 3
+    assert "resuming a 2-rank run on 1 ranks at batch 3" in caplog.text
 
 
 def test_captions_per_sample(shapes_shard_dir: Path, tokenizer) -> None:
@@ -103,16 +165,20 @@ def test_captions_per_sample(shapes_shard_dir: Path, tokenizer) -> None:
     assert torch.equal(again["texts"], _take(_stream(shapes_shard_dir, tokenizer, num_texts=3), 1)[0]["texts"])
 
 
-def test_wrong_epoch_size_is_caught(shapes_shard_dir: Path, tokenizer) -> None:
-    with pytest.raises(ValueError, match="shards changed"):
-        _take(_stream(shapes_shard_dir, tokenizer, samples_per_epoch=NUM_SAMPLES + 1), 12)
+@pytest.mark.parametrize("counts", [[25, 25, 21], [25, 24, 20]])
+def test_wrong_shard_counts_are_caught(shapes_shard_dir: Path, tokenizer, counts: list[int]) -> None:
+    with pytest.raises(ValueError, match="the shards changed"):
+        _take(_stream(shapes_shard_dir, tokenizer, shard_samples=counts), 12)
 
 
 def test_bad_arguments_are_rejected(shapes_shard_dir: Path, tokenizer) -> None:
     with pytest.raises(ValueError, match="rank"):
         _stream(shapes_shard_dir, tokenizer, rank=2, world_size=2)
     with pytest.raises(ValueError, match="no shards"):
-        TrainStream([], batch_size=1, num_texts=1, tokenizer=tokenizer, seed=0, rank=0, world_size=1)
+        TrainStream([], shard_samples=[], batch_size=1, num_texts=1, tokenizer=tokenizer, seed=0, rank=0,
+                    world_size=1)
+    with pytest.raises(ValueError, match=r"3 shard\(s\) for 4 ranks.*data.samples_per_shard"):
+        _stream(shapes_shard_dir, tokenizer, rank=0, world_size=4)
 
 
 def test_iterating_the_loader_leaves_torch_rng_alone(shapes_shard_dir: Path, tokenizer) -> None:

@@ -15,7 +15,7 @@ from ito_core.artifacts import train_data_key
 from ito_core.config import load_config
 from ito_core.data import raw_prep
 from ito_core.data.loader import TrainStream, iter_shard_samples
-from ito_core.prep import prepare, shard_urls
+from ito_core.prep import prepare, shard_list, shard_urls
 from ito_core.storage import MANIFEST, LocalStore
 
 NO_EVAL = ["eval.zero_shot=", "eval.retrieval=", "eval.linear_probe=", "eval.modality_gap="]
@@ -224,7 +224,7 @@ def test_raw_shards_feed_the_training_stream(tmp_path: Path, tokenizer) -> None:
     assert keys["train"] == train_data_key(cfg.data) != train_data_key(load_config().data)
     urls, count = shard_urls(store, keys["train"])
     stream = TrainStream(urls, batch_size=5, num_texts=2, tokenizer=tokenizer, seed=0, rank=0, world_size=1,
-                         samples_per_epoch=count)
+                         shard_samples=shard_list(store, keys["train"])[1])
     batches = [batch for _, batch in zip(range(2), stream, strict=False)]
     assert batches[0]["images"].shape == (5, 3, 24, 24)
     assert sorted(k for b in batches for k in b["keys"]) == [f"{i:010d}" for i in range(10)]
