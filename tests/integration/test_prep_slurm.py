@@ -56,7 +56,7 @@ def test_prep_runs_as_a_job_array_and_equals_a_one_process_prep(
 def test_webdataset_indexing_runs_as_a_job_array(slurm_cluster: SlurmCluster, tmp_path: Path,
                                                  small_shards: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from flows import stages
-    from ito_core import prep
+    from ito_core.data import external
 
     pattern = str(Path(small_shards[0]).parent / "shard-{000000..000002}.tar")
     common = ["data=webdataset", f"data.shards=['{pattern}']", *NO_EVAL, f"cluster.work_dir={tmp_path / 'work'}"]
@@ -66,7 +66,7 @@ def test_webdataset_indexing_runs_as_a_job_array(slurm_cluster: SlurmCluster, tm
     def not_here(url: str) -> int:
         raise AssertionError("the flow's process read a shard")
 
-    monkeypatch.setattr(prep, "count_samples", not_here)
+    monkeypatch.setattr(external, "count_samples", not_here)
     cfg = load_config([*common, f"storage.root={tmp_path / 'array'}", "cluster=slurm", "cluster.prep_tasks=2"])
     assert stages.prep_task.fn(cfg)["train"] == one_key
     manifest = LocalStore(cfg.storage.root).read_json(f"{one_key}/{MANIFEST}")
