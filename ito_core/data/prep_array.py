@@ -57,11 +57,12 @@ def prep_task(data: DataConfig, store: ArtifactStore, key: str, *, task: int, nu
     if not 0 <= task < num_tasks:
         raise ValueError(f"prep task {task} of {num_tasks}: need 0 <= task < cluster.prep_tasks")
     if committed(store, key):
-        return {"task": task, "num_shards": len(read_manifest(store, key)["shards"]), "written": 0}
-    sidecars, num_shards = write_raw_shards(data, store, key, part=(task, num_tasks))
-    done = {"task": task, "num_shards": num_shards, "written": len(sidecars)}
+        return {"task": task, "num_shards": len(read_manifest(store, key)["shards"]), "written": 0}  # nothing to do
+    sidecars, num_shards, reused = write_raw_shards(data, store, key, part=(task, num_tasks))
+    done = {"task": task, "num_shards": num_shards, "written": len(sidecars) - reused}
     store.write_json(task_marker(key, task, num_tasks), done)
-    log.info("prep task %d/%d: %d of the input's %d shards are done", task, num_tasks, len(sidecars), num_shards)
+    log.info("prep task %d/%d: wrote %d shards, %d were done before (the input makes %d)", task, num_tasks,
+             len(sidecars) - reused, reused, num_shards)
     return done
 
 
