@@ -2,7 +2,8 @@
 
   ito-sweep run experiment=demo                # the sweep flow (Prefect ephemeral mode)
   ito-sweep run -m ito.images=1,2,4 seed=0,1   # -m is accepted for Hydra users; lists always expand
-  ito-sweep prep|train|strip|eval [OVERRIDES]  # one stage of one grid point, for debugging
+  ito-sweep plan experiment=demo               # points, committed stages, sbatch script, GPU-hours; submits nothing
+  ito-sweep prep|train|strip|eval [OVERRIDE...]  # one stage of one grid point, for debugging
   ito-sweep serve                              # serve deployments ito-sweep/local and ito-sweep/slurm
                                                # (needs PREFECT_API_URL); then, from anywhere:
   prefect deployment run 'ito-sweep/slurm' --param overrides='["ito.images=1,2,4"]' --watch
@@ -27,25 +28,57 @@ PREFECT_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK":
 STAGES = ("prep", "train", "strip", "eval")
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="ito-sweep", description=__doc__,
+COMMON = argparse.ArgumentParser(add_help=False)
+COMMON.add_argument("--config-name", default="config", help="configs/<name>.yaml to start from (default: config)")
+COMMON.add_argument("-m", "--multirun", action="store_true", help="accepted for Hydra habits; lists always expand")
+COMMON.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                    help="Hydra overrides (optional), e.g. experiment=demo ito.images=1,2 model=vit_b_16")
+SWEEP_NAME = {"default": "", "help": "report folder sweeps/<name>/ (default: sweep-<hash of the grid>)"}
+COMMANDS = {"run": "run the sweep flow: every grid point's prep -> train -> strip -> eval, then the report",
+            "plan": "print what `run` would do and cost, submitting nothing",
+            "serve": "serve deployments ito-sweep/local and ito-sweep/slurm on a Prefect server (PREFECT_API_URL)",
+            "prep": "prep of one grid point (debugging)", "train": "prep + train of one grid point (debugging)",
+            "strip": "strip of one trained point (debugging)", "eval": "eval of one stripped point (debugging)"}
+
+
+def _config_choices() -> str:
+    """The experiments and config groups, read from configs/ (the help then lists what is really there)."""
+    from ito_core.config import CONFIG_DIR
+
+    groups = {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(CONFIG_DIR.iterdir()) if d.is_dir()
+              and any(d.glob("*.yaml"))}
+    lines = [f"experiments (experiment=NAME): {', '.join(groups.pop('experiment', []))}",
+             "config groups (GROUP=OPTION):"]
+    lines += [f"  {name}: {', '.join(options)}" for name, options in groups.items()]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ito-sweep", description=__doc__, epilog=_config_choices(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("run", "serve", *STAGES))
-    parser.add_argument("-m", "--multirun", action="store_true", help="accepted for Hydra habits; no effect")
-    parser.add_argument("--config-name", default="config")
-    parser.add_argument("--sweep-name", default="")
-    parser.add_argument("--max-concurrent-train", type=int, help="run: training jobs at once (flow default: 4)")
-    parser.add_argument("--limit", type=int, default=None, help="serve: flow runs at once (default: no limit)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. ito.images=1,2 model=vit_b_16")
-    return parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = {name: commands.add_parser(name, help=text, description=text, parents=[] if name == "serve" else [COMMON])
+           for name, text in COMMANDS.items()}
+    sub["run"].add_argument("--sweep-name", **SWEEP_NAME)
+    sub["run"].add_argument("--max-concurrent-train", type=int, help="training jobs at once (flow default: 4)")
+    sub["plan"].add_argument("--sweep-name", **SWEEP_NAME)
+    sub["plan"].add_argument("--mfu", type=float, help="assumed model FLOPs utilisation, 0-1 (default: plan.mfu)")
+    sub["plan"].add_argument("--peak-tflops", type=float, default=0.0,
+                             help="a device's peak TFLOP/s, e.g. 989 for an H100 in bf16 (default: train.peak_tflops "
+                                  "or ITO_PEAK_TFLOPS)")
+    sub["plan"].add_argument("--bench", help="price at the throughput a bench/train_step.py --json file measured "
+                                             "(default: plan.bench)")
+    sub["serve"].add_argument("--limit", type=int, default=None, help="flow runs at once (default: no limit)")
+    return parser
 
 
 def _run_stage(stage: str, overrides: list[str], config_name: str) -> None:
+    from flows.grid import normalized
     from flows.stages import eval_task, prep_task, strip_task, train_task
     from ito_core.artifacts import run_key
     from ito_core.config import load_config
 
-    cfg = load_config(overrides, config_name=config_name)
+    cfg = load_config(normalized(overrides), config_name=config_name)
     key = run_key(cfg)
     data_keys = prep_task.fn(cfg) if stage in ("prep", "train", "eval") else {}
     result = {"prep": lambda: data_keys, "train": lambda: train_task.fn(cfg, data_keys, key),
@@ -53,12 +86,23 @@ def _run_stage(stage: str, overrides: list[str], config_name: str) -> None:
     print(f"{stage} done for {key}: {result if stage != 'train' else result['checkpoint']}")
 
 
+def _plan(args: argparse.Namespace) -> None:
+    from flows.plan import plan_sweep
+
+    print(plan_sweep(args.overrides, config_name=args.config_name, sweep_name=args.sweep_name, mfu=args.mfu,
+                     peak_tflops=args.peak_tflops, bench=args.bench))
+
+
 def _run(args: argparse.Namespace) -> int:
-    from flows.sweep import SweepFailed, ito_sweep, validated_grid
+    from flows.grid import validated_grid
+    from flows.sweep import SweepFailed, ito_sweep
+    from ito_core.config import config_warnings
 
     limit = {} if args.max_concurrent_train is None else {"max_concurrent_train": args.max_concurrent_train}
     # Checked here first as well: inside the flow run a config error would come wrapped in Prefect's traceback.
-    validated_grid(args.overrides, config_name=args.config_name, sweep_name=args.sweep_name, **limit)
+    _, configs = validated_grid(args.overrides, config_name=args.config_name, sweep_name=args.sweep_name, **limit)
+    for warning in dict.fromkeys(w for cfg in configs for w in config_warnings(cfg)):
+        print(f"ito-sweep: warning: {warning}", file=sys.stderr)
     try:
         print(ito_sweep(overrides=args.overrides, config_name=args.config_name, sweep_name=args.sweep_name, **limit))
     except SweepFailed as err:
@@ -82,13 +126,19 @@ def _serve(limit: int | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     for name, value in PREFECT_DEFAULTS.items():  # before prefect is imported (lazily, below)
         os.environ.setdefault(name, value)
-    args = _parse(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command is None:  # no command: what there is to do, not an error about a missing argument
+        parser.print_help()
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Prefect API request otherwise
     try:
         if args.command == "run":
             return _run(args)
-        if args.command == "serve":
+        if args.command == "plan":
+            _plan(args)
+        elif args.command == "serve":
             _serve(args.limit)
         else:
             _run_stage(args.command, args.overrides, args.config_name)

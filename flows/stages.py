@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
@@ -64,6 +64,15 @@ def job_result(stage: str, cfg: RunConfig, key: str, running: submitit.Job | Non
     return wait_streaming(job, logger)
 
 
+def run_name(stage: str) -> Callable[[], str]:
+    """Task run names by grid values (``train ito.images=2 ito.fusion=none (runs/ab12...)``), by run key alone
+    for a point without any (a one-point sweep, a stage command)."""
+    def name() -> str:
+        params = runtime.task_run.parameters
+        return f"{stage} {params['label']} ({params['key']})" if params.get("label") else f"{stage} {params['key']}"
+    return name
+
+
 def reuse(stage: str, store: ArtifactStore, keys: list[str], read: Callable[[], T | None]) -> T | None:
     """The stage's result from the store, ``read()``, when all its ``keys`` are committed and ``read`` finds it
     usable (eval: made with these eval settings); the stage is then skipped, and says so. Else None: it runs."""
@@ -84,8 +93,8 @@ def prep_task(cfg: RunConfig) -> dict[str, str]:
     return prepare(cfg.data, cfg.eval, store)  # the eval sets (the training shards are committed by now)
 
 
-@task(name="train", cache_policy=NO_CACHE, tags=[TRAIN_TAG], task_run_name="train {key}")
-def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> dict[str, Any]:
+@task(name="train", cache_policy=NO_CACHE, tags=[TRAIN_TAG], task_run_name=run_name("train"))
+def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str, label: str = "") -> dict[str, Any]:
     store, run = build_store(cfg.storage), RunLayout(key)
     if (done := reuse("train", store, [run.train], lambda: read_manifest(store, run.train))) is not None:
         return done
@@ -98,8 +107,8 @@ def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> dict[str,
     return job_result("train", cfg, key, running_training(cfg, key), submit)
 
 
-@task(name="strip", retries=1, cache_policy=NO_CACHE, task_run_name="strip {key}")
-def strip_task(cfg: RunConfig, key: str) -> dict[str, Any]:
+@task(name="strip", retries=1, cache_policy=NO_CACHE, task_run_name=run_name("strip"))
+def strip_task(cfg: RunConfig, key: str, label: str = "") -> dict[str, Any]:
     store, run = build_store(cfg.storage), RunLayout(key)
     if (done := reuse("strip", store, [run.model], lambda: read_manifest(store, run.model))) is not None:
         return done
@@ -108,8 +117,8 @@ def strip_task(cfg: RunConfig, key: str) -> dict[str, Any]:
     return strip(cfg, store=store, run_key=key, staging=staging)
 
 
-@task(name="eval", retries=1, cache_policy=NO_CACHE, task_run_name="eval {key}")
-def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str) -> list[dict[str, Any]]:
+@task(name="eval", retries=1, cache_policy=NO_CACHE, task_run_name=run_name("eval"))
+def eval_task(cfg: RunConfig, data_keys: dict[str, str], key: str, label: str = "") -> list[dict[str, Any]]:
     store = build_store(cfg.storage)
     if (done := reuse("eval", store, [RunLayout(key).eval], lambda: committed_eval(store, key, cfg))) is not None:
         return done

@@ -1,5 +1,5 @@
 """The ``ito-sweep`` Prefect flow: expand the grid, then prep -> train -> strip -> eval per point,
-then one report. Reads like DESIGN.md's pipeline; the work lives in ``flows.stages``.
+then one report. Reads like docs/DESIGN.md's pipeline; the work lives in ``flows.stages``.
 
 Concurrency: prep runs once per distinct data config; train tasks go to a task runner with
 ``max_concurrent_train`` threads, so a 100-point grid has at most that many jobs on the cluster
@@ -10,6 +10,7 @@ reports every point, then ends Failed if any failed. Re-running or retrying skip
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 from pathlib import Path
@@ -18,20 +19,38 @@ from typing import Any
 from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import FailedRun
 from prefect.futures import PrefectFuture, wait
+from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.grid import expand_grid, grid_axes, with_presets
+from flows.grid import grid_axes, sweep_name_of, validated_grid, with_presets
+from flows.plan import plan_markdown
 from flows.plots import plot_metrics
-from flows.report import render_report, report_rows, to_csv
-from flows.stages import eval_task, prep_task, strip_task, train_task
+from flows.report import point_label, render_report, report_rows, to_csv
+from flows.stages import eval_task, prep_task, stage_logger, strip_task, train_task
 from ito_core.artifacts import RUNS, RunLayout, data_id, run_key, sweep_key
-from ito_core.config import RunConfig, config_hash, load_grid
+from ito_core.config import RunConfig
 from ito_core.eval.suite import summary_metrics, summary_plots
 from ito_core.storage import build_store
 
 # Deployments made by `ito-sweep serve` (and prefect.yaml): name -> the parameters it presets.
 DEPLOYMENTS: dict[str, dict[str, Any]] = {"local": {"cluster": "local"}, "slurm": {"cluster": "slurm"}}
+
+
+class ReturnedFailure(logging.Filter):
+    """Prefect's engine logs "Engine execution exited with unexpected exception" and a traceback for every failed
+    flow run, also for one that returned its Failed state on purpose (a config error, logged in one line and
+    the state's message). Those records (``FailedRun``) are dropped; any other exception is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], FailedRun))
+
+
+def quiet_returned_failures() -> None:
+    engine = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, ReturnedFailure) for f in engine.filters):
+        engine.addFilter(ReturnedFailure())
 
 
 class SweepFailed(RuntimeError):
@@ -44,12 +63,14 @@ def submit_preps(configs: list[RunConfig], data_ids: list[str]) -> dict[str, Pre
     return {key: prep_task.submit(cfg) for key, cfg in firsts.items()}
 
 
-def submit_point(cfg: RunConfig, key: str, data: PrefectFuture,
-                 trainers: ThreadPoolTaskRunner) -> dict[str, PrefectFuture]:
-    """train (waits for a training slot) -> strip -> eval of one grid point (run ``key``), as futures."""
-    train = trainers.submit(train_task, {"cfg": cfg, "data_keys": data, "key": key})
-    strip = strip_task.submit(cfg, key, wait_for=[train])
-    return {"prep": data, "train": train, "strip": strip, "eval": eval_task.submit(cfg, data, key, wait_for=[strip])}
+def submit_point(cfg: RunConfig, key: str, data: PrefectFuture, trainers: ThreadPoolTaskRunner, *,
+                 label: str = "") -> dict[str, PrefectFuture]:
+    """train (waits for a training slot) -> strip -> eval of one grid point (run ``key``; ``label``: its grid
+    values, in the task runs' names), as futures."""
+    train = trainers.submit(train_task, {"cfg": cfg, "data_keys": data, "key": key, "label": label})
+    strip = strip_task.submit(cfg, key, label=label, wait_for=[train])
+    return {"prep": data, "train": train, "strip": strip,
+            "eval": eval_task.submit(cfg, data, key, label=label, wait_for=[strip])}
 
 
 def point_result(key: str, overrides: list[str], stages: dict[str, PrefectFuture]) -> dict[str, Any]:
@@ -82,60 +103,66 @@ def report_task(results: list[dict[str, Any]], axes: list[str], cfg: RunConfig, 
     """report.md, report.csv, results.json and plot-<axis>.png under ``sweeps/<sweep>/`` + a Prefect artifact."""
     store, folder = build_store(cfg.storage), sweep_key(sweep)
     with tempfile.TemporaryDirectory() as tmp:
-        plots = plot_metrics(report_rows(results, axes), axes, Path(tmp))
+        plots = plot_metrics(report_rows(results, axes), axes, Path(tmp), cfg.report.plot_metrics)
         store.upload_dir(Path(tmp), folder)
     markdown = render_report(results, axes, sweep=sweep, where=store.url(folder), plots=plots,
-                             resume=resume_hint(store.url("")))
+                             resume=resume_hint(store.url("")), metrics=cfg.report.metrics)
     store.write_json(f"{folder}/results.json", results)
-    store.write_text(f"{folder}/report.csv", to_csv(report_rows(results, axes)))
+    store.write_text(f"{folder}/report.csv", to_csv(report_rows(results, axes, cfg.report.metrics)))
     store.write_text(f"{folder}/report.md", markdown)
     create_markdown_artifact(markdown=markdown, key=artifact_key(sweep),
                              description=f"ito-sweep report ({len(results)} grid points)")
     return markdown
 
 
-def artifact_key(sweep: str) -> str:
+def artifact_key(sweep: str, kind: str = "sweep") -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes."""
-    return ("sweep-" + re.sub(r"[^a-z0-9-]+", "-", sweep.lower())).strip("-")[:60]
+    return (f"{kind}-" + re.sub(r"[^a-z0-9-]+", "-", sweep.lower())).strip("-")[:60]
 
 
-def validated_grid(overrides: list[str], *, config_name: str, sweep_name: str = "", max_concurrent_train: int = 1
-                   ) -> tuple[list[list[str]], list[RunConfig]]:
-    """The grid's points and their validated configs; ``ValueError`` naming the key and the fix for any bad input.
-    Everything is checked before any job: the report key sweeps/<name>/ is only written after the whole sweep."""
-    if max_concurrent_train < 1:
-        raise ValueError(f"max_concurrent_train={max_concurrent_train}; use at least 1")
-    if sweep_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", sweep_name):
-        raise ValueError(f"sweep_name={sweep_name!r}: use letters, digits, '.', '_' and '-' (no '/' or '..'), "
-                         "starting with a letter or digit")
-    points = expand_grid(overrides, config_name=config_name)
-    return points, load_grid(points, config_name=config_name)
+def plan_artifact(points: list[list[str]], configs: list[RunConfig], keys: list[str], sweep: str) -> str:
+    """A deployment's dry run: the plan as the flow's result and as a Prefect artifact."""
+    markdown = plan_markdown(points, configs, keys, sweep=sweep)
+    get_run_logger().info("dry run, nothing submitted:\n%s", markdown)
+    create_markdown_artifact(markdown=markdown, key=artifact_key(sweep, "plan"), description="ito-sweep plan")
+    return markdown
 
 
 @flow(name="ito-sweep", log_prints=True, task_runner=ThreadPoolTaskRunner())
 def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", sweep_name: str = "",
-              experiment: str = "", cluster: str = "", storage_root: str = "", max_concurrent_train: int = 4) -> str:
+              experiment: str = "", cluster: str = "", storage_root: str = "", max_concurrent_train: int = 4,
+              dry_run: bool = False) -> str | State:
     """Run every grid point of ``overrides`` (Hydra multirun syntax: ``ito.images=1,2,4``, ``seed=range(3)``)
     on ``configs/<config_name>.yaml`` (+ ``experiment=``, ``cluster=`` and ``storage.root=`` presets when set;
     an ``s3://`` root selects ``storage=s3``) with at most ``max_concurrent_train`` training jobs at once.
-    Writes the report to ``<storage root>/sweeps/<sweep_name>/`` and returns it (markdown)."""
+    Writes the report to ``<storage root>/sweeps/<sweep_name>/`` and returns it (markdown); a config error ends the
+    run Failed with the error as the state's message. With ``dry_run``
+    submits nothing: returns (and files as artifact ``plan-<sweep_name>``) what ``ito-sweep plan`` prints."""
     presets = {"experiment": experiment, "cluster": cluster, "storage.root": storage_root,
                "storage": "s3" if storage_root.startswith("s3://") else ""}
-    points, configs = validated_grid(with_presets(list(overrides or []), presets), config_name=config_name,
-                                     sweep_name=sweep_name, max_concurrent_train=max_concurrent_train)
+    try:
+        points, configs = validated_grid(with_presets(list(overrides or []), presets), config_name=config_name,
+                                         sweep_name=sweep_name, max_concurrent_train=max_concurrent_train)
+    except ValueError as err:  # a config error ends the run with its one line, not the engine's traceback
+        stage_logger().error("%s", err)
+        quiet_returned_failures()
+        return Failed(message=str(err))
     logger = get_run_logger()
     keys, data_ids = [run_key(cfg) for cfg in configs], [data_id(cfg) for cfg in configs]  # ~10 ms each: once
-    sweep = sweep_name or f"sweep-{config_hash(points)}"
+    sweep = sweep_name_of(points, sweep_name)
+    if dry_run:
+        return plan_artifact(points, configs, keys, sweep)
     for cfg in configs:
         cfg.wandb.group = cfg.wandb.group or sweep  # one W&B group per sweep
+    axes = grid_axes(points)
     logger.info("sweep %s: %d grid points, at most %d training at once", sweep, len(points), max_concurrent_train)
     preps = submit_preps(configs, data_ids)
     with ThreadPoolTaskRunner(max_workers=max_concurrent_train) as trainers:
-        stages = [submit_point(cfg, key, preps[data], trainers)
-                  for cfg, key, data in zip(configs, keys, data_ids, strict=True)]
+        stages = [submit_point(cfg, key, preps[data], trainers, label=point_label(point, axes) if axes else "")
+                  for cfg, key, data, point in zip(configs, keys, data_ids, points, strict=True)]
         wait([future for point in stages for future in point.values()])
     results = [point_result(*args) for args in zip(keys, points, stages, strict=True)]
-    markdown = report_task(results, grid_axes(points), configs[0], sweep)
+    markdown = report_task(results, axes, configs[0], sweep)
     failed = [r for r in results if r["status"] != "ok"]
     if failed:
         raise SweepFailed(f"{len(failed)}/{len(results)} grid points failed; the report lists them and how to "

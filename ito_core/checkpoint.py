@@ -8,7 +8,7 @@ tags are never chosen and are deleted once a newer tag is committed. Weights tha
 finite are never saved, so a diverged run cannot commit over the last good checkpoint.
 
 The manifest records the world size and ZeRO stage that wrote the shards. Resuming at another
-world size (ZeRO-1/2/3) converts the tag to a DeepSpeed universal checkpoint in local staging
+world size (ZeRO-1/2/3) converts the tag to a DeepSpeed universal checkpoint in node-local scratch
 (``ds_to_universal --inject_missing_state``) and loads that with ``checkpoint.load_universal``.
 ZeRO-0 shards hold whole weights and optimizer state, so they load at any world size as they are.
 """
@@ -20,7 +20,10 @@ import contextlib
 import io
 import logging
 import os
+import re
 import shutil
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,8 @@ from ito_core.distributed import all_ranks
 from ito_core.storage import ArtifactStore, commit, disk_full_error
 
 log = logging.getLogger(__name__)
+# A rank's own ZeRO shard files: [bf16_]zero_pp_rank_<rank>_mp_rank_<mp>_{optim,model}_states.pt
+RANK_SHARD = re.compile(r"(?:^|/)(?:bf16_)?zero_pp_rank_(\d+)_")
 
 
 @dataclass(frozen=True)
@@ -63,11 +68,14 @@ def save(engine: Any, *, store: ArtifactStore, key: str, staging: Path, step: in
         raise FloatingPointError(
             f"weights are not finite after step {step}: not saving, so the newest committed checkpoint under "
             f"{store.url(key)} stays the last good one; resume from it with a lower train.lr or train.grad_clip")
-    tag, local = tag_for(step), checkpoint_dir(store, key, staging)
+    tag, local, remote = tag_for(step), checkpoint_dir(store, key, staging), store.local_dir(key) is None
+    if remote and _local_rank() == 0:  # a crashed save of this tag may have left files another world size wrote
+        shutil.rmtree(local / tag, ignore_errors=True)
+    dist.barrier()
     try:
         engine.save_checkpoint(str(local), tag=tag, client_state={"train_state": train_state}, save_latest=False)
     except (OSError, RuntimeError) as err:
-        disk = "storage.root" if store.local_dir(key) is not None else "cluster.work_dir (local staging)"
+        disk = "cluster.scratch_dir (node-local staging)" if remote else "storage.root"
         full = disk_full_error(err, local / tag, what=f"checkpoint {tag}", fix=(
             f"Nothing was committed: the newest committed checkpoint under {store.url(key)} is untouched and the "
             f"partial {tag} is never resumed from. Free space there (delete {local / tag}), point {disk} at a "
@@ -75,7 +83,7 @@ def save(engine: Any, *, store: ArtifactStore, key: str, staging: Path, step: in
         if full is None:
             raise
         raise full from err
-    if store.local_dir(key) is None and _local_rank() == 0:
+    if remote and _local_rank() == 0:
         store.upload_dir(local / tag, f"{key}/{tag}")  # each node uploads the shards its ranks wrote
     dist.barrier()
     if dist.get_rank() == 0:
@@ -84,7 +92,7 @@ def save(engine: Any, *, store: ArtifactStore, key: str, staging: Path, step: in
         prune(store, key, keep=keep)
         log.info("checkpoint %s committed to %s", tag, store.url(f"{key}/{tag}"))
     dist.barrier()
-    if store.local_dir(key) is None and _local_rank() == 0:
+    if remote and _local_rank() == 0:
         shutil.rmtree(local / tag, ignore_errors=True)  # uploaded: the staging copy is not needed
 
 
@@ -117,10 +125,15 @@ def find_resume_point(store: ArtifactStore, key: str, *, world_size: int, zero_s
 
 
 def restore(engine: Any, point: ResumePoint, *, store: ArtifactStore, key: str, staging: Path) -> dict[str, Any]:
-    """Load ``point`` into ``engine`` (built with ``load_universal=point.universal``); return its train state."""
-    tag, local = point.tag, checkpoint_dir(store, key, staging)
-    if store.local_dir(key) is None and _local_rank() == 0:
-        store.download_dir(f"{key}/{tag}", local / tag)
+    """Load ``point`` into ``engine`` (built with ``load_universal=point.universal``); return its train state.
+
+    From a remote store each node fetches into its ``staging`` (node-local scratch) only what its ranks load: the
+    shared model file and their own ZeRO shards; a universal conversion reads every shard, so it fetches all.
+    """
+    tag, local, remote = point.tag, checkpoint_dir(store, key, staging), store.local_dir(key) is None
+    include = needed_by(ranks_on_this_node()) if remote and not point.universal else None  # all ranks: collective
+    if remote and _local_rank() == 0:
+        store.download_dir(f"{key}/{tag}", local / tag, include=include)
     load_dir = staging / "universal" if point.universal else local
     if point.universal and _local_rank() == 0:  # every node converts its own copy into its local staging
         to_universal(local / tag, load_dir / tag)
@@ -129,11 +142,32 @@ def restore(engine: Any, point: ResumePoint, *, store: ArtifactStore, key: str, 
     if load_path is None:
         raise FileNotFoundError(f"DeepSpeed found no checkpoint {tag} in {load_dir} (see its log above)")
     dist.barrier()
-    if point.universal and _local_rank() == 0:
-        shutil.rmtree(load_dir / tag, ignore_errors=True)
+    if _local_rank() == 0:  # loaded: the node's copies are not needed any more
+        if point.universal:
+            shutil.rmtree(load_dir / tag, ignore_errors=True)
+        if remote:
+            shutil.rmtree(local / tag, ignore_errors=True)
     how = f" (saved by {point.saved_world_size} ranks, via a universal checkpoint)" if point.universal else ""
     log.info("resumed from %s%s", store.url(f"{key}/{tag}"), how)
     return client_state["train_state"]
+
+
+def ranks_on_this_node() -> set[int]:
+    """Global ranks that share this rank's host (one all-gather)."""
+    hosts: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(hosts, socket.gethostname())
+    return {rank for rank, host in enumerate(hosts) if host == socket.gethostname()}
+
+
+def needed_by(ranks: set[int]) -> Callable[[str], bool]:
+    """Which files of a tag ``ranks`` load at the world size that saved it: every file but other ranks' ZeRO
+    shards. DeepSpeed reads only its own rank's shards unless ``zero_optimization.elastic_checkpoint`` is on (we
+    never set it); the 2-node resume tests would fail on a missing file otherwise."""
+    def include(name: str) -> bool:
+        shard = RANK_SHARD.search(name)
+        return shard is None or int(shard.group(1)) in ranks
+
+    return include
 
 
 def to_universal(tag_dir: Path, out_dir: Path) -> None:

@@ -7,7 +7,7 @@ projections and ``4 N^2 d`` in ``QK^T`` and ``AV``: ``24 N d^2 + 4 N^2 d`` for r
 
 One ITO sample is M image views, N captions and, with fusion, M x N fused pairs. With fusion the
 towers project every token to the joint space (the fusion module reads them); without, only the
-pooled one, as OpenCLIP: ViT-B/16 CLIP counts 35.13 + 5.96 GF, OpenCLIP's count (ENV_FACTS).
+pooled one, as OpenCLIP: ViT-B/16 CLIP counts 35.13 + 5.96 GF, OpenCLIP's count (docs/REFERENCE.md).
 
 Training FLOPs are the forward plus a backward of 2x the forward (input and weight gradients),
 except the patch embedding, whose input (the pixels) needs no gradient: torch's FlopCounterMode

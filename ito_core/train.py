@@ -38,7 +38,7 @@ from ito_core import checkpoint
 from ito_core.accumulation import GradientAccumulation
 from ito_core.activation_checkpointing import apply_activation_checkpointing
 from ito_core.artifacts import RunLayout
-from ito_core.config import RunConfig, accumulation_steps, as_dict
+from ito_core.config import RunConfig, accumulation_steps, as_dict, config_warnings
 from ito_core.data.augment import MultiViewAugment
 from ito_core.data.loader import TrainStream, build_train_loader, resume_batch
 from ito_core.data.tokenizer import build_tokenizer
@@ -125,9 +125,13 @@ def build_engine(cfg: RunConfig, env: DistEnv, *, load_universal: bool = False) 
 
 
 def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], store: ArtifactStore, run_key: str,
-          staging: Path) -> dict[str, Any]:
+          staging: Path, scratch: Path | None = None) -> dict[str, Any]:
     """Train (or resume) one run; rank 0 commits ``<run_key>/train`` (its summary) at the end.
-    ``shard_samples``: each shard's sample count (the prep manifest's), which fixes the data order."""
+
+    ``shard_samples``: each shard's sample count (the prep manifest's), which fixes the data order.
+    ``staging``: this node's folder for files kept beside the run (W&B's offline run); ``scratch``: node-local
+    folder for checkpoints on their way to and from a remote store (default: ``staging``)."""
+    scratch = scratch or staging
     env, run, total = init_distributed(), RunLayout(run_key), cfg.train.steps
     check_world_size(cfg, env)
     ckpt_key = run.checkpoints
@@ -136,10 +140,12 @@ def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], s
     engine = build_engine(cfg, env, load_universal=resume is not None and resume.universal)
     state = {"step": 0, "skipped_steps": 0, "history": []}
     if resume is not None:
-        state.update(checkpoint.restore(engine, resume, store=store, key=ckpt_key, staging=staging))
+        state.update(checkpoint.restore(engine, resume, store=store, key=ckpt_key, staging=scratch))
     if env.rank == 0:  # start-up is over (bench/orchestration.py times the phases by these log lines)
         log.info("engine ready: ZeRO-%d %s, world size %d, at step %d", cfg.deepspeed.zero_stage,
                  cfg.deepspeed.precision, env.world_size, state["step"])
+        for warning in config_warnings(cfg):
+            log.warning("%s", warning)
     device, dtype = engine.device, DTYPES[cfg.deepspeed.precision]
     objective = build_objective(cfg.loss, cfg.ito, rank=env.rank, world_size=env.world_size)
     accum = GradientAccumulation(engine, objective, steps=accumulation_steps(cfg.train, env.world_size))
@@ -150,6 +156,7 @@ def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], s
         world_size=env.world_size, shard_samples=shard_samples, max_bad_shards=cfg.train.max_bad_shards,
         start_batch=resume_batch(state.get("data"), step=state["step"], world_size=env.world_size))
     tracker = Tracker(cfg, run_key=run_key, rank=env.rank, directory=staging / "wandb")
+    tracker.catch_up(state["history"])  # a resumed run: the rows W&B lost with the killed job
     meter = StepMeter(cfg, env, start_step=state["step"])
     loader = build_train_loader(stream, num_workers=cfg.data.num_workers)
     batches = iter(loader)
@@ -169,7 +176,7 @@ def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], s
             tracker.log(state["history"][-1])
         if state["step"] % cfg.train.checkpoint_every == 0 or state["step"] == total:
             state["data"] = loader.state_dict()
-            checkpoint.save(engine, store=store, key=ckpt_key, staging=staging, step=state["step"],
+            checkpoint.save(engine, store=store, key=ckpt_key, staging=scratch, step=state["step"],
                             train_state=state, keep=cfg.train.keep_checkpoints)
     summary = {"step": state["step"], "checkpoint": checkpoint.tag_for(state["step"]),
                "history": state["history"], "config": as_dict(cfg)}

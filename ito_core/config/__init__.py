@@ -14,6 +14,7 @@ from ito_core.config.loading import (
     unknown_keys,
 )
 from ito_core.config.schema import (
+    PLOT_METRICS,
     ClusterConfig,
     DataConfig,
     DeepSpeedConfig,
@@ -21,6 +22,8 @@ from ito_core.config.schema import (
     ItoConfig,
     LossConfig,
     ModelConfig,
+    PlanConfig,
+    ReportConfig,
     RunConfig,
     StorageConfig,
     TrainConfig,
@@ -33,12 +36,14 @@ from ito_core.config.validation import (
     EVAL_LAYOUTS,
     accumulation_steps,
     check_job_folder,
+    config_warnings,
     validate,
     validate_cluster,
 )
 
-__all__ = ["CONFIG_DIR", "EMBEDDED_SOURCES", "EVAL_LAYOUTS", "ClusterConfig", "DataConfig", "DeepSpeedConfig",
-           "EvalConfig", "ItoConfig", "LossConfig", "ModelConfig", "RunConfig", "StorageConfig", "TrainConfig",
-           "WandbConfig", "accumulation_steps", "as_dict", "check_job_folder", "check_known_keys", "config_hash",
-           "eval_executor", "fuses", "hydra_sweeper_params", "load_config", "load_grid", "override_key",
-           "to_run_config", "unknown_keys", "validate", "validate_cluster"]
+__all__ = ["CONFIG_DIR", "EMBEDDED_SOURCES", "EVAL_LAYOUTS", "PLOT_METRICS", "ClusterConfig", "DataConfig",
+           "DeepSpeedConfig", "EvalConfig", "ItoConfig", "LossConfig", "ModelConfig", "PlanConfig", "ReportConfig",
+           "RunConfig", "StorageConfig", "TrainConfig", "WandbConfig", "accumulation_steps", "as_dict",
+           "check_job_folder", "check_known_keys", "config_hash", "config_warnings", "eval_executor", "fuses",
+           "hydra_sweeper_params", "load_config", "load_grid", "override_key", "to_run_config", "unknown_keys",
+           "validate", "validate_cluster"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -22,6 +22,7 @@ from hydra.errors import ConfigCompositionException, HydraException, OverridePar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ito_core.config.errors import omegaconf_message, override_error, unknown_key_message
 from ito_core.config.schema import RunConfig
 from ito_core.config.validation import validate
 
@@ -44,10 +45,8 @@ def check_known_keys(cfg: DictConfig | dict) -> None:
     """Refuse keys the schema lacks. Merging keeps them quietly when they came with a ``+`` override (Hydra types
     the group's node, and OmegaConf then lets the extra key through), so they are looked for by name."""
     if unknown := unknown_keys(cfg):
-        sections = sorted(f.name for f in fields(RunConfig))
-        raise ValueError(f"config: unknown key(s) {unknown}; check the name against ito_core/config/schema.py "
-                         f"(sections: {sections}; a '+' override adds keys only to dict-typed ones such as "
-                         "eval.datasets)")
+        raise ValueError("; ".join(unknown_key_message(key, RunConfig) for key in unknown)
+                         + " (a '+' override adds keys only to dict-typed ones such as eval.datasets)")
 
 
 def to_run_config(cfg: DictConfig | dict) -> RunConfig:
@@ -58,8 +57,7 @@ def to_run_config(cfg: DictConfig | dict) -> RunConfig:
         merged = OmegaConf.merge(schema, cfg)
         run_cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
-        raise ValueError(f"config {getattr(err, 'full_key', '') or '?'}: {err.msg}; "
-                         "check the key name and type against ito_core/config/schema.py") from None
+        raise ValueError(omegaconf_message(err)) from None
     assert isinstance(run_cfg, RunConfig)
     return validate(run_cfg)
 
@@ -71,14 +69,15 @@ def _compose(overrides: list[str] | tuple[str, ...], config_name: str, *, return
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
     except (ConfigCompositionException, OverrideParseException) as err:
+        if message := override_error(err, RunConfig, list(overrides)):
+            raise ValueError(message) from None
         # Hydra's "To append to your config use +key=..." is dropped: a key the schema lacks is refused either way.
         what = str(err).split("\nTo append")[0]
         cause = f" ({' '.join(str(err.__cause__).split())})" if err.__cause__ else ""
         raise ValueError(f"config overrides {list(overrides)}: {what}{cause}; see configs/ for valid groups "
                          "and keys") from None
     except OmegaConfBaseException as err:
-        raise ValueError(f"config {getattr(err, 'full_key', '') or '?'}: {err.msg}; "
-                         "check the key name and type against ito_core/config/schema.py") from None
+        raise ValueError(omegaconf_message(err)) from None
 
 
 def load_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> RunConfig:

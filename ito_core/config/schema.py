@@ -118,6 +118,9 @@ class ClusterConfig:
     max_requeues: int = 3
     prep_tasks: int = 1  # kind=slurm: data=raw prep runs as a job array this wide (one CPU task each, no GPU)
     work_dir: str = ".ito-sweep"  # submitit job folders + local staging; on a shared filesystem for SLURM
+    # Node-local folder where training stages checkpoints (S3 transfers, universal conversion); read on the node.
+    # Empty: $TMPDIR, else /tmp.
+    scratch_dir: str = ""
     extra_sbatch: dict[str, Any] = field(default_factory=dict)
 
 
@@ -156,6 +159,25 @@ class WandbConfig:
     group: str = ""  # W&B group; the sweep flow sets it to the sweep name
 
 
+PLOT_METRICS = ("*/acc1", "*/lp_acc1", "*/image_retrieval_recall@1", "*/text_retrieval_recall@1",
+                "*/centroid_distance", "final_align_loss")
+
+
+@dataclass
+class ReportConfig:
+    # Eval metrics in the sweep report, as "<eval set>/<metric>" patterns ("*" matches any set: "*/acc1");
+    # empty = every metric the eval records hold.
+    metrics: list[str] = field(default_factory=list)
+    # The report columns plotted against each grid axis, same patterns (losses too: final_align_loss).
+    plot_metrics: list[str] = field(default_factory=lambda: list(PLOT_METRICS))
+
+
+@dataclass
+class PlanConfig:
+    mfu: float = 0.4  # ito-sweep plan: assumed model FLOPs utilisation for GPU-hours at the device's peak
+    bench: str = ""  # ito-sweep plan: a bench/train_step.py --json result to price at its measured throughput
+
+
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -168,6 +190,8 @@ class RunConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     seed: int = 0
     sweep: dict[str, Any] = field(default_factory=dict)  # grid axes (Hydra sweeper syntax)
 

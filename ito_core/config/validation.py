@@ -82,6 +82,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _validate_data(cfg.data)
     _validate_eval(cfg.eval)
     _choice(cfg.wandb.mode, "wandb.mode", ("online", "offline", "disabled"))
+    _require(0 < cfg.plan.mfu <= 1, "plan.mfu", f"{cfg.plan.mfu}", "use a fraction in (0, 1], e.g. 0.4 for 40 %")
     return cfg
 
 
@@ -172,6 +173,16 @@ def check_job_folder(folder: Path, *, kind: str) -> None:
                  "pick a work_dir (and run key) without '%' or backslashes")
 
 
+def config_warnings(cfg: RunConfig) -> list[str]:
+    """Valid settings that are probably not what the user meant, one line each (train logs them, plan prints
+    them)."""
+    warmup, steps = cfg.train.warmup_steps, cfg.train.steps
+    if steps > 1 and warmup >= steps:
+        return [f"config train.warmup_steps={warmup} equals train.steps: the whole run is linear warm-up, the "
+                "learning rate only reaches train.lr at the last step and never decays; lower train.warmup_steps"]
+    return []
+
+
 def _validate_storage(st: StorageConfig) -> None:
     """The store's root must be usable before prep writes to it: a bucket URL, or a folder this user can write
     (created if missing, so its nearest existing parent must be one)."""
@@ -183,6 +194,8 @@ def _validate_storage(st: StorageConfig) -> None:
             _require(False, "storage.root", f"{st.root!r} is not an s3:// URL with a bucket",
                      "set storage.root=s3://BUCKET/PREFIX")
         return
+    _require(not st.root.startswith("s3://"), "storage.root", f"{st.root!r} with storage.kind=local",
+             "add storage=s3 (or use a local directory)")
     root = Path(st.root).resolve()
     existing = next(p for p in (root, *root.parents) if p.exists())
     _require(existing.is_dir(), "storage.root", f"{str(existing)!r} is an existing file, not a folder",

@@ -8,6 +8,7 @@ metadata, sorted JSON), so shard hashes can serve as content addresses.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -31,6 +32,19 @@ logger = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
 _MAX_LOGGED_SKIPS = 10  # per-sample warnings; the rest only count in the manifest
 _BAD_KEY = re.compile(r"[./\s]")  # webdataset splits member names at the first "." after the last "/"
+
+
+def _abandon(writer: wds.ShardWriter) -> None:
+    """Close the shard being written after an error (a full disk): webdataset would leave its file open when the
+    tar's end does not fit. Nothing is committed either way, so a failing last write is of no interest here."""
+    tar = getattr(writer, "tarstream", None)
+    if tar is not None:
+        with contextlib.suppress(OSError):
+            tar.tarstream.close()  # marks the tar closed even when its end blocks cannot be written
+        with contextlib.suppress(OSError):
+            if tar.own_fileobj is not None:
+                tar.own_fileobj.close()  # closes the file even when flushing it fails
+    writer.tarstream = None
 
 
 def write_shards(
@@ -64,7 +78,8 @@ def write_shards(
     seen_keys: set[str] = set()
     # Absolute, with "%" escaped: the pattern goes through %-formatting and webdataset's URL parser.
     pattern = str(out_dir.absolute()).replace("%", "%%") + f"/{prefix}-%06d.tar"
-    with wds.ShardWriter(pattern, maxcount=samples_per_shard, verbose=0, mtime=TAR_MTIME) as writer:
+    writer = wds.ShardWriter(pattern, maxcount=samples_per_shard, verbose=0, mtime=TAR_MTIME)
+    try:
         for sample in samples:
             reason, record = _encode_sample(sample, seen_keys, image_size=image_size, quality=jpeg_quality)
             if reason:
@@ -76,6 +91,10 @@ def write_shards(
             writer.write(record)
             name = os.path.basename(writer.fname)  # after write(): the shard that got the sample
             counts[name] = counts.get(name, 0) + 1
+        writer.close()
+    except BaseException:
+        _abandon(writer)
+        raise
 
     kept = sum(counts.values())
     if kept == 0:

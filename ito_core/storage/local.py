@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +59,11 @@ class LocalStore:
         if Path(local_dir).resolve() != target.resolve():
             shutil.copytree(local_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MANIFEST))
 
-    def download_dir(self, key: str, local_dir: Path) -> Path:
+    def download_dir(self, key: str, local_dir: Path, *, include: Callable[[str], bool] | None = None) -> Path:
         path = self._path(key)
         if not path.is_dir():
             raise FileNotFoundError(f"no artifact at {path}")
-        return path  # already local: read in place
+        return path  # already local: read in place (every file; ``include`` only saves transfers)
 
     def list_dirs(self, key: str) -> list[str]:
         path = self._path(key)

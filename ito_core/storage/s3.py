@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +22,9 @@ from ito_core.storage.base import MANIFEST, StorageError, causes, checked_key
 log = logging.getLogger(__name__)
 
 RETRY_DEADLINE_S = 120.0  # how long S3 calls keep retrying transient failures before giving up
+# Directory transfers (checkpoints: a few large shards per node): files in parallel, each in parallel parts.
+# bench/checkpoint_io.py measured these against one file at a time with boto3's defaults.
+FILES_AT_ONCE, PARTS_AT_ONCE, PART_MB = 8, 8, 32
 T = TypeVar("T")
 
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
@@ -192,13 +196,29 @@ class S3Store:
                       Body=text.encode())
 
     def upload_dir(self, local_dir: Path, key: str) -> None:
+        """Upload every file under ``local_dir`` (but a manifest), several files at once."""
         if not Path(local_dir).is_dir():
             raise FileNotFoundError(f"upload_dir: {local_dir} is not a directory")
+        uploads = {}
         for path in sorted(Path(local_dir).rglob("*")):
             if path.is_file() and path.name != MANIFEST:
-                dest = f"{key}/{path.relative_to(local_dir).as_posix()}"
-                self._s3.call(f"upload {path} to {self.url(dest)}", self.client.upload_file, str(path),
-                              self.bucket, self._key(dest))
+                dest = self._key(f"{key}/{path.relative_to(local_dir).as_posix()}")
+                uploads[f"upload {path} to s3://{self.bucket}/{dest}"] = (self.client.upload_file, str(path),
+                                                                         self.bucket, dest)
+        self._transfer(uploads)
+
+    def _transfer(self, calls: dict[str, tuple[Callable[..., Any], ...]]) -> None:
+        """Run ``{what: (fn, *args)}`` transfers, ``FILES_AT_ONCE`` at a time (each retried on its own; each large
+        file is itself sent in ``PART_MB`` parts, ``PARTS_AT_ONCE`` at a time); raise the first failure."""
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=PART_MB << 20, multipart_chunksize=PART_MB << 20,
+                                max_concurrency=PARTS_AT_ONCE)
+        with ThreadPoolExecutor(max_workers=FILES_AT_ONCE, thread_name_prefix="s3-transfer") as pool:
+            futures = [pool.submit(self._s3.call, what, fn, *args, Config=config)
+                       for what, (fn, *args) in calls.items()]
+            for future in futures:
+                future.result()
 
     def _list(self, prefix: str, *, delimiter: str = "") -> list[dict[str, Any]]:
         def list_all() -> list[dict[str, Any]]:
@@ -208,16 +228,21 @@ class S3Store:
 
         return self._s3.call(f"list s3://{self.bucket}/{prefix}", list_all)
 
-    def download_dir(self, key: str, local_dir: Path) -> Path:
+    def download_dir(self, key: str, local_dir: Path, *, include: Callable[[str], bool] | None = None) -> Path:
+        """Download the folder ``key`` (only the files whose relative path ``include`` accepts), several at once."""
         prefix = self._dir_prefix(key)
         objects = [item["Key"] for item in self._list(prefix) if not item["Key"].endswith("/")]
         if not objects:
             raise FileNotFoundError(f"no artifact at {self.url(key)}")
+        downloads = {}
         for obj in objects:
-            path = Path(local_dir) / obj[len(prefix):]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._s3.call(f"download s3://{self.bucket}/{obj}", self.client.download_file, self.bucket, obj,
-                          str(path))
+            relative = obj[len(prefix):]
+            if include is None or include(relative):
+                path = Path(local_dir) / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                downloads[f"download s3://{self.bucket}/{obj}"] = (self.client.download_file, self.bucket, obj,
+                                                                   str(path))
+        self._transfer(downloads)
         return Path(local_dir)
 
     def list_dirs(self, key: str) -> list[str]:

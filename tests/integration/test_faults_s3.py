@@ -1,6 +1,6 @@
 """Training on the real S3 endpoint (rclone) through faults: nothing is lost.
 
-- rank 0 killed in the middle of uploading a checkpoint (one file up, the others not): the partial
+- rank 0 killed in the middle of committing a checkpoint (its shards up, the manifest not): the partial
   tag in the bucket is never resumed from and is replaced by the resumed run's own commit;
 - the endpoint stopped for 30 s while a checkpoint uploads: the upload retries with backoff and the
   run goes on; the run still ends bitwise equal to the uninterrupted one;
@@ -65,12 +65,13 @@ def test_upload_killed_midway_then_a_30s_outage_during_an_upload(
     cfg, store = s3_config(tmp_path, s3_bucket)
     server, step4 = s3_bucket.server, f"exp/{CKPTS}/{tag_for(4)}/"
 
-    # Rank 0 dies uploading step 4, after its first file (each S3 call goes through S3Calls.call).
+    # Rank 0 dies uploading step 4 once its shards are up, before the manifest (each S3 call goes through
+    # S3Calls.call; the shards go up several at once, so the manifest is the one call with a fixed place).
     killed = ranks.start(cfg, shards=small_shards, name="upload-killed", env=aws_env(),
-                         fault=Fault("ito_core.storage.s3.S3Calls.call", match=f"/{tag_for(4)}/", nth=2))
+                         fault=Fault("ito_core.storage.s3.S3Calls.call", match=f"/{tag_for(4)}/{MANIFEST}", nth=1))
     assert killed.join(120)[0] == -signal.SIGKILL
     assert committed_tags(store, CKPTS) == [tag_for(2)]
-    assert objects(s3_bucket, step4) == ["mp_rank_00_model_states.pt"], "one file up, no manifest"
+    assert MANIFEST not in objects(s3_bucket, step4) and "mp_rank_00_model_states.pt" in objects(s3_bucket, step4)
 
     resumed = ranks.start(cfg, shards=small_shards, name="outage", env=aws_env())
     resumed.wait_for_text("step 5/8 ")  # the next S3 call is step 6's upload
@@ -87,7 +88,7 @@ def test_upload_killed_midway_then_a_30s_outage_during_an_upload(
     log = resumed.log()
     assert f"resumed from {store.url(f'{CKPTS}/{tag_for(2)}')}" in log, "the partial step 4 was not chosen"
     retries = [line for line in log.splitlines() if "retrying for up to" in line]
-    assert retries and f"upload {cfg.cluster.work_dir}" in retries[0], "a checkpoint upload retried"
+    assert retries and f"upload {cfg.cluster.scratch_dir}" in retries[0], "a checkpoint upload retried"
     assert time.monotonic() - stopped >= OUTAGE_S
     assert server.key not in log and server.secret not in log
     assert store.list_dirs(CKPTS) == committed_tags(store, CKPTS) == [tag_for(6), tag_for(8)], "partial step 4 gone"

@@ -15,7 +15,7 @@ import torch
 from fixtures.s3_server import S3Bucket, S3Server, set_aws_env
 from fixtures.tiny_run import tiny_config
 
-from cluster.jobs import submit_training, work_dir
+from cluster.jobs import node_scratch, submit_training, work_dir
 from ito_core.checkpoint import committed_tags, tag_for
 from ito_core.config import RunConfig
 from ito_core.storage import MANIFEST, S3Store, build_store
@@ -77,15 +77,17 @@ def test_resume_from_s3_after_a_partial_upload_is_bitwise_exact(
     # it comes back on a machine without the local staging.
     server.client.delete_object(Bucket=store.bucket, Key=f"exp/{CKPTS}/{tag_for(6)}/{MANIFEST}")
     server.client.delete_object(Bucket=store.bucket, Key=f"exp/{RUN}/train/{MANIFEST}")
-    staging = work_dir(cfg, RUN) / "staging"
-    shutil.rmtree(staging)
+    staging, scratch = work_dir(cfg, RUN) / "staging", node_scratch(cfg.cluster, RUN) / "node-0"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
 
     summary, log = _train(cfg, small_shards)
 
     assert summary["step"] == 6
     assert f"resumed from {store.url(f'{CKPTS}/{tag_for(3)}')}" in log
     assert server.key not in log and server.secret not in log
-    assert (staging / "node-0" / tag_for(3) / "mp_rank_00_model_states.pt").is_file(), "downloaded from S3"
+    assert scratch.is_dir() and not list(scratch.glob("step_*")), "fetched into node-local scratch, loaded, removed"
+    assert not list(staging.rglob("*.pt")), "checkpoints never pass through the shared work_dir"
     assert committed_tags(store, CKPTS) == [tag_for(3), tag_for(6)]
     resumed = _weights(store, tag_for(6), tmp_path / "resumed")
     assert uninterrupted.keys() == resumed.keys()

@@ -1,7 +1,8 @@
 """A node dies mid-training (kill -9 of everything on mn2: slurmd, slurmstepd, the rank): SLURM declares it
 DOWN after SlurmdTimeout, ends the job's other node with NODE_FAIL and requeues the job; once mn2's slurmd is
 back, the job runs again, resumes from its last committed checkpoint (S3) and ends bitwise equal to an
-uninterrupted run. The stage log names the node failure.
+uninterrupted run. The stage log names the node failure. Checkpoints pass through each node's own scratch
+(``cluster.scratch_dir``), never the shared work_dir, and the resume fetches only the files each node's rank loads.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fixtures.s3_server import S3Bucket
 from fixtures.slurm_jobs import Collect, When
 from fixtures.tiny_run import tiny_config
 
-from cluster.jobs import submit_training
+from cluster.jobs import node_scratch, submit_training
 from cluster.waiting import wait_streaming
 from ito_core.checkpoint import committed_tags, tag_for
 from ito_core.config import RunConfig
@@ -40,7 +41,7 @@ def _config(tmp: Path, bucket: S3Bucket, prefix: str, *overrides: str) -> RunCon
 
 
 def _train(cfg: RunConfig, shards: list[str], jobs: list[submitit.Job], logger: logging.Logger) -> dict:
-    job = submit_training(cfg, shard_paths=shards, samples_per_epoch=96, run_key=KEY)
+    job = submit_training(cfg, shard_paths=shards, shard_samples=[32, 32, 32], run_key=KEY)
     jobs.append(job)
     return job, wait_streaming(job, logger, poll_s=0.5)
 
@@ -101,6 +102,12 @@ def test_node_failure_requeues_and_resumes_exactly(mn_slurm: MultiNodeCluster, m
     rank0 = Path(job.task(0).paths.stderr).read_text(errors="replace")
     resumed = [line for line in rank0.splitlines() if "resumed from" in line]
     assert len(resumed) == 1 and f"{CKPTS}/step_" in resumed[0] and tag_for(STEPS) not in resumed[0], resumed
+
+    scratch = [node_scratch(cfg.cluster, KEY) / f"node-{node}" for node in (0, 1)]
+    left = {str(path) for folder in scratch for path in folder.glob("step_*")}  # DeepSpeed's scripts may stay
+    assert all(folder.is_dir() for folder in scratch) and not left, \
+        f"each node stages checkpoints in its own scratch and removes them once committed or loaded: {left}"
+    assert not list(Path(cfg.cluster.work_dir).rglob("*.pt")), "no checkpoint passed through the shared work_dir"
 
     reference = _config(tmp_path / "uninterrupted", mn_bucket, "uninterrupted", "cluster=local",
                         "cluster.tasks_per_node=2", "cluster.nodes=1")

@@ -35,7 +35,7 @@ OPTIONS = ("deepspeed=zero2", "train.micro_batch_size=8", "cluster=slurm", "clus
 def _train(bucket: S3Bucket, tmp: Path, prefix: str, nodes: int, shards: list[str],
            jobs: list[submitit.Job]) -> tuple[dict, str]:
     cfg = tiny_config(tmp / prefix, *OPTIONS, f"cluster.nodes={nodes}", *bucket.storage_overrides(prefix))
-    job = submit_training(cfg, shard_paths=shards, samples_per_epoch=96, run_key=RUN_KEY)
+    job = submit_training(cfg, shard_paths=shards, shard_samples=[32, 32, 32], run_key=RUN_KEY)
     jobs.append(job)
     summary = wait_streaming(job, logging.getLogger("test.multinode.world_size"), poll_s=0.5)
     return summary, Path(job.task(0).paths.stderr).read_text(errors="replace")

@@ -25,9 +25,9 @@ def skipped_rows_flops(*, tokens: int, width: int) -> int:
 
 
 def test_vit_b_16_matches_the_reference_count() -> None:
-    """ENV_FACTS (OpenCLIP ViT-B-16, counted with FlopCounterMode): image 35.13 GF, text 5.96 GF, every token through
-    every block. Ours computes only the CLS / EOT row in the last block of a pooled tower. With fusion ours runs every
-    row and projects every token to the joint space (the fusion reads them)."""
+    """docs/REFERENCE.md (OpenCLIP ViT-B-16, counted with FlopCounterMode): image 35.13 GF, text 5.96 GF, every token
+    through every block. Ours computes only the CLS / EOT row in the last block of a pooled tower. With fusion ours runs
+    every row and projects every token to the joint space (the fusion reads them)."""
     model = load_config(["model=vit_b_16"]).model
     flops = forward_flops_per_sample(model, ItoConfig(images=1, texts=1, fusion="none"))
     image_skipped, text_skipped = skipped_rows_flops(tokens=197, width=768), skipped_rows_flops(tokens=77, width=512)

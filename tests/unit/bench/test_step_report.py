@@ -59,6 +59,6 @@ def test_peer_flops_count_every_row_of_the_full_context(report: ModuleType) -> N
     peer, parts = report.analytic_flops(report.PEER, "vit_b_16", 77)
     ours, _ = report.analytic_flops(report.BASELINE, "vit_b_16", 24)
     assert parts["fusion"] == 0 and parts["total"] == pytest.approx(parts["image"] + parts["text"])
-    assert parts["total"] == pytest.approx(35.13e9 + 5.96e9, rel=2e-3)  # OpenCLIP's ViT-B/16 count (ENV_FACTS)
+    assert parts["total"] == pytest.approx(35.13e9 + 5.96e9, rel=2e-3)  # OpenCLIP's ViT-B/16 count (docs/REFERENCE.md)
     assert ours == pytest.approx(train_flops_per_sample(cfg.model, cfg.ito, text_tokens=24))
     assert ours < peer

@@ -64,6 +64,29 @@ def test_run_refuses_a_bad_sweep_name_before_any_flow_run(capsys: pytest.Capture
     assert "sweep_name='../up'" in capsys.readouterr().err
 
 
+def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    return capsys.readouterr().out
+
+
+def test_each_command_has_its_own_help(capsys: pytest.CaptureFixture[str]) -> None:
+    run, serve, plan = (_help([c, "--help"], capsys) for c in ("run", "serve", "plan"))
+    assert "--max-concurrent-train" in run and "--limit" not in run and "OVERRIDE" in run
+    assert "--limit" in serve and "OVERRIDE" not in serve and "--max-concurrent-train" not in serve
+    assert "--mfu" in plan and "--bench" in plan and "--peak-tflops" in plan
+
+
+def test_no_command_prints_what_there_is_without_claiming_overrides_are_required(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "required" not in text and "plan" in text and "serve" in text
+    assert "experiments (experiment=NAME): demo, ito_ablation, ito_cc12m, ito_cc3m" in text
+    assert "model: tiny, vit_b_16, vit_b_32, vit_l_14, vit_s_32" in text
+
+
 def test_a_stage_command_runs_that_stage(tmp_path: Path) -> None:
     overrides = [f"storage.root={tmp_path / 'store'}", f"cluster.work_dir={tmp_path / 'work'}",
                  "data.max_train_samples=32", "data.shapes_train=32", "data.shapes_eval=16", "eval.max_samples=16"]

@@ -12,7 +12,8 @@ import yaml
 from flows.sweep import DEPLOYMENTS, ito_sweep
 
 ROOT = Path(__file__).resolve().parents[3]
-PARAMETERS = {"overrides", "config_name", "sweep_name", "experiment", "cluster", "storage_root", "max_concurrent_train"}
+PARAMETERS = {"overrides", "config_name", "sweep_name", "experiment", "cluster", "storage_root", "max_concurrent_train",
+              "dry_run"}
 
 
 def test_prefect_yaml_matches_the_served_deployments() -> None:
@@ -30,6 +31,11 @@ def test_flow_parameters_are_documented() -> None:
     assert all(f"`{name}`" in docs for name in PARAMETERS)
 
 
-def test_a_training_limit_below_one_is_refused() -> None:
-    with pytest.raises(ValueError, match="max_concurrent_train=0"):
-        ito_sweep.fn(overrides=[], max_concurrent_train=0)
+@pytest.mark.parametrize(("params", "message"), [
+    ({"max_concurrent_train": 0}, "max_concurrent_train=0; use at least 1"),
+    ({"overrides": ["ito.imagez=2"]}, "config ito.imagez: no such key; did you mean ito.images?"),
+    ({"overrides": ["model=vit_b_99"]}, "config model=vit_b_99: no such option; choose one of tiny, vit_b_16"),
+])
+def test_a_config_error_ends_the_flow_run_failed_with_its_one_line(params: dict, message: str) -> None:
+    state = ito_sweep.fn(**params)
+    assert state.is_failed() and message in state.message and "\n" not in state.message

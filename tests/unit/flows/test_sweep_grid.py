@@ -106,5 +106,5 @@ def test_hydra_sweeper_params_section_expands_like_sweep(tmp_path, monkeypatch: 
 def test_a_sweep_name_that_would_leave_the_store_is_refused_before_any_job(name: str) -> None:
     from flows.sweep import ito_sweep
 
-    with pytest.raises(ValueError, match="sweep_name"):
-        ito_sweep.fn(overrides=["train.steps=1"], sweep_name=name)
+    state = ito_sweep.fn(overrides=["train.steps=1"], sweep_name=name)
+    assert state.is_failed() and state.message.startswith(f"sweep_name={name!r}")

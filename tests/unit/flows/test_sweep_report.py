@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
-from flows.plots import _lines, plot_metrics
-from flows.report import ERROR_TAIL_LINES, render_report, report_rows, to_csv
+from flows.plots import _lines, plot_metrics, plotted
+from flows.report import ERROR_TAIL_LINES, TABLE_METRICS, render_report, report_rows, to_csv
 from flows.sweep import artifact_key
+from ito_core.config import PLOT_METRICS
 
 AXES = ["ito.images", "ito.fusion"]
+PLOTTED = list(PLOT_METRICS)
 
 
 def _ok(images: int, fusion: str, acc: float) -> dict[str, Any]:
@@ -47,7 +49,10 @@ def test_report_lists_failed_points_with_error_tail_and_resume(results: list[dic
     markdown = render_report(results, AXES, sweep="demo", where="/store/sweeps/demo", plots=["plot-ito.images.png"],
                              resume="`prefect flow-run retry abc`")
     assert markdown.startswith("# Sweep demo\n\n3/4 grid points ok; files in `/store/sweeps/demo`.")
-    assert "| 2 | none | runs/2none | ok | 0.4000 | 0.2000 | 2.5000 | 2.0000 |" in markdown
+    assert "| 2 | none | runs/2none | ok | 2.5000 | 2.0000 |" in markdown
+    assert "### fashion_mnist\n\n| ito.images | ito.fusion | acc1 |" in markdown
+    assert "### shapes\n\n| ito.images | ito.fusion | image_retrieval_recall@1 |" in markdown
+    assert "| 2 | none | 0.2000 |" in markdown
     assert "- `plot-ito.images.png`" in markdown
     failures = markdown.split("## Failed grid points (1 of 4)")[1]
     assert "### ito.images=2 ito.fusion=transformer: train failed" in failures and "`runs/2transformer`" in failures
@@ -62,7 +67,7 @@ def test_report_without_failures_has_no_failure_section(results: list[dict[str, 
 
 def test_plots_one_png_per_axis_one_line_per_other_setting(results: list[dict[str, Any]], tmp_path: Path) -> None:
     rows = report_rows(results, AXES)
-    assert plot_metrics(rows, AXES, tmp_path) == ["plot-ito.images.png", "plot-ito.fusion.png"]
+    assert plot_metrics(rows, AXES, tmp_path, PLOTTED) == ["plot-ito.images.png", "plot-ito.fusion.png"]
     assert all((tmp_path / name).read_bytes().startswith(b"\x89PNG") for name in ("plot-ito.images.png",))
     lines = _lines(rows, "ito.images", AXES, "fashion_mnist/acc1")
     assert lines == {"ito.fusion=none": [("1", 0.3), ("2", 0.4)], "ito.fusion=transformer": [("1", 0.5)]}, \
@@ -70,7 +75,7 @@ def test_plots_one_png_per_axis_one_line_per_other_setting(results: list[dict[st
 
 
 def test_no_plot_without_successful_points(results: list[dict[str, Any]], tmp_path: Path) -> None:
-    assert plot_metrics(report_rows(results[3:], AXES), AXES, tmp_path) == []
+    assert plot_metrics(report_rows(results[3:], AXES), AXES, tmp_path, PLOTTED) == []
     assert not list(tmp_path.iterdir())
 
 
@@ -88,3 +93,53 @@ def test_seed_summary_gives_mean_and_std_per_setting() -> None:
     assert summary["1"]["seeds"] == 2 and summary["1"]["fashion_mnist/acc1"] == "0.6000 ± 0.1414"
     assert summary["2"]["seeds"] == 2 and summary["2"]["fashion_mnist/acc1"] == "0.8000 ± 0.0000"
     assert "final_loss" not in summary["1"]
+
+
+def _user_set(images: int, acc: float) -> dict[str, Any]:
+    """A point evaluated on user sets only (ImageNet zero-shot, COCO retrieval): no embedded set's name anywhere."""
+    metrics = {"imagenet/acc1": acc, "imagenet/acc5": acc + 0.2, "imagenet/mean_per_class_recall": acc,
+               **{f"coco/{d}_retrieval_recall@{k}": acc / k for d in ("image", "text") for k in (1, 5, 10)},
+               "coco/centroid_distance": 0.8}
+    return {"overrides": [f"ito.images={images}"], "run_key": f"runs/{images}", "status": "ok", "final_loss": 3.0,
+            "final_align_loss": 2.0 + images / 10, "metrics": metrics}
+
+
+def test_a_sweep_on_user_sets_shows_their_metrics_in_every_output(tmp_path: Path) -> None:
+    results = [_user_set(1, 0.3), _user_set(2, 0.4)]
+    rows = report_rows(results, ["ito.images"])
+    assert {"imagenet/acc1", "imagenet/acc5", "coco/image_retrieval_recall@1", "coco/centroid_distance"} <= set(rows[0])
+    assert list(csv.DictReader(io.StringIO(to_csv(rows))))[1]["imagenet/acc1"] == "0.4"
+    markdown = render_report(results, ["ito.images"], sweep="s", where="w", plots=[], resume="r")
+    assert "### imagenet\n\n| ito.images | acc1 | acc5 | mean_per_class_recall |" in markdown
+    tables = markdown.split("### coco")[1:]
+    assert len(tables) == 2, "7 coco metrics: two tables of at most 6 columns"
+    assert all(len(line.split("|")) - 2 <= 1 + TABLE_METRICS for line in markdown.splitlines() if line.startswith("|"))
+    assert plot_metrics(rows, ["ito.images"], tmp_path, PLOTTED) == ["plot-ito.images.png"]
+    assert plotted(rows, PLOTTED) == ["imagenet/acc1", "coco/image_retrieval_recall@1", "coco/text_retrieval_recall@1",
+                                      "coco/centroid_distance", "final_align_loss"]
+
+
+def test_report_metrics_patterns_choose_the_columns() -> None:
+    results = [_user_set(1, 0.3), _user_set(2, 0.4)]
+    rows = report_rows(results, ["ito.images"], ["*/acc1", "coco/*@1"])
+    assert [c for c in rows[0] if "/" in c] == ["imagenet/acc1", "coco/image_retrieval_recall@1",
+                                                "coco/text_retrieval_recall@1"]
+
+
+def test_a_one_point_report_shows_the_points_values() -> None:
+    result = {**_user_set(2, 0.4), "overrides": ["experiment=demo", "ito.images=2", "model=tiny"]}
+    markdown = render_report([result], [], sweep="s", where="w", plots=[], resume="r")
+    assert "| experiment | ito.images | model | run | status |" in markdown
+    assert "| demo | 2 | tiny | runs/2 | ok |" in markdown
+
+
+def test_columns_do_not_depend_on_the_records_key_order() -> None:
+    """Fresh eval records and the same records read back from the store (each record's keys sorted) give the same
+    report."""
+    fresh = _user_set(1, 0.3)
+    sets = list(dict.fromkeys(name.split("/")[0] for name in fresh["metrics"]))
+    stored = {**fresh, "metrics": dict(sorted(fresh["metrics"].items(), key=lambda kv: (sets.index(
+        kv[0].split("/")[0]), kv[0])))}
+    assert list(report_rows([fresh], ["ito.images"])[0]) == list(report_rows([stored], ["ito.images"])[0])
+    columns = [c for c in report_rows([fresh], ["ito.images"])[0] if c.startswith("coco/")]
+    assert columns.index("coco/image_retrieval_recall@5") < columns.index("coco/image_retrieval_recall@10")
