@@ -33,6 +33,7 @@ SHARDS, SAMPLES_PER_SHARD = 16, 32
 
 def train_once(tmp: Path, shards: list[str], *, nodes: int, per_rank_batch: int, steps: int, log_every: int) -> dict:
     from cluster.jobs import submit_training
+    from ito_core.artifacts import run_key
     from ito_core.config import load_config
 
     run = tmp / f"n{nodes}-{len(list(tmp.iterdir()))}"
@@ -43,7 +44,7 @@ def train_once(tmp: Path, shards: list[str], *, nodes: int, per_rank_batch: int,
                        "train.warmup_steps=0", "data.num_workers=0", "wandb=disabled",
                        f"storage.root={run / 'store'}", f"cluster.work_dir={run / 'work'}",
                        f"cluster.scratch_dir={run / 'scratch'}"])
-    job = submit_training(cfg, shard_paths=shards, shard_samples=[SAMPLES_PER_SHARD] * SHARDS, run_key="runs/scaling")
+    job = submit_training(cfg, shard_paths=shards, shard_samples=[SAMPLES_PER_SHARD] * SHARDS, run_key=run_key(cfg))
     rows = job.results()[0]["history"][1:]  # the first row holds start-up and warm-up
     samples_per_s = statistics.mean(row["samples_per_s"] for row in rows)
     return {"nodes": nodes, "samples_per_s": samples_per_s, "per_rank_samples_per_s": samples_per_s / nodes,
