@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
 
-    from fixtures.s3_server import S3Server
+    from fixtures.s3_server import running_s3_server
 
     from ito_core.checkpoint import needed_by
     from ito_core.storage import S3Store
@@ -95,9 +95,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ckpt-io-") as tmp:
         root = Path(tmp)
         (root / "s3").mkdir()
-        server = S3Server(data_dir=root / "s3", log_path=root / "rclone.log")
-        server.start()
-        try:
+        with running_s3_server(root / "s3") as server:
             os.environ.update(AWS_ACCESS_KEY_ID=server.key, AWS_SECRET_ACCESS_KEY=server.secret,
                               AWS_DEFAULT_REGION="us-east-1")
             bucket = server.new_bucket("ckpt-io")
@@ -118,8 +116,6 @@ def main() -> None:
                 rounds["load_now"].append(timed(lambda: store.download_dir(
                     "now", root / "load_now", include=needed_by(set(range(RANKS_PER_NODE))))))
             fetched_now = sum(p.stat().st_size for p in (root / "load_now").iterdir())
-        finally:
-            server.stop()
     report = {"machine": machine(), "scale": args.scale, "files": len(files),
               "tag_mb": sum(files.values()) / MB, "node_upload_mb": sum(files[n] for n in node0) / MB,
               "node_fetch_mb_before": sum(files.values()) / MB, "node_fetch_mb_now": fetched_now / MB,
