@@ -7,13 +7,20 @@ SLURM cluster ``sinfo`` shows. The jobs' CPU time is what each job reports of it
 process and the prep pool's workers, start-up and imports included); the flow process's is ``getrusage`` of
 this process and its sbatch/squeue calls. Needs a SLURM cluster (cluster/slurm-up.sh); without one it says so and stops.
 
+``--multinode`` submits to the 2-node cluster of cluster/mn-up.sh instead (``SLURM_CONF=--slurm-conf``) with
+``cluster.cpus_per_task`` = a node's CPUs, so each array task takes a node of its own: ``--tasks 1 2`` is then
+1 vs 2 nodes on the same input. Each row names the nodes its jobs ran on (the tasks', then the final job's).
+
     python bench/prep_array.py --images 600 --tasks 1 2 --json prep_array.json
+    python bench/prep_array.py --multinode --images 2000 --tasks 1 2 1 2 --json prep_nodes.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import resource
 import shutil
 import subprocess
@@ -40,29 +47,45 @@ def jobs_cpu(folder: Path) -> float:
     return sum(submitit.SlurmJob(folder=folder, job_id=job_id).result()["cpu_s"] for job_id in ids)
 
 
+def job_nodes(folder: Path) -> list[str]:
+    """The node each prep job ran on, in submission order (the array's tasks, then the final job), from submitit's
+    first log line in each job's output (``JobEnvironment(job_id=..., hostname=mn1, ...``)."""
+    found = (re.search(r"job_id=([\d_]+), hostname=([^,]+),", log.read_text()) for log in folder.glob("*_log.out"))
+    ids = sorted((tuple(int(part) for part in m.group(1).split("_")), m.group(2)) for m in found if m)
+    return [node for _, node in ids]
+
+
+def node_cpus() -> int:
+    """The fewest CPUs a node of the cluster has (``sinfo``): one task of that size fills a node."""
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True, check=True).stdout
+    return min(int(cpus) for cpus in out.split())
+
+
 def flow_cpu_seconds() -> float:
     """This process's CPU time and its finished children's (sbatch, squeue, sacct calls while it waits)."""
     used = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
     return sum(usage.ru_utime + usage.ru_stime for usage in used)
 
 
-def run(tmp: Path, images: Path, *, tasks: int, samples_per_shard: int, workers: int) -> dict:
+def run(tmp: Path, images: Path, *, tasks: int, samples_per_shard: int, workers: int, cpus: int) -> dict:
     from cluster.prep_jobs import PREP_JOBS
     from flows import stages
     from ito_core.artifacts import read_manifest
     from ito_core.config import load_config
     from ito_core.storage import build_store
 
+    out = Path(tempfile.mkdtemp(prefix=f"tasks{tasks}-", dir=tmp))  # a fresh store per row: --tasks may repeat
     cfg = load_config(["data=raw", "data.input_kind=folder", f"data.input={images}", "data.image_size=256",
                        f"data.samples_per_shard={samples_per_shard}", f"data.prep_workers={workers}", *NO_EVAL,
-                       "cluster=slurm", f"cluster.prep_tasks={tasks}", f"cluster.cpus_per_task={workers}",
-                       f"storage.root={tmp / f'store{tasks}'}", f"cluster.work_dir={tmp / f'work{tasks}'}"])
+                       "cluster=slurm", f"cluster.prep_tasks={tasks}", f"cluster.cpus_per_task={cpus}",
+                       f"storage.root={out / 'store'}", f"cluster.work_dir={out / 'work'}"])
     before, wall = flow_cpu_seconds(), time.perf_counter()
     keys = stages.prep_task.fn(cfg)
     wall, flow_cpu = time.perf_counter() - wall, flow_cpu_seconds() - before
-    job_cpu = jobs_cpu(Path(cfg.cluster.work_dir).resolve() / keys["train"] / PREP_JOBS)
+    jobs = Path(cfg.cluster.work_dir).resolve() / keys["train"] / PREP_JOBS
+    job_cpu = jobs_cpu(jobs)
     manifest = read_manifest(build_store(cfg.storage), keys["train"])
-    return {"tasks": tasks, "wall_s": wall, "flow_cpu_s": flow_cpu, "jobs_cpu_s": job_cpu,
+    return {"tasks": tasks, "nodes": job_nodes(jobs), "wall_s": wall, "flow_cpu_s": flow_cpu, "jobs_cpu_s": job_cpu,
             "kept": manifest["num_samples"], "skipped": manifest["stats"]["skipped"],
             "images_per_core_s": manifest["num_samples"] / max(job_cpu, 1e-9),
             "flow_share": flow_cpu / (flow_cpu + job_cpu)}
@@ -73,9 +96,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--samples-per-shard", type=int, default=50)
     parser.add_argument("--tasks", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--workers", type=int, default=1, help="data.prep_workers (and CPUs) per task")
+    parser.add_argument("--workers", type=int, default=1, help="data.prep_workers per task (and its CPUs, "
+                        "but for --multinode)")
+    parser.add_argument("--multinode", action="store_true", help="submit to the multi-node cluster, a task per node")
+    parser.add_argument("--slurm-conf", default="/tmp/mn-slurm/slurm.conf", help="its slurm.conf (--multinode)")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
+    if args.multinode:
+        os.environ["SLURM_CONF"] = args.slurm_conf  # sbatch, squeue, sacct and sinfo, from here and submitit
     if shutil.which("sinfo") is None or not subprocess.run(["sinfo", "-h"], capture_output=True).stdout.strip():
         print("no SLURM cluster here (sinfo shows none): start one with cluster/slurm-up.sh", file=sys.stderr)
         return
@@ -89,9 +117,11 @@ def main() -> None:
         for i, photo in enumerate(photos):
             (images / f"{i:06d}.jpg").write_bytes(photos[i - 7] if i % 50 == 49 else photo)
             (images / f"{i:06d}.txt").write_text(f"a photo number {i}")
-        rows = [run(tmp, images, tasks=t, samples_per_shard=args.samples_per_shard, workers=args.workers)
+        cpus = node_cpus() if args.multinode else args.workers
+        rows = [run(tmp, images, tasks=t, samples_per_shard=args.samples_per_shard, workers=args.workers, cpus=cpus)
                 for t in args.tasks]
-    report = {"machine": info, "images": args.images, "samples_per_shard": args.samples_per_shard, "rows": rows}
+    report = {"machine": info, "images": args.images, "samples_per_shard": args.samples_per_shard,
+              "workers": args.workers, "cpus_per_task": cpus, "multinode": args.multinode, "rows": rows}
     print(table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
@@ -99,11 +129,14 @@ def main() -> None:
 
 def table(report: dict) -> str:
     lines = [f"{describe(report['machine'])}; {report['images']} photos (400-900 px) -> 256 px, shards of "
-             f"{report['samples_per_shard']}", "",
-             "| array tasks | wall s | images/s per core (jobs' CPU) | jobs' CPU s | flow process CPU s | "
-             "flow share of CPU | kept | skipped |", "|---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"{report['samples_per_shard']}, {report['workers']} prep worker(s) per task, "
+             f"cluster.cpus_per_task={report['cpus_per_task']}", "",
+             "| array tasks | nodes (tasks; final job) | wall s | images/s per core (jobs' CPU) | jobs' CPU s | "
+             "flow process CPU s | flow share of CPU | kept | skipped |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in report["rows"]:
-        lines.append(f"| {r['tasks']} | {r['wall_s']:.1f} | {r['images_per_core_s']:.0f} | {r['jobs_cpu_s']:.1f} | "
+        lines.append(f"| {r['tasks']} | {', '.join(r['nodes'][:-1])}; {r['nodes'][-1]} "
+                     f"| {r['wall_s']:.1f} | {r['images_per_core_s']:.0f} | {r['jobs_cpu_s']:.1f} | "
                      f"{r['flow_cpu_s']:.2f} | {100 * r['flow_share']:.1f} % | {r['kept']} | {r['skipped']} |")
     return "\n".join(lines)
 
