@@ -9,15 +9,18 @@ this process and its sbatch/squeue calls. Needs a SLURM cluster (cluster/slurm-u
 
 ``--multinode`` submits to the 2-node cluster of cluster/mn-up.sh instead (``SLURM_CONF=--slurm-conf``) with
 ``cluster.cpus_per_task`` = a node's CPUs, so each array task takes a node of its own: ``--tasks 1 2`` is then
-1 vs 2 nodes on the same input. Each row names the nodes its jobs ran on (the tasks', then the final job's).
+1 vs 2 nodes on the same input. Each row names the node each job ran on, its run time (submitit's log: start to
+exit, without SLURM's queueing) and its CPU time (its interpreter's start-up included), the tasks' then the final
+job's: a task that gets a core to itself has run time ~ CPU time.
 
     python bench/prep_array.py --images 600 --tasks 1 2 --json prep_array.json
-    python bench/prep_array.py --multinode --images 2000 --tasks 1 2 1 2 --json prep_nodes.json
+    python bench/prep_array.py --multinode --images 6000 --tasks 1 2 1 2 --json prep_nodes.json
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import re
@@ -38,21 +41,30 @@ QUICK_ARGS = ["--images", "120", "--samples-per-shard", "20"]
 NO_EVAL = ["eval.zero_shot=", "eval.retrieval=", "eval.linear_probe=", "eval.modality_gap="]
 
 
-def jobs_cpu(folder: Path) -> float:
-    """CPU seconds the prep jobs submitted from ``folder`` report (each measures its own process and children:
-    this cluster's accounting gathers no CPU time, so sacct's TotalCPU reads 0)."""
+def prep_jobs(folder: Path) -> list[dict]:
+    """Each prep job submitted from ``folder``, in submission order (the array's tasks, then the final job): the node
+    it ran on and its run time (submitit's log: from ``(<time>) - Starting with JobEnvironment(job_id=...,
+    hostname=mn1, ...`` to ``(<time>) - Exiting after successful completion``, no queueing), and the CPU seconds it
+    reports of itself (its process and children: this cluster's accounting gathers no CPU time, sacct's TotalCPU
+    reads 0)."""
     import submitit
 
-    ids = sorted(p.name.removesuffix("_0_result.pkl") for p in folder.glob("*_0_result.pkl"))
-    return sum(submitit.SlurmJob(folder=folder, job_id=job_id).result()["cpu_s"] for job_id in ids)
+    jobs = []
+    for log in folder.glob("*_log.out"):
+        text = log.read_text()
+        start = re.search(r"\(([\d-]+ [\d:,]+)\) - Starting with JobEnvironment\(job_id=([\d_]+), hostname=([^,]+),",
+                          text)
+        end = re.findall(r"\(([\d-]+ [\d:,]+)\) - Exiting after successful completion", text)
+        assert start and end, f"{log}: not a finished submitit job"
+        job_id = start.group(2)
+        jobs.append({"id": tuple(int(part) for part in job_id.split("_")), "node": start.group(3),
+                     "run_s": (_log_time(end[-1]) - _log_time(start.group(1))).total_seconds(),
+                     "cpu_s": submitit.SlurmJob(folder=folder, job_id=job_id).result()["cpu_s"]})
+    return [{k: v for k, v in job.items() if k != "id"} for job in sorted(jobs, key=lambda job: job["id"])]
 
 
-def job_nodes(folder: Path) -> list[str]:
-    """The node each prep job ran on, in submission order (the array's tasks, then the final job), from submitit's
-    first log line in each job's output (``JobEnvironment(job_id=..., hostname=mn1, ...``)."""
-    found = (re.search(r"job_id=([\d_]+), hostname=([^,]+),", log.read_text()) for log in folder.glob("*_log.out"))
-    ids = sorted((tuple(int(part) for part in m.group(1).split("_")), m.group(2)) for m in found if m)
-    return [node for _, node in ids]
+def _log_time(stamp: str) -> datetime.datetime:
+    return datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")
 
 
 def node_cpus() -> int:
@@ -82,10 +94,10 @@ def run(tmp: Path, images: Path, *, tasks: int, samples_per_shard: int, workers:
     before, wall = flow_cpu_seconds(), time.perf_counter()
     keys = stages.prep_task.fn(cfg)
     wall, flow_cpu = time.perf_counter() - wall, flow_cpu_seconds() - before
-    jobs = Path(cfg.cluster.work_dir).resolve() / keys["train"] / PREP_JOBS
-    job_cpu = jobs_cpu(jobs)
+    jobs = prep_jobs(Path(cfg.cluster.work_dir).resolve() / keys["train"] / PREP_JOBS)
+    job_cpu = sum(job["cpu_s"] for job in jobs)
     manifest = read_manifest(build_store(cfg.storage), keys["train"])
-    return {"tasks": tasks, "nodes": job_nodes(jobs), "wall_s": wall, "flow_cpu_s": flow_cpu, "jobs_cpu_s": job_cpu,
+    return {"tasks": tasks, "jobs": jobs, "wall_s": wall, "flow_cpu_s": flow_cpu, "jobs_cpu_s": job_cpu,
             "kept": manifest["num_samples"], "skipped": manifest["stats"]["skipped"],
             "images_per_core_s": manifest["num_samples"] / max(job_cpu, 1e-9),
             "flow_share": flow_cpu / (flow_cpu + job_cpu)}
@@ -131,11 +143,12 @@ def table(report: dict) -> str:
     lines = [f"{describe(report['machine'])}; {report['images']} photos (400-900 px) -> 256 px, shards of "
              f"{report['samples_per_shard']}, {report['workers']} prep worker(s) per task, "
              f"cluster.cpus_per_task={report['cpus_per_task']}", "",
-             "| array tasks | nodes (tasks; final job) | wall s | images/s per core (jobs' CPU) | jobs' CPU s | "
-             "flow process CPU s | flow share of CPU | kept | skipped |",
+             "| array tasks | jobs: node, run s / CPU s (tasks; final job) | wall s | images/s per core (jobs' CPU) | "
+             "jobs' CPU s | flow process CPU s | flow share of CPU | kept | skipped |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in report["rows"]:
-        lines.append(f"| {r['tasks']} | {', '.join(r['nodes'][:-1])}; {r['nodes'][-1]} "
+        jobs = [f"{job['node']} {job['run_s']:.1f} / {job['cpu_s']:.1f}" for job in r["jobs"]]
+        lines.append(f"| {r['tasks']} | {', '.join(jobs[:-1])}; {jobs[-1]} "
                      f"| {r['wall_s']:.1f} | {r['images_per_core_s']:.0f} | {r['jobs_cpu_s']:.1f} | "
                      f"{r['flow_cpu_s']:.2f} | {100 * r['flow_share']:.1f} % | {r['kept']} | {r['skipped']} |")
     return "\n".join(lines)
