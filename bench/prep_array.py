@@ -47,10 +47,11 @@ def flow_cpu_seconds() -> float:
 
 
 def run(tmp: Path, images: Path, *, tasks: int, samples_per_shard: int, workers: int) -> dict:
+    from cluster.prep_jobs import PREP_JOBS
     from flows import stages
     from ito_core.artifacts import read_manifest
     from ito_core.config import load_config
-    from ito_core.storage import LocalStore
+    from ito_core.storage import build_store
 
     cfg = load_config(["data=raw", "data.input_kind=folder", f"data.input={images}", "data.image_size=256",
                        f"data.samples_per_shard={samples_per_shard}", f"data.prep_workers={workers}", *NO_EVAL,
@@ -59,8 +60,8 @@ def run(tmp: Path, images: Path, *, tasks: int, samples_per_shard: int, workers:
     before, wall = flow_cpu_seconds(), time.perf_counter()
     keys = stages.prep_task.fn(cfg)
     wall, flow_cpu = time.perf_counter() - wall, flow_cpu_seconds() - before
-    job_cpu = jobs_cpu(Path(cfg.cluster.work_dir).resolve() / keys["train"] / "prep-jobs")
-    manifest = read_manifest(LocalStore(str(tmp / f"store{tasks}")), keys["train"])
+    job_cpu = jobs_cpu(Path(cfg.cluster.work_dir).resolve() / keys["train"] / PREP_JOBS)
+    manifest = read_manifest(build_store(cfg.storage), keys["train"])
     return {"tasks": tasks, "wall_s": wall, "flow_cpu_s": flow_cpu, "jobs_cpu_s": job_cpu,
             "kept": manifest["num_samples"], "skipped": manifest["stats"]["skipped"],
             "images_per_core_s": manifest["num_samples"] / max(job_cpu, 1e-9),

@@ -13,13 +13,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from braceexpand import braceexpand
-
 from ito_core.artifacts import committed, prep_keys, read_manifest
 from ito_core.config import DataConfig, EvalConfig
 from ito_core.data.embedded import Sample, embedded_eval_classes, fashion_mnist_samples, shapes_samples
 from ito_core.data.eval_sets import EvalSource, check_eval_tasks, read_eval_source
-from ito_core.data.loader import iter_shard_samples
+from ito_core.data.external import index_external
 from ito_core.data.raw_prep import prepare_raw
 from ito_core.data.shards import write_shards
 from ito_core.storage import ArtifactStore, commit, disk_full_error
@@ -84,26 +82,6 @@ def _write(store: ArtifactStore, key: str, samples: Iterable[Sample], data: Data
     log.info("prep: committed %d samples in %d shards to %s (skipped: %s)", manifest["num_samples"],
              len(manifest["shards"]), store.url(key), manifest["stats"]["skipped"])
     return manifest
-
-
-def external_shards(data: DataConfig) -> list[str]:
-    """The user's own shard URLs (``data=webdataset``), brace patterns expanded."""
-    return [url for pattern in data.shards for url in braceexpand(pattern)]
-
-
-def count_samples(url: str) -> int:
-    return sum(1 for _ in iter_shard_samples([url]))
-
-
-def index_external(store: ArtifactStore, key: str, data: DataConfig, *, counts: dict[str, int] | None = None) -> None:
-    """Commit a manifest that points at the user's own shards (``data=webdataset``), with their counts (read
-    here unless ``counts`` has them: a job array counted them)."""
-    counts = counts or {}
-    shards = [{"name": url.rsplit("/", 1)[-1], "url": url,
-               "num_samples": counts[url] if url in counts else count_samples(url)} for url in external_shards(data)]
-    commit(store, key, {"shards": shards, "num_samples": sum(s["num_samples"] for s in shards),
-                        "stats": {"kept": sum(s["num_samples"] for s in shards), "skipped": {}}})
-    log.info("prep: indexed %d external shards for %s", len(shards), store.url(key))
 
 
 def prepare(data: DataConfig, eval_cfg: EvalConfig, store: ArtifactStore) -> dict[str, str]:

@@ -29,6 +29,7 @@ from typing import Any
 
 from ito_core.artifacts import committed, read_manifest
 from ito_core.config import DataConfig
+from ito_core.data.external import count_samples, external_shards, index_external
 from ito_core.data.raw_prep import raw_manifest, write_raw_shards
 from ito_core.data.shard_io import iter_shard_samples
 from ito_core.data.shard_writer import (
@@ -56,18 +57,17 @@ def prep_task(data: DataConfig, store: ArtifactStore, key: str, *, task: int, nu
     if not 0 <= task < num_tasks:
         raise ValueError(f"prep task {task} of {num_tasks}: need 0 <= task < cluster.prep_tasks")
     if committed(store, key):
-        return {"task": task, "num_shards": len(read_manifest(store, key)["shards"]), "written": 0}
-    sidecars, num_shards = write_raw_shards(data, store, key, part=(task, num_tasks))
-    done = {"task": task, "num_shards": num_shards, "written": len(sidecars)}
+        return {"task": task, "num_shards": len(read_manifest(store, key)["shards"]), "written": 0}  # nothing to do
+    sidecars, num_shards, reused = write_raw_shards(data, store, key, part=(task, num_tasks))
+    done = {"task": task, "num_shards": num_shards, "written": len(sidecars) - reused}
     store.write_json(task_marker(key, task, num_tasks), done)
-    log.info("prep task %d/%d: %d of the input's %d shards are done", task, num_tasks, len(sidecars), num_shards)
+    log.info("prep task %d/%d: wrote %d shards, %d were done before (the input makes %d)", task, num_tasks,
+             len(sidecars) - reused, reused, num_shards)
     return done
 
 
 def index_task(data: DataConfig, store: ArtifactStore, key: str, *, task: int, num_tasks: int) -> dict[str, Any]:
     """Task ``task`` of a ``data=webdataset`` index array: count its shards' samples into its marker."""
-    from ito_core.prep import count_samples, external_shards
-
     counts = {url: count_samples(url) for url in external_shards(data)[task::num_tasks]}
     store.write_json(task_marker(key, task, num_tasks), {"task": task, "counts": counts, "written": len(counts)})
     return {"task": task, "written": len(counts)}
@@ -75,8 +75,6 @@ def index_task(data: DataConfig, store: ArtifactStore, key: str, *, task: int, n
 
 def finish_index(data: DataConfig, store: ArtifactStore, key: str, *, num_tasks: int) -> dict[str, Any]:
     """Commit the ``data=webdataset`` manifest from the tasks' counts; return it."""
-    from ito_core.prep import index_external
-
     if not committed(store, key):
         counts: dict[str, int] = {}
         for marker in _markers(store, key, num_tasks):

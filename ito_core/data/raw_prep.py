@@ -73,7 +73,7 @@ def prepare_raw(data: DataConfig, store: ArtifactStore, key: str) -> dict[str, A
     if committed(store, key):
         log.info("prep: %s already committed, reusing it", store.url(key))
         return read_manifest(store, key)
-    sidecars, _ = write_raw_shards(data, store, key)
+    sidecars, _, _ = write_raw_shards(data, store, key)
     manifest = raw_manifest(sidecars, data)
     if not manifest["num_samples"]:
         raise ValueError(f"prep kept no sample of data.input={data.input!r}: all were skipped "
@@ -85,9 +85,10 @@ def prepare_raw(data: DataConfig, store: ArtifactStore, key: str) -> dict[str, A
 
 
 def write_raw_shards(data: DataConfig, store: ArtifactStore, key: str, *,
-                     part: tuple[int, int] | None = None) -> tuple[list[dict[str, Any]], int]:
-    """Write the shards still missing (all, or task ``t`` of ``T``'s with ``part=(t, T)``); return their
-    sidecars and how many shards the input makes in all."""
+                     part: tuple[int, int] | None = None) -> tuple[list[dict[str, Any]], int, int]:
+    """Write the shards still missing (all, or task ``t`` of ``T``'s with ``part=(t, T)``); return the sidecars
+    (of the shards written now and of those a previous run finished), how many shards the input makes in all,
+    and how many of the sidecars a previous run had finished."""
     options = TranscodeOptions(image_size=data.image_size, resize_mode=data.resize_mode,
                                jpeg_quality=data.jpeg_quality, min_size=data.min_image_size,
                                max_aspect=data.max_aspect_ratio, max_pixels=data.max_pixels)
@@ -96,7 +97,7 @@ def write_raw_shards(data: DataConfig, store: ArtifactStore, key: str, *,
             ThreadPoolExecutor(FETCH_THREADS) as fetchers, ThreadPoolExecutor(in_flight) as uploaders:
         run = _Run(store, key, Path(tmp), options, pool=pool, fetchers=fetchers, uploaders=uploaders,
                    max_in_flight=in_flight, part=part)
-        return run.all_shards(read_records(data), data.samples_per_shard), run.num_shards
+        return run.all_shards(read_records(data), data.samples_per_shard), run.num_shards, run.num_reused
 
 
 class _Run:
@@ -117,7 +118,7 @@ class _Run:
         self.seen: set[int] = set()  # hashes of admitted images: the duplicate index
         self.sidecars: dict[int, dict[str, Any]] = {}
         self.in_flight: set[Future] = set()  # one per shard: its write (local) or its upload (S3)
-        self.num_shards = 0
+        self.num_shards = self.num_reused = 0
 
     def all_shards(self, records: Iterator[RawRecord], samples_per_shard: int) -> list[dict[str, Any]]:
         with tqdm(unit="img", desc="prep", disable=None) as bar:
@@ -131,6 +132,7 @@ class _Run:
                     bar.update(sum(1 for _ in chunk))  # not fetched: the sidecar has what dedup needs
                     self.seen.update(finished["hashes"])
                     self.sidecars[index] = finished
+                    self.num_reused += 1
                     continue
                 task = self._spill(index, chunk, bar, first_key=index * samples_per_shard)
                 written = self.pool.submit(write_shard, task)

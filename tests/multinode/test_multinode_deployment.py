@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.multinode_cluster import MultiNodeCluster
-from fixtures.prefect_server import Background, PrefectServer, serving
+from fixtures.prefect_server import Background, PrefectServer, running_prefect_server, serving
 from fixtures.s3_server import S3Bucket, S3Server
 from integration.test_prefect_deployment import aws_env, sweep_overrides
 
@@ -27,12 +27,8 @@ pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(900)]
 def mn_prefect_server(multinode_cluster: MultiNodeCluster,
                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     """A Prefect server the login node reaches (bound to the root namespace's cluster address)."""
-    server = PrefectServer(home=tmp_path_factory.mktemp("mn_prefect_server"), host=multinode_cluster.host_address)
-    server.start()
-    try:
+    with running_prefect_server(tmp_path_factory.mktemp("mn_prefect_server"), multinode_cluster.host_address) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

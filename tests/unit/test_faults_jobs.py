@@ -143,6 +143,35 @@ def test_why_a_job_ended_is_named(tail: str, cause: Exception | None, hint: str,
         assert " -- " not in message and "a real bug" in message, "a rank's own error needs no guess"
 
 
+def test_a_node_failure_is_named_once_and_when_it_ends_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sacct -D keeps every attempt: each NODE_FAIL is logged once while SLURM requeues the job, and a job that
+    was not requeued fails naming the nodes."""
+    attempts = ["NODE_FAIL|mn[1-2]", "RUNNING|mn[1-2]"]
+    answer = subprocess.CompletedProcess([], 0, stdout="")
+    monkeypatch.setattr(waiting, "_run", lambda command: answer if command[0] == "sacct" else None)
+    answer.stdout = "\n".join(attempts[:1]) + "\n"
+    assert waiting.node_failures("9") == ["mn[1-2]"]
+    lines: list[str] = []
+
+    class Logger:
+        def info(self, *args: object) -> None:
+            pass
+
+        def warning(self, message: str, *args: object) -> None:
+            lines.append(message % args)
+
+    watch = waiting._Liveness(_Submitted("9", 2, _Paths(Path("."))), Logger(), every_s=0, grace_s=0)
+    for _ in range(2):
+        watch.report_node_failures()
+    assert lines == ["[job 9] node failure on mn[1-2] (NODE_FAIL): SLURM requeues the job; training resumes from "
+                     "its last committed checkpoint"]
+    monkeypatch.setattr(waiting, "log_tail", lambda job: "step 5/30")
+    monkeypatch.setattr(waiting, "_failed_task", lambda job: None)
+    error = str(waiting._failure(_Submitted("9", 2, _Paths(Path("."))), "ended without a result (SLURM state "
+                                 "NODE_FAIL)"))
+    assert "node failure on mn[1-2], and SLURM did not requeue the job" in error and "rerun the point" in error
+
+
 def test_prune_keeps_the_newest_commits_and_drops_older_partial_tags(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     for step in (2, 4, 6, 8, 10):

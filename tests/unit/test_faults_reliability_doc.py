@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _referenced_tests() -> list[tuple[str, str]]:
     """(file under tests/, test name) for each `file::test` and each `::test` (same file as the one before)."""
     refs, current = [], ""
-    for path, name in re.findall(r"`((?:unit|integration|e2e)/[\w/]+\.py)?::(\w+)`",
+    for path, name in re.findall(r"`((?:unit|integration|e2e|multinode)/[\w/]+\.py)?::(\w+)`",
                                  (ROOT / "docs" / "RELIABILITY.md").read_text()):
         current = path or current
         refs.append((current, name))

@@ -102,7 +102,7 @@ def test_a_killed_task_reruns_only_its_unfinished_shards(tmp_path: Path, referen
 def test_an_index_array_equals_a_one_process_index(tmp_path: Path, shapes_shard_dir: Path) -> None:
     """data=webdataset: the tasks count the user's shards (3 shards, 2 tasks), the final step commits the same
     manifest one process writes."""
-    from ito_core.prep import index_external
+    from ito_core.data.external import index_external
     from ito_core.prep_array import finish_index, index_task
 
     pattern = str(shapes_shard_dir / "shard-{000000..000002}.tar")
