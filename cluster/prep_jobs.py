@@ -1,4 +1,5 @@
-"""Prep on SLURM: a job array of ``cluster.prep_tasks`` one-CPU-task jobs, then a one-task final job.
+"""Prep on SLURM: a job array of ``cluster.prep_tasks`` one-CPU-task jobs, then a one-task final job; whatever
+else prep writes (eval sets, the embedded demo data) in one more one-task job.
 
 ``data=raw``: task ``t`` writes the shards ``i % T == t`` (``ito_core.prep_array``), the final job removes
 duplicates across tasks and commits the manifest; ``data=webdataset``: the tasks count the user's shards, the
@@ -57,6 +58,28 @@ class PrepFinishJob(submitit.helpers.Checkpointable):
         finish = finish_index if run_cfg.data.name == "webdataset" else finish_array
         manifest = finish(run_cfg.data, build_store(run_cfg.storage), key, num_tasks=num_tasks)
         return {"num_samples": manifest["num_samples"], "cpu_s": cpu_seconds()}
+
+
+class PrepJob(submitit.helpers.Checkpointable):
+    """What the array does not prepare (eval sets, the embedded data): ``ito_core.prep.prepare`` as one task."""
+
+    def __call__(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        from ito_core.prep import prepare
+
+        configure_logging()
+        run_cfg = to_run_config(cfg)
+        export_shard_endpoint(run_cfg.storage)
+        return {"keys": prepare(run_cfg.data, run_cfg.eval, build_store(run_cfg.storage)), "cpu_s": cpu_seconds()}
+
+
+def run_prep_job(cfg: RunConfig, key: str, logger: logging.Logger | Any) -> dict[str, str]:
+    """Prepare the eval sets (and embedded training data) in a one-task job; return the data keys."""
+    executor = build_executor(prep_cluster(cfg.cluster), work_dir(cfg, key) / PREP_JOBS, name="ito-prep")
+    job = executor.submit(PrepJob(), as_dict(cfg))
+    logger.info("prep: job %s prepares what is not committed yet for %s (eval sets, embedded data)", job.job_id, key)
+    done = wait_streaming(job, logger)
+    logger.info("prep: job %s done in %.1f CPU s", job.job_id, done["cpu_s"])
+    return done["keys"]
 
 
 def run_prep_array(cfg: RunConfig, key: str, logger: logging.Logger | Any) -> dict[str, Any]:

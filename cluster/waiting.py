@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import re
 import subprocess
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from submitit.core.utils import FailedJobError, UncompletedJobError
+from submitit.core.utils import FailedJobError, UncompletedJobError, pickle_load
 
 # SLURM job states after which no task will write a result (PENDING/RUNNING/REQUEUED/... are alive).
 ENDED_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
@@ -216,6 +217,17 @@ def _failed_task(job: submitit.Job) -> Exception | None:
     return min(failed, key=lambda item: item[:2])[2] if failed else None
 
 
+def _a_rank_raised(job: submitit.Job) -> bool:
+    """Whether a task wrote an error result. Reads the result files: ``task.exception()`` would wait for the
+    whole job, and a local job's tasks only end together."""
+    for index in range(job.num_tasks):
+        path = Path(job.task(index).paths.result_pickle)
+        with contextlib.suppress(OSError, EOFError, pickle.UnpicklingError):
+            if path.exists() and pickle_load(path)[0] == "error":
+                return True
+    return False
+
+
 def _failure(job: submitit.Job, problem: str) -> JobFailedError:
     cause, tail = _failed_task(job), log_tail(job)
     if OUT_OF_MEMORY.search(f"{problem}\n{tail}\n{cause or ''}"):
@@ -237,7 +249,8 @@ def wait_streaming(job: submitit.Job, logger: logging.Logger | Any, *, poll_s: f
     """Block until ``job`` ends and return rank 0's result; log rank 0's stderr lines containing ``pattern``.
 
     Raises ``JobFailedError`` (with the log tail) when the job ends without a result: a failed rank, a
-    cancelled job, a node failure, ... A job that submitit requeued (preemption, time-out) is waited on.
+    cancelled job, a node failure, ... A job that submitit requeued (preemption, time-out) is waited on. A local
+    job is cancelled as soon as one of its ranks raised (SLURM's ``--kill-on-bad-exit`` does that for SLURM jobs).
     SLURM jobs are judged by their result files and ``squeue``/``sacct`` (checked every ``liveness_s``),
     not by submitit's ``sacct`` polling, which backs off to minutes and needs accounting.
     """
@@ -250,6 +263,10 @@ def wait_streaming(job: submitit.Job, logger: logging.Logger | Any, *, poll_s: f
         for line in lines:
             if pattern in line:
                 logger.info("[job %s] %s", job.job_id, line.split(": ", 1)[-1])
+        if not slurm and not done and _a_rank_raised(job):
+            # Local ranks have no --kill-on-bad-exit: the others would wait in a collective until gloo times out.
+            job.cancel()
+            raise _failure(job, "failed: a rank raised, so its job's other ranks were stopped")
         if done:
             try:
                 return job.results()[0]  # rank 0's result (a multi-task job returns one per task)

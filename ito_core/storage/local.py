@@ -13,6 +13,14 @@ from typing import Any
 from ito_core.storage.base import MANIFEST, checked_key, disk_full_error
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it (``os.umask`` can only be read by setting it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    return 0o022  # no /proc: the common default
+
+
 class LocalStore:
     def __init__(self, root: str | Path) -> None:
         self.root = str(Path(root).resolve())
@@ -39,6 +47,7 @@ class LocalStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
                 try:
+                    os.chmod(tmp.name, 0o666 & ~current_umask())  # tempfile makes it 0600: teammates could not read
                     tmp.write(text)
                     tmp.flush()
                     os.fsync(tmp.fileno())
@@ -56,8 +65,16 @@ class LocalStore:
         if not Path(local_dir).is_dir():
             raise FileNotFoundError(f"upload_dir: {local_dir} is not a directory")
         target = self._path(key)
-        if Path(local_dir).resolve() != target.resolve():
-            shutil.copytree(local_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MANIFEST))
+        if Path(local_dir).resolve() == target.resolve():
+            return
+        target.mkdir(parents=True, exist_ok=True)
+        # New files and folders get the user's umask, not the source's mode (copytree would keep a temporary
+        # folder's 0700 and tempfile's 0600, and teammates on a shared filesystem could not read the results).
+        for source in sorted(Path(local_dir).rglob("*")):
+            if source.is_file() and source.name != MANIFEST:
+                dest = target / source.relative_to(local_dir)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, dest)
 
     def download_dir(self, key: str, local_dir: Path, *, include: Callable[[str], bool] | None = None) -> Path:
         path = self._path(key)

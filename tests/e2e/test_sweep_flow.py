@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,13 @@ def test_demo_grid_end_to_end_and_rerun_skips(prefect_home: Path) -> None:
     from flows.sweep import ito_sweep
 
     overrides = [*SMALL_BUDGET, f"storage.root={prefect_home / 'store'}", f"cluster.work_dir={prefect_home / 'work'}"]
-    markdown = ito_sweep(overrides=overrides, sweep_name="e2e")
+    previous_umask = os.umask(0o022)  # a team's usual umask: every result must be readable by the others
+    try:
+        markdown = ito_sweep(overrides=overrides, sweep_name="e2e")
+    finally:
+        os.umask(previous_umask)
+    private = [str(p) for p in Path(prefect_home, "store").rglob("*") if p.stat().st_mode & 0o044 != 0o044]
+    assert not private, f"written without group/other read permission under umask 022: {private[:5]}"
 
     report = Path(prefect_home, "store", "sweeps", "e2e")
     rows = list(csv.DictReader(io.StringIO((report / "report.csv").read_text())))

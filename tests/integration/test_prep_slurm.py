@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.slurm]
 def test_prep_runs_as_a_job_array_and_equals_a_one_process_prep(
         slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows import stages
-    from ito_core.data import prep_array, raw_prep
+    from ito_core import prep_array
+    from ito_core.data import raw_prep
 
     _folder(tmp_path / "in")
     common = ["data=raw", "data.input_kind=folder", f"data.input={tmp_path / 'in'}", "data.image_size=24",

@@ -170,15 +170,16 @@ POINT = ("cluster=slurm", "train.steps=2", "train.checkpoint_every=2", "data.sou
 
 
 @pytest.mark.timeout(420)
-def test_a_slurm_point_evaluates_in_a_job_not_in_the_flow_process(
+def test_a_slurm_point_preps_and_evaluates_in_jobs_not_in_the_flow_process(
         slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows import stages
     from ito_core.eval.stage import run_eval
 
     def not_here(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the flow's process ran the eval")
+        raise AssertionError("the flow's process ran the eval or the prep")
 
     monkeypatch.setattr(stages, "run_eval", not_here)
+    monkeypatch.setattr(stages, "prepare", not_here)
     cfg, key = tiny_config(tmp_path, *POINT), "runs/point"
     assert cfg.eval.executor == "auto" and run_eval is not not_here
 
@@ -187,6 +188,8 @@ def test_a_slurm_point_evaluates_in_a_job_not_in_the_flow_process(
     stages.strip_task.fn(cfg, key)
     records = stages.eval_task.fn(cfg, data_keys, key)
 
+    prep_jobs = list((Path(cfg.cluster.work_dir).resolve() / "data").glob("*/prep-jobs/*_submission.sh"))
+    assert prep_jobs and all("#SBATCH" in script.read_text() for script in prep_jobs), "prep ran as an sbatch job"
     eval_jobs = Path(cfg.cluster.work_dir).resolve() / key / "eval-jobs"
     logs = sorted(eval_jobs.glob("*_0_log.err"))
     assert len(logs) == 1, "one eval job, submitted to SLURM"

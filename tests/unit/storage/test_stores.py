@@ -141,6 +141,31 @@ def test_local_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["f.json"], "no temp file left behind"
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_local_files_and_folders_follow_the_umask(umask: int, tmp_path: Path) -> None:
+    """On a shared filesystem teammates read the results: nothing keeps tempfile's 0600 or a temporary folder's
+    0700 (report.md, config.json, manifests, model/, sweeps/<name>/ were written that way)."""
+    import tempfile
+
+    previous = os.umask(umask)
+    try:
+        store = LocalStore(tmp_path / "store")
+        store.write_json("runs/r/config.json", {"a": 1})
+        commit(store, "runs/r/train", {"step": 1})
+        with tempfile.TemporaryDirectory() as tmp:  # 0700, with a 0600 file inside (as strip and the report make)
+            (Path(tmp) / "sub").mkdir()
+            with tempfile.NamedTemporaryFile("w", dir=Path(tmp) / "sub", delete=False, suffix=".bin") as made:
+                made.write("weights")
+            store.upload_dir(Path(tmp), "sweeps/s")
+        written = [tmp_path / "store", *(tmp_path / "store").rglob("*")]
+    finally:
+        os.umask(previous)
+    assert len(written) == 10  # store/, runs, r, config.json, train, manifest.json, sweeps, s, sub, the file
+    for path in written:
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o777 if path.is_dir() else 0o666) & ~umask, f"{path}: {oct(mode)}"
+
+
 def test_build_store_and_root_validation(tmp_path: Path, fake_aws_env: None) -> None:
     assert isinstance(build_store(StorageConfig(kind="local", root=str(tmp_path))), LocalStore)
     s3 = build_store(StorageConfig(kind="s3", root="s3://bucket/p/", endpoint_url="http://127.0.0.1:9"))
