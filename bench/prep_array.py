@@ -10,8 +10,9 @@ this process and its sbatch/squeue calls. Needs a SLURM cluster (cluster/slurm-u
 ``--multinode`` submits to the 2-node cluster of cluster/mn-up.sh instead (``SLURM_CONF=--slurm-conf``) with
 ``cluster.cpus_per_task`` = a node's CPUs, so each array task takes a node of its own: ``--tasks 1 2`` is then
 1 vs 2 nodes on the same input. Each row names the node each job ran on, its run time (submitit's log: start to
-exit, without SLURM's queueing) and its CPU time (its interpreter's start-up included), the tasks' then the final
-job's: a task that gets a core to itself has run time ~ CPU time.
+exit, without SLURM's queueing) and its CPU time (its interpreter's start-up included): the tasks', the final
+job's, then the eval-set job's (nothing to prepare here: the benchmark sets no eval sets). A task that gets a core
+to itself has run time ~ CPU time.
 
     python bench/prep_array.py --images 600 --tasks 1 2 --json prep_array.json
     python bench/prep_array.py --multinode --images 6000 --tasks 1 2 1 2 --json prep_nodes.json
@@ -42,7 +43,8 @@ NO_EVAL = ["eval.zero_shot=", "eval.retrieval=", "eval.linear_probe=", "eval.mod
 
 
 def prep_jobs(folder: Path) -> list[dict]:
-    """Each prep job submitted from ``folder``, in submission order (the array's tasks, then the final job): the node
+    """Each prep job submitted from ``folder``, in submission order (the array's tasks, the final job, the eval-set
+    job of ``cluster.prep_jobs.run_prep_job``): the node
     it ran on and its run time (submitit's log: from ``(<time>) - Starting with JobEnvironment(job_id=...,
     hostname=mn1, ...`` to ``(<time>) - Exiting after successful completion``, no queueing), and the CPU seconds it
     reports of itself (its process and children: this cluster's accounting gathers no CPU time, sacct's TotalCPU
@@ -143,12 +145,12 @@ def table(report: dict) -> str:
     lines = [f"{describe(report['machine'])}; {report['images']} photos (400-900 px) -> 256 px, shards of "
              f"{report['samples_per_shard']}, {report['workers']} prep worker(s) per task, "
              f"cluster.cpus_per_task={report['cpus_per_task']}", "",
-             "| array tasks | jobs: node, run s / CPU s (tasks; final job) | wall s | images/s per core (jobs' CPU) | "
-             "jobs' CPU s | flow process CPU s | flow share of CPU | kept | skipped |",
+             "| array tasks | jobs: node, run s / CPU s (tasks; final; eval sets) | wall s | "
+             "images/s per core (jobs' CPU) | jobs' CPU s | flow process CPU s | flow share of CPU | kept | skipped |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in report["rows"]:
         jobs = [f"{job['node']} {job['run_s']:.1f} / {job['cpu_s']:.1f}" for job in r["jobs"]]
-        lines.append(f"| {r['tasks']} | {', '.join(jobs[:-1])}; {jobs[-1]} "
+        lines.append(f"| {r['tasks']} | {'; '.join([', '.join(jobs[:r['tasks']]), *jobs[r['tasks']:]])} "
                      f"| {r['wall_s']:.1f} | {r['images_per_core_s']:.0f} | {r['jobs_cpu_s']:.1f} | "
                      f"{r['flow_cpu_s']:.2f} | {100 * r['flow_share']:.1f} % | {r['kept']} | {r['skipped']} |")
     return "\n".join(lines)
