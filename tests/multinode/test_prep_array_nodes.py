@@ -3,7 +3,8 @@ img2dataset tars and a parquet table: ``cluster.prep_tasks=2`` with ``cluster.cp
 each task takes a node of its own) runs task 0 and task 1 on different nodes (sacct's NodeList). The committed
 shards hold the same samples (keys and bytes) and the manifest the same counts as a one-process prep's, and an
 image planted in both partitions (task 1's shard 1 and task 0's shard 2, and two different input tars or table
-rows) is kept once."""
+rows) is kept once. Both nodes must be free when the array starts (the multinode tests run one at a time): with a
+node busy, SLURM would run both tasks on the other one, one after the other, and the node check fails."""
 
 from __future__ import annotations
 
