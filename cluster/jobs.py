@@ -97,7 +97,8 @@ def node_scratch(cluster: ClusterConfig, run_key: str) -> Path:
 
 
 def staging_dir(cfg: RunConfig, run_key: str) -> Path:
-    """Local copies of the run's store files (checkpoints, model) while a stage works on them."""
+    """The run's files beside its jobs on the shared filesystem: W&B's offline run, strip's and eval's local copies
+    of store files. Training checkpoints pass through ``node_scratch`` instead."""
     return work_dir(cfg, run_key) / "staging"
 
 

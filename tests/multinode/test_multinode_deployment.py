@@ -39,10 +39,6 @@ def served_on_login_node(multinode_cluster: MultiNodeCluster, mn_prefect_server:
         yield process
 
 
-def _read(bucket: S3Bucket, key: str) -> bytes:
-    return bucket.server.client.get_object(Bucket=bucket.name, Key=key)["Body"].read()
-
-
 def test_slurm_deployment_runs_two_node_jobs_from_the_login_node(
         mn_prefect_server: PrefectServer, served_on_login_node: Background, mn_bucket: S3Bucket,
         tmp_path: Path) -> None:
@@ -54,11 +50,11 @@ def test_slurm_deployment_runs_two_node_jobs_from_the_login_node(
     code, output, _ = mn_prefect_server.run_deployment("ito-sweep/slurm", params)
     assert code == 0, f"{output}\n--- served process ---\n{served_on_login_node.log_tail()}"
 
-    rows = list(csv.DictReader(io.StringIO(_read(mn_bucket, f"store/sweeps/{sweep}/report.csv").decode())))
+    rows = list(csv.DictReader(io.StringIO(mn_bucket.read(f"store/sweeps/{sweep}/report.csv").decode())))
     assert sorted(r["ito.images"] for r in rows) == ["1", "2"] and {r["status"] for r in rows} == {"ok"}
     for row in rows:
-        train = json.loads(_read(mn_bucket, f"store/{row['run']}/train/{MANIFEST}"))
-        manifest = json.loads(_read(mn_bucket, f"store/{row['run']}/checkpoints/{train['checkpoint']}/{MANIFEST}"))
+        train = json.loads(mn_bucket.read(f"store/{row['run']}/train/{MANIFEST}"))
+        manifest = json.loads(mn_bucket.read(f"store/{row['run']}/checkpoints/{train['checkpoint']}/{MANIFEST}"))
         assert manifest["world_size"] == 2
         assert train["config"]["cluster"]["kind"] == "slurm" and train["config"]["cluster"]["nodes"] == 2
     train_jobs = list((tmp_path / "work").glob("runs/*/jobs/*_submission.sh"))

@@ -36,26 +36,17 @@ def prefect_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _read(bucket: S3Bucket, key: str) -> bytes:
-    return bucket.server.client.get_object(Bucket=bucket.name, Key=key)["Body"].read()
-
-
-def _keys(bucket: S3Bucket, prefix: str) -> list[str]:
-    pages = bucket.server.client.get_paginator("list_objects_v2").paginate(Bucket=bucket.name, Prefix=prefix)
-    return [item["Key"] for page in pages for item in page.get("Contents", [])]
-
-
 def _sweep(bucket: S3Bucket, tmp: Path, prefix: str, *cluster: str) -> dict[str, dict[str, torch.Tensor]]:
     """Run the grid; return each point's stripped weights by its ``deepspeed`` choice."""
     from flows.sweep import ito_sweep
 
     ito_sweep(overrides=[*SMALL_BUDGET, *bucket.storage_overrides(prefix), f"cluster.work_dir={tmp / prefix}",
                          *cluster], sweep_name=prefix)
-    rows = list(csv.DictReader(io.StringIO(_read(bucket, f"{prefix}/sweeps/{prefix}/report.csv").decode())))
+    rows = list(csv.DictReader(io.StringIO(bucket.read(f"{prefix}/sweeps/{prefix}/report.csv").decode())))
     assert sorted(row["status"] for row in rows) == ["ok", "ok"], rows
     for row in rows:
         assert 0.0 <= float(row["fashion_mnist/acc1"]) <= 1.0
-    return {row["deepspeed"]: load(_read(bucket, f"{prefix}/{row['run']}/model/model.safetensors")) for row in rows}
+    return {row["deepspeed"]: load(bucket.read(f"{prefix}/{row['run']}/model/model.safetensors")) for row in rows}
 
 
 def test_two_nodes_zero2_zero3_equal_one_node_two_ranks(mn_slurm: MultiNodeCluster, mn_bucket: S3Bucket,
@@ -66,12 +57,12 @@ def test_two_nodes_zero2_zero3_equal_one_node_two_ranks(mn_slurm: MultiNodeClust
                        "cluster.tasks_per_node=1", "cluster.timeout_min=20")
     for name in ("MASTER_PORT", "RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name)
-    checkpoints = sorted({key.rsplit("/", 1)[0] for key in _keys(mn_bucket, "two-nodes/runs/")
+    checkpoints = sorted({key.rsplit("/", 1)[0] for key in mn_bucket.keys("two-nodes/runs/")
                           if "/checkpoints/" in key and key.endswith(f"/{MANIFEST}")})
     assert len(checkpoints) == 4, checkpoints  # steps 2 and 4 of both points (train.keep_checkpoints >= 2)
     for tag in checkpoints:
-        assert json.loads(_read(mn_bucket, f"{tag}/{MANIFEST}"))["world_size"] == 2, "one group of 2 ranks"
-        ranks = {key.rsplit("/", 1)[1].split("_")[3] for key in _keys(mn_bucket, f"{tag}/")
+        assert json.loads(mn_bucket.read(f"{tag}/{MANIFEST}"))["world_size"] == 2, "one group of 2 ranks"
+        ranks = {key.rsplit("/", 1)[1].split("_")[3] for key in mn_bucket.keys(f"{tag}/")
                  if key.rsplit("/", 1)[1].startswith("zero_pp_rank_")}
         assert ranks == {"0", "1"}, f"each node uploaded the shards of its rank to {tag}"
     one_node = _sweep(mn_bucket, prefect_home, "one-node", "cluster=local", "cluster.tasks_per_node=2")

@@ -52,7 +52,7 @@ def _copy_tag(bucket: S3Bucket, source: str, target: str) -> None:
 
 def _manifest(bucket: S3Bucket, prefix: str, step: int) -> dict:
     key = f"{prefix}/{CKPTS}/{tag_for(step)}/{MANIFEST}"
-    return json.loads(bucket.server.client.get_object(Bucket=bucket.name, Key=key)["Body"].read())
+    return json.loads(bucket.read(key))
 
 
 @pytest.mark.timeout(900)
