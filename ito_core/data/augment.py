@@ -2,6 +2,8 @@
 
 Recipe (ITO paper, as OpenCLIP's SimCLR-style views): RandomResizedCrop scale (0.5, 1.0),
 ColorJitter (0.4, 0.4, 0.4, 0.1) with p=0.8, RandomGrayscale p=0.2, CLIP normalisation.
+SLIP's SSL views (:func:`simclr_views`) use SimCLR's full recipe: crop scale (0.08, 1.0), the same jitter and
+grayscale, GaussianBlur p=0.5 and a horizontal flip.
 
 Randomness: kornia draws every parameter through ``torch.distributions`` / ``torch.rand`` on
 the module's device, i.e. from torch's global generator (the CPU one unless the module was
@@ -34,6 +36,8 @@ class MultiViewAugment(nn.Module):
         jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
         jitter_p: float = 0.8,
         gray_p: float = 0.2,
+        blur_p: float = 0.0,
+        flip_p: float = 0.0,
     ) -> None:
         super().__init__()
         if num_views < 1:
@@ -43,11 +47,17 @@ class MultiViewAugment(nn.Module):
         self.image_size = image_size
         self.num_views = num_views
         brightness, contrast, saturation, hue = jitter
-        self.views = K.AugmentationSequential(
+        steps = [
             K.RandomResizedCrop((image_size, image_size), scale=scale),
             K.ColorJitter(brightness, contrast, saturation, hue, p=jitter_p),
             K.RandomGrayscale(p=gray_p),
-        )
+        ]
+        # Blur and flip only when asked: the default recipe draws exactly the random numbers it always drew.
+        if blur_p > 0:
+            steps.append(_simclr_blur(image_size, blur_p))
+        if flip_p > 0:
+            steps.append(K.RandomHorizontalFlip(p=flip_p))
+        self.views = K.AugmentationSequential(*steps)
         self.register_buffer("mean_C11", torch.tensor(CLIP_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("std_C11", torch.tensor(CLIP_STD).view(3, 1, 1), persistent=False)
 
@@ -59,6 +69,19 @@ class MultiViewAugment(nn.Module):
         views_PCSS = self.views(pixels_PCHW)
         views_PCSS = (views_PCSS - self.mean_C11) / self.std_C11
         return views_PCSS.view(B, self.num_views, 3, self.image_size, self.image_size)
+
+
+def simclr_views(*, image_size: int, num_views: int) -> MultiViewAugment:
+    """SimCLR's augmentation as SLIP uses it for its SSL views (SLIP ``datasets.get_dataset``)."""
+    return MultiViewAugment(image_size=image_size, num_views=num_views, scale=(0.08, 1.0), blur_p=0.5, flip_p=0.5)
+
+
+def _simclr_blur(image_size: int, p: float) -> nn.Module:
+    """SimCLR's GaussianBlur: sigma uniform in [0.1, 2.0] pixels at 224 px (SLIP blurs the 224 crop), scaled to
+    ``image_size`` so smaller images get the same relative blur; kernel about 10% of the side (SimCLR), odd."""
+    ratio = image_size / 224
+    kernel = max(3, int(0.1 * image_size) // 2 * 2 + 1)
+    return K.RandomGaussianBlur(kernel, (0.1 * ratio, 2.0 * ratio), p=p)
 
 
 def eval_transform(images_BCHW: torch.Tensor, image_size: int) -> torch.Tensor:

@@ -26,10 +26,11 @@ class VisionTransformer(nn.Module):
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, cfg.embed_dim))
 
-    def forward(self, images_BCHW: torch.Tensor, *, return_tokens: bool = False
+    def forward(self, images_BCHW: torch.Tensor, *, return_tokens: bool = False, project: bool = True
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The pooled embedding ``[B, E]`` and, for the fusion module, all tokens in the joint space ``[B, T, E]``
-        (projected only when asked: inference pays exactly CLIP's cost)."""
+        (projected only when asked: inference pays exactly CLIP's cost). ``project=False``: the pooled feature
+        before the projection, ``[B, D]`` (SLIP's SSL head reads it)."""
         x_BDhw = self.conv1(images_BCHW)
         x_BTD = x_BDhw.flatten(2).transpose(1, 2)
         cls_B1D = self.class_embedding.to(x_BTD.dtype).expand(x_BTD.shape[0], 1, -1)
@@ -37,4 +38,5 @@ class VisionTransformer(nn.Module):
         # Pooled at CLS: without the fusion module the last block computes the CLS row only.
         cls_rows_B1 = None if return_tokens else torch.zeros(x_BTD.shape[0], 1, dtype=torch.long, device=x_BTD.device)
         x_BTD = self.ln_post(self.transformer(self.ln_pre(x_BTD), rows_BQ=cls_rows_B1))
-        return x_BTD[:, 0] @ self.proj, (x_BTD @ self.proj if return_tokens else None)
+        pooled = x_BTD[:, 0] @ self.proj if project else x_BTD[:, 0]
+        return pooled, (x_BTD @ self.proj if return_tokens else None)
