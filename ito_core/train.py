@@ -39,12 +39,11 @@ from ito_core.accumulation import GradientAccumulation
 from ito_core.activation_checkpointing import apply_activation_checkpointing
 from ito_core.artifacts import RunLayout
 from ito_core.config import RunConfig, accumulation_steps, as_dict, config_warnings
-from ito_core.data.augment import MultiViewAugment
 from ito_core.data.loader import TrainStream, build_train_loader, resume_batch
 from ito_core.data.tokenizer import build_tokenizer
 from ito_core.distributed import DistEnv, all_ranks, init_distributed
 from ito_core.flops import mfu, peak_flops, train_flops_per_sample
-from ito_core.methods import build_model, build_objective
+from ito_core.methods import build_augment, build_model, build_objective
 from ito_core.storage import ArtifactStore, commit
 from ito_core.tracking import Tracker
 
@@ -149,7 +148,7 @@ def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], s
     device, dtype = engine.device, DTYPES[cfg.deepspeed.precision]
     objective = build_objective(cfg, engine.module, rank=env.rank, world_size=env.world_size)
     accum = GradientAccumulation(engine, objective, steps=accumulation_steps(cfg.train, env.world_size))
-    augment = MultiViewAugment(image_size=cfg.model.image_size, num_views=cfg.ito.images).to(device)
+    augment = build_augment(cfg).to(device)
     stream = TrainStream(
         shard_paths, batch_size=cfg.train.batch_size // env.world_size, num_texts=cfg.ito.texts,
         tokenizer=build_tokenizer(cfg.model.context_length), seed=cfg.seed, rank=env.rank,

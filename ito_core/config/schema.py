@@ -56,6 +56,11 @@ class MethodConfig:
     # The system being trained: clip | siglip | slip | flair | oner | ito (configs/method/<name>.yaml sets the
     # ito/loss groups it needs). Options below are read only by their own method.
     name: str = "ito"
+    # SLIP (arXiv 2112.12750): the training-only SimCLR MLP on the SSL views and its loss
+    slip_hidden: int = 4096  # hidden width of the 3-layer MLP head (Linear-BN-ReLU x 2, Linear)
+    slip_dim: int = 256  # output width of the head (the SimCLR embedding)
+    slip_temperature: float = 0.1  # NT-Xent temperature (fixed, not learned)
+    slip_weight: float = 1.0  # L = L_clip + slip_weight * L_simclr
 
 
 @dataclass

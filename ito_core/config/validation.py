@@ -142,6 +142,24 @@ def fusion_image_tokens(value: str, *, grid: int) -> int | None:
 def check_method(cfg: RunConfig) -> None:
     """``method.name`` and the settings each method needs (one branch per method)."""
     _choice(cfg.method.name, "method.name", METHODS)
+    if cfg.method.name == "slip":
+        _check_slip(cfg)
+
+
+def _check_slip(cfg: RunConfig) -> None:
+    m = cfg.method
+    _require(cfg.ito.images == 3, "ito.images", f"method=slip got {cfg.ito.images} image view(s)",
+             "set ito.images=3: view 0 for the CLIP loss, views 1-2 for SimCLR (configs/method/slip.yaml does)")
+    _require(not fuses(cfg.ito), "ito.fusion", "method=slip trains no fusion module",
+             "set ito.fusion=none (configs/method/slip.yaml does), or use method=ito for fusion")
+    _require(cfg.loss.name == "clip", "loss.name", f"method=slip is CLIP's InfoNCE + SimCLR, got {cfg.loss.name!r}",
+             "set loss=clip")
+    for key in ("slip_hidden", "slip_dim"):
+        _require(getattr(m, key) >= 1, f"method.{key}", f"{getattr(m, key)}", "use a positive width")
+    _require(m.slip_temperature > 0, "method.slip_temperature", f"{m.slip_temperature}", "use a temperature > 0, "
+             "SLIP's is 0.1")
+    _require(m.slip_weight > 0, "method.slip_weight", f"{m.slip_weight}",
+             "use a weight > 0 (SLIP's is 1.0), or method=clip for no SimCLR term")
 
 
 def _validate_train(tr: TrainConfig, *, world_size: int) -> None:

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from torch import nn
 
 from ito_core.config import RunConfig
+from ito_core.data.augment import MultiViewAugment
 from ito_core.losses import build_objective as build_ito_objective
 from ito_core.losses import init_logit_bias
+from ito_core.methods import slip
 from ito_core.models.ito import ItoModel
 
 
@@ -29,11 +31,13 @@ def _ito_objective(cfg: RunConfig, model: nn.Module, rank: int, world_size: int)
 
 
 MODEL_BUILDERS: dict[str, Callable[[RunConfig], nn.Module]] = {
-    "clip": _ito_model, "siglip": _ito_model, "ito": _ito_model,
+    "clip": _ito_model, "siglip": _ito_model, "ito": _ito_model, "slip": slip.build_model,
 }
 OBJECTIVE_BUILDERS: dict[str, Callable[[RunConfig, nn.Module, int, int], nn.Module]] = {
-    "clip": _ito_objective, "siglip": _ito_objective, "ito": _ito_objective,
+    "clip": _ito_objective, "siglip": _ito_objective, "ito": _ito_objective, "slip": slip.build_objective,
 }
+# Methods whose views are not the loop's M identical-recipe views (MultiViewAugment).
+AUGMENT_BUILDERS: dict[str, Callable[[RunConfig], nn.Module]] = {"slip": slip.build_augment}
 
 
 def build_model(cfg: RunConfig) -> nn.Module:
@@ -45,3 +49,10 @@ def build_objective(cfg: RunConfig, model: nn.Module, *, rank: int, world_size: 
     """The objective of ``cfg.method.name`` on this rank; ``model`` is the (unwrapped) training model, for the
     methods whose loss calls one of its training-only modules."""
     return OBJECTIVE_BUILDERS[cfg.method.name](cfg, model, rank, world_size)
+
+
+def build_augment(cfg: RunConfig) -> nn.Module:
+    """The training views of ``cfg.method.name``: uint8 ``[B, 3, H, W]`` -> ``[B, ito.images, 3, S, S]``."""
+    if cfg.method.name in AUGMENT_BUILDERS:
+        return AUGMENT_BUILDERS[cfg.method.name](cfg)
+    return MultiViewAugment(image_size=cfg.model.image_size, num_views=cfg.ito.images)
