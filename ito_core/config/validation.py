@@ -224,11 +224,15 @@ def check_job_folder(folder: Path, *, kind: str) -> None:
 def config_warnings(cfg: RunConfig) -> list[str]:
     """Valid settings that are probably not what the user meant, one line each (train logs them, plan prints
     them)."""
-    warmup, steps = cfg.train.warmup_steps, cfg.train.steps
+    warmup, steps, out = cfg.train.warmup_steps, cfg.train.steps, []
     if steps > 1 and warmup >= steps:
-        return [f"config train.warmup_steps={warmup} equals train.steps: the whole run is linear warm-up, the "
-                "learning rate only reaches train.lr at the last step and never decays; lower train.warmup_steps"]
-    return []
+        out.append(f"config train.warmup_steps={warmup} equals train.steps: the whole run is linear warm-up, the "
+                   "learning rate only reaches train.lr at the last step and never decays; lower train.warmup_steps")
+    if cfg.method.name == "slip" and accumulation_steps(cfg.train, cfg.cluster.nodes * cfg.cluster.tasks_per_node) > 1:
+        out.append("config method=slip with train.micro_batch_size accumulation: the SimCLR head's BatchNorm "
+                   "statistics are those of each micro-batch across ranks, not of the whole batch; set "
+                   "train.micro_batch_size=0 for SLIP's global-batch statistics")
+    return out
 
 
 def _validate_storage(st: StorageConfig) -> None:

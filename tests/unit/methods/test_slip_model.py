@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ito_core.config import MethodConfig, load_config
+from ito_core.config import MethodConfig, config_warnings, load_config
 from ito_core.data.augment import MultiViewAugment
 from ito_core.methods import build_augment, build_model, build_objective
 from ito_core.methods.slip import SlipHead, SlipModel, SlipObjective, SlipViews
@@ -85,3 +85,9 @@ def test_strip_drops_the_head_and_keeps_a_plain_dual_encoder():
     assert dropped and all(k.startswith("ssl_head.") for k in dropped)
     assert sum(full[k].numel() for k in dropped) == sum(p.numel() for p in SlipHead(64, 32, 16).parameters())
     DualEncoder(cfg.model).load_state_dict(state)  # strict: exactly a CLIP dual encoder's weights
+
+
+def test_accumulation_warns_that_batch_norm_sees_micro_batches():
+    assert not [w for w in config_warnings(load_config(TINY)) if "method=slip" in w]
+    warnings = config_warnings(load_config([*TINY, "train.batch_size=16", "train.micro_batch_size=4"]))
+    assert any("method=slip" in w and "train.micro_batch_size=0" in w for w in warnings)
