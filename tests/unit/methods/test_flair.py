@@ -12,8 +12,17 @@ import torch
 import torch.nn.functional as F
 
 from ito_core.config import ModelConfig
-from ito_core.methods.flair import FlairLoss, FlairModel, FlairObjective, TextConditionedPool, sigmoid_labels
+from ito_core.methods.flair import (
+    FlairLoss,
+    FlairModel,
+    FlairObjective,
+    TextConditionedPool,
+    load_pooler,
+    save_pooler,
+    sigmoid_labels,
+)
 from ito_core.models.dual_encoder import count_parameters
+from ito_core.strip import encoder_state
 
 E, HEADS, P = 16, 4, 5
 
@@ -204,3 +213,19 @@ def test_model_outputs_and_deployable_keys():
     assert out["logit_scale"].dim() == 0 and out["logit_bias"].item() == -10.0
     prefixes = {key.split(".")[0] for key in model.state_dict()}
     assert prefixes == {"encoder", "flair_pool"}
+
+
+def test_strip_keeps_the_pooler_beside_the_clip_shaped_encoder(tmp_path):
+    torch.manual_seed(0)
+    model = FlairModel(TINY, heads=2, logit_bias=-10.0)
+    full = model.state_dict()
+    assert not any(key.startswith("flair_pool") for key in encoder_state(full))
+    assert save_pooler(full, tmp_path, dim=16, heads=2) == count_parameters(model.flair_pool)
+    pool = load_pooler(tmp_path)
+    queries_QE, patches_BPE = torch.randn(3, 16), torch.randn(2, 4, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(pool(queries_QE, patches_BPE), model.flair_pool(queries_QE, patches_BPE),
+                                   rtol=0, atol=0)
+    other = tmp_path / "clip"
+    other.mkdir()
+    assert save_pooler(encoder_state(full), other, dim=16, heads=2) == 0 and load_pooler(other) is None
