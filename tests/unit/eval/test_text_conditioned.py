@@ -3,6 +3,9 @@ scores, the analytic FLOPs == torch's FLOP counter, and records for a tiny model
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,8 +17,13 @@ from ito_core.data.embedded import shapes_samples
 from ito_core.data.shards import write_shards
 from ito_core.eval import text_conditioned as tc
 from ito_core.eval.retrieval import retrieval_metrics
-from ito_core.methods.flair import TextConditionedPool
+from ito_core.eval.stage import run_eval
+from ito_core.methods import build_model
+from ito_core.methods.flair import TextConditionedPool, save_pooler
 from ito_core.models.dual_encoder import DualEncoder
+from ito_core.prep import prepare
+from ito_core.storage import LocalStore, commit
+from ito_core.strip import encoder_state, write_model_folder
 
 NUM_SAMPLES = 24
 
@@ -73,3 +81,33 @@ def test_records_for_zero_shot_and_retrieval_only(shapes_shards: list[str]) -> N
     assert set(records[0]["metrics"]) == {"tc_acc1", "tc_acc5", "tc_mean_per_class_recall"}
     assert {"tc_image_retrieval_recall@1", "tc_text_retrieval_recall@10"} <= set(records[1]["metrics"])
     assert all(0.0 <= v <= 1.0 for r in records for v in r["metrics"].values())
+
+
+def test_the_eval_stage_adds_tc_records_when_the_model_folder_has_the_pooler(tmp_path: Path) -> None:
+    """A FLAIR model folder as strip writes it (dual encoder + flair_pool.safetensors): the stage scores it both
+    ways, and the model card lists both. (A folder without the pooler gets the suite's records only:
+    tests/unit/eval/test_user_sets.py.)"""
+    cfg = load_config(["model=tiny", "method=flair", "data.image_size=32", "data.sources=[shapes]",
+                       "data.shapes_train=8", "data.shapes_eval=12", f"storage.root={tmp_path / 'store'}",
+                       f"cluster.work_dir={tmp_path / 'work'}", "eval.zero_shot=shapes", "eval.retrieval=shapes",
+                       "eval.linear_probe=", "eval.modality_gap=", "eval.batch_size=5"])
+    store = LocalStore(cfg.storage.root)
+    keys = prepare(cfg.data, cfg.eval, store)
+    torch.manual_seed(0)
+    full = build_model(cfg).state_dict()
+    state = encoder_state(full)
+    manifest = {"checkpoint": "random-init", "num_parameters": sum(v.numel() for v in state.values()),
+                "dropped_parameters": 0, "steps": 0, "final_loss": None, "data_key": "none",
+                "data_manifest_sha256": "unknown", "source_checkpoint": "none"}
+    with tempfile.TemporaryDirectory() as tmp:
+        write_model_folder(state, cfg, Path(tmp), manifest)
+        save_pooler(full, Path(tmp), dim=cfg.model.embed_dim, heads=cfg.method.flair_heads)
+        store.upload_dir(Path(tmp), "runs/flair/model")
+    commit(store, "runs/flair/model", manifest)
+
+    records = run_eval(cfg, store=store, run_key="runs/flair", data_keys=keys, staging=tmp_path / "staging")
+
+    assert [r["task"] for r in records] == ["zeroshot_classification", "zeroshot_retrieval",
+                                            "zeroshot_classification_tc", "zeroshot_retrieval_tc"]
+    card = (Path(store.url("runs/flair")) / "model" / "README.md").read_text()
+    assert "| shapes | zeroshot_retrieval_tc | tc_image_retrieval_recall@1" in card
