@@ -46,10 +46,11 @@ class TextConditionedPool(nn.Module):
     """FLAIR's text-conditioned attention pooling (``PureAttentionPoolingBlock``): LN(q), LN(k), LN(v), then
     ``nn.MultiheadAttention(E, heads, add_zero_attn=True)``; no LayerNorm or projection after it.
 
-    The weights keep ``nn.MultiheadAttention``'s layout, but the forward pass projects each query once for
-    all images (the released code expands the queries to every image first): same result, B x fewer
-    query projections. Neither side has padding: a query is one pooled text embedding per sub-caption and
-    the keys are the image's fixed grid of patch tokens.
+    The attention weights use ``nn.MultiheadAttention``'s names, shapes and initialisation, held on this module
+    itself (ZeRO-3 gathers a module's parameters when that module runs). The forward pass projects each query
+    once for all images (the released code expands the queries to every image first): same result, B x fewer
+    query projections. Neither side has padding: a query is one pooled text embedding per sub-caption and the
+    keys are the image's fixed grid of patch tokens.
     """
 
     def __init__(self, dim: int, heads: int) -> None:
@@ -58,13 +59,17 @@ class TextConditionedPool(nn.Module):
             raise ValueError(f"method.flair_heads={heads} must divide model.embed_dim={dim}; pick a divisor")
         self.heads = heads
         self.ln_q, self.ln_k, self.ln_v = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True, add_zero_attn=True)
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)  # as nn.MultiheadAttention._reset_parameters
+        nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, queries_QE: Tensor, patches_BPE: Tensor) -> Tensor:
         """Every image pooled by every query: ``[B, Q, E]`` (not normalised)."""
         B, P, E = patches_BPE.shape
         H, d = self.heads, E // self.heads
-        w, b = self.attn.in_proj_weight, self.attn.in_proj_bias
+        w, b = self.in_proj_weight, self.in_proj_bias
         q_HQd = F.linear(self.ln_q(queries_QE), w[:E], b[:E]).view(-1, H, d).transpose(0, 1)
         k_BPE = F.linear(self.ln_k(patches_BPE), w[E:2 * E], b[E:2 * E])
         v_BPE = F.linear(self.ln_v(patches_BPE), w[2 * E:], b[2 * E:])
@@ -73,7 +78,7 @@ class TextConditionedPool(nn.Module):
         k_BHSd = torch.cat([k_BPE, zero_B1E], dim=1).view(B, P + 1, H, d).transpose(1, 2)
         v_BHSd = torch.cat([v_BPE, zero_B1E], dim=1).view(B, P + 1, H, d).transpose(1, 2)
         out_BHQd = F.scaled_dot_product_attention(q_HQd.expand(B, -1, -1, -1), k_BHSd, v_BHSd)
-        return self.attn.out_proj(out_BHQd.transpose(1, 2).reshape(B, -1, E))
+        return self.out_proj(out_BHQd.transpose(1, 2).reshape(B, -1, E))
 
 
 class FlairModel(nn.Module):

@@ -40,10 +40,18 @@ def pool_f64(seed: int = 0) -> TextConditionedPool:
     return pool
 
 
+def torch_attention(pool: TextConditionedPool) -> torch.nn.MultiheadAttention:
+    """FLAIR's ``nn.MultiheadAttention(E, heads, add_zero_attn=True)`` holding the pool's weights."""
+    attn = torch.nn.MultiheadAttention(E, HEADS, batch_first=True, add_zero_attn=True).to(pool.in_proj_weight.dtype)
+    attn.in_proj_weight, attn.in_proj_bias = pool.in_proj_weight, pool.in_proj_bias
+    attn.out_proj = pool.out_proj
+    return attn
+
+
 def reference_pool(pool: TextConditionedPool, query_E: torch.Tensor, patches_PE: torch.Tensor) -> torch.Tensor:
     """FLAIR's PureAttentionPoolingBlock on one (text, image) pair: LN, then nn.MultiheadAttention(add_zero_attn)."""
     q, kv = pool.ln_q(query_E)[None, None], pool.ln_k(patches_PE)[None]
-    return pool.attn(q, kv, pool.ln_v(patches_PE)[None], need_weights=False)[0][0, 0]
+    return torch_attention(pool)(q, kv, pool.ln_v(patches_PE)[None], need_weights=False)[0][0, 0]
 
 
 # ---- the pooling module -------------------------------------------------------------------------------
@@ -60,9 +68,13 @@ def test_pool_equals_torch_multihead_attention_per_pair():
                                        rtol=1e-10, atol=1e-10)
 
 
-def test_pool_has_about_one_million_parameters_at_b16():
+def test_pool_has_about_one_million_parameters_at_b16_as_flairs_block():
     # nn.MultiheadAttention(512, 8): in_proj 3 x 512 x 512 + 3 x 512, out_proj 512 x 512 + 512; 3 LayerNorms.
-    assert count_parameters(TextConditionedPool(512, 8)) == 4 * 512 * 512 + 4 * 512 + 3 * 2 * 512 == 1_053_696
+    pool = TextConditionedPool(512, 8)
+    assert count_parameters(pool) == 4 * 512 * 512 + 4 * 512 + 3 * 2 * 512 == 1_053_696
+    torch_mha = torch.nn.MultiheadAttention(512, 8, batch_first=True, add_zero_attn=True)
+    assert {k: v.shape for k, v in torch_mha.state_dict().items()} == {
+        k: v.shape for k, v in pool.state_dict().items() if not k.startswith("ln_")}
 
 
 def test_pool_heads_must_divide_the_dim():
@@ -89,12 +101,11 @@ def test_the_zero_key_lets_a_text_attend_to_nothing():
     with torch.no_grad():
         pool.ln_k.weight.zero_()
         pool.ln_k.bias.zero_()
-        pool.attn.in_proj_bias[E:2 * E] = 0.0
+        pool.in_proj_bias[E:2 * E] = 0.0
     out_BQE = pool(randn(2, E, seed=5), randn(1, P, E, seed=6))
     # Every key scores 0, so weights are 1 / (P + 1) per patch and per zero key (whose value is 0).
-    v_PE = F.linear(pool.ln_v(randn(1, P, E, seed=6)[0]), pool.attn.in_proj_weight[2 * E:],
-                    pool.attn.in_proj_bias[2 * E:])
-    expected_E = pool.attn.out_proj(v_PE.sum(0) / (P + 1))
+    v_PE = F.linear(pool.ln_v(randn(1, P, E, seed=6)[0]), pool.in_proj_weight[2 * E:], pool.in_proj_bias[2 * E:])
+    expected_E = pool.out_proj(v_PE.sum(0) / (P + 1))
     torch.testing.assert_close(out_BQE[0, 0], expected_E, rtol=1e-10, atol=1e-10)
 
 
