@@ -40,7 +40,8 @@ def committed_eval(store: ArtifactStore, run_key: str, cfg: RunConfig) -> list[d
 def run_eval(cfg: RunConfig, *, store: ArtifactStore, run_key: str, data_keys: dict[str, str],
              staging: Path) -> list[dict[str, Any]]:
     """Evaluate ``<run_key>/model`` on the eval sets of ``data_keys`` (prep's keys; "train" is ignored) on a
-    GPU when there is one, and commit ``<run_key>/eval``."""
+    GPU when there is one, and commit ``<run_key>/eval``. A FLAIR model folder (``flair_pool.safetensors``) is
+    also scored text-conditioned (``ito_core.eval.text_conditioned``: ``*_tc`` records)."""
     run = RunLayout(run_key)
     model_dir = store.local_dir(run.model) or store.download_dir(run.model, staging / "model")
     sets = {name: key for name, key in data_keys.items() if name != "train"}
