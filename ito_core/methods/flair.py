@@ -112,7 +112,7 @@ def sigmoid_labels(batch: int, num_texts: int, num_gathered: int, *, rank: int, 
 
 
 class FlairLoss(nn.Module):
-    """L_tcs and L_mps of FLAIR (arXiv 2412.03561, Sec. 3) on the global batch; see the module docstring.
+    """L_tcs and L_mps of FLAIR (arXiv 2412.03561) on the global batch; see the module docstring.
 
     ``pool`` is called on every (local image, gathered text) pair: it is the model's submodule, held as a
     plain reference so that the loss owns no parameters (the model's optimizer updates them).

@@ -113,7 +113,7 @@ def test_the_zero_key_lets_a_text_attend_to_nothing():
 
 
 def naive_flair(pool, image_BE, patches_BPE, text_BNE, t, b) -> tuple[torch.Tensor, torch.Tensor]:
-    """L_tcs and L_mps one pair at a time (arXiv 2412.03561, Sec. 3.3, with this project's global batch):
+    """L_tcs and L_mps one pair at a time (arXiv 2412.03561, on this project's global batch):
     L = -1/(B N) sum_i sum_j log 1 / (1 + exp(z_ij (-t x_ij . y_j - b))), z_ij = 1 iff text j is image i's."""
     B, N = text_BNE.shape[:2]
     texts = [text_BNE[j // N, j % N] for j in range(B * N)]
