@@ -7,7 +7,9 @@ training-only is dropped), and writes one model folder:
 - ``model.safetensors`` + ``model_config.json``: ours (``load_stripped``);
 - ``open_clip_model.safetensors`` + ``open_clip_config.json``: OpenCLIP's layout (``ito_core.export``);
 - ``tokenizer_spec.json``: the CLIP BPE tokenizer the model was trained with;
-- ``README.md``: the model card (training config, data manifest hash, steps, eval summary once evaluated).
+- ``README.md``: the model card (training config, data manifest hash, steps, eval summary once evaluated);
+- ``flair_pool.safetensors`` + ``flair_pool_config.json``, for ``method=flair`` only: the text-conditioned pooling
+  module, not part of the dual encoder, for FLAIR's own eval path (``ito_core.eval.text_conditioned``).
 
 The stripped model has exactly a CLIP dual encoder's parameters and inference cost.
 """
@@ -30,6 +32,7 @@ from ito_core.artifacts import RunLayout, committed, read_manifest, train_data_k
 from ito_core.config import ModelConfig, RunConfig, as_dict
 from ito_core.data import tokenizer as clip_bpe
 from ito_core.export import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, export_open_clip
+from ito_core.methods.flair import save_pooler
 from ito_core.models.dual_encoder import DualEncoder
 from ito_core.models.ito import ENCODER_PREFIX
 from ito_core.storage import ArtifactStore, commit
@@ -183,6 +186,8 @@ def strip(cfg: RunConfig, *, store: ArtifactStore, run_key: str, staging: Path) 
                 "source_checkpoint": store.url(run.checkpoint(tag))}
     with tempfile.TemporaryDirectory(dir=staging) as tmp:
         write_model_folder(state, cfg, Path(tmp), manifest)
+        # FLAIR's pooler is training-only for the dual encoder, but its own eval path uses it: kept beside.
+        save_pooler(full, Path(tmp), dim=cfg.model.embed_dim, heads=cfg.method.flair_heads)
         store.upload_dir(Path(tmp), run.model)
     commit(store, run.model, manifest)
     return manifest

@@ -56,6 +56,8 @@ class MethodConfig:
     # The system being trained: clip | siglip | slip | flair | oner | ito (configs/method/<name>.yaml sets the
     # ito/loss groups it needs). Options below are read only by their own method.
     name: str = "ito"
+    # FLAIR (arXiv 2412.03561): heads of the text-conditioned attention pooling (the released model: 8)
+    flair_heads: int = 8
 
 
 @dataclass

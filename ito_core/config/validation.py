@@ -142,6 +142,28 @@ def fusion_image_tokens(value: str, *, grid: int) -> int | None:
 def check_method(cfg: RunConfig) -> None:
     """``method.name`` and the settings each method needs (one branch per method)."""
     _choice(cfg.method.name, "method.name", METHODS)
+    if cfg.method.name == "flair":
+        _check_flair(cfg)
+
+
+def _check_flair(cfg: RunConfig) -> None:
+    ito, world_size = cfg.ito, cfg.cluster.nodes * cfg.cluster.tasks_per_node
+    _require(ito.images == 1, "ito.images", f"method=flair trains on one image view, got {ito.images}",
+             "set ito.images=1 (configs/method/flair.yaml does)")
+    _require(ito.texts >= 2, "ito.texts", f"method=flair samples K >= 2 sub-captions per image, got {ito.texts}",
+             "set ito.texts>=2 (the released recipe: 8)")
+    _require(not fuses(ito), "ito.fusion", f"method=flair has no ITO fusion module, got ito.fusion={ito.fusion}",
+             "set ito.fusion=none")
+    _require(cfg.loss.name == "siglip", "loss.name", f"method=flair's sigmoid losses need the learnable logit bias "
+             f"of loss=siglip, got {cfg.loss.name!r}", "set loss=siglip (configs/method/flair.yaml does)")
+    _require(cfg.method.flair_heads >= 1 and cfg.model.embed_dim % cfg.method.flair_heads == 0,
+             "method.flair_heads", f"{cfg.method.flair_heads} heads do not divide model.embed_dim="
+             f"{cfg.model.embed_dim}", "pick a divisor (default 8)")
+    per_rank = cfg.train.batch_size // world_size
+    _require(cfg.train.micro_batch_size in (0, per_rank), "train.micro_batch_size",
+             f"method=flair's loss calls the model's pooling module on the gathered texts, so accumulating "
+             f"{cfg.train.micro_batch_size}-sample micro-batches would count its gradient once per micro-batch",
+             "set train.micro_batch_size=0 (no accumulation) and lower train.batch_size if memory is short")
 
 
 def _validate_train(tr: TrainConfig, *, world_size: int) -> None:

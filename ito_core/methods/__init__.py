@@ -17,6 +17,7 @@ from torch import nn
 from ito_core.config import RunConfig
 from ito_core.losses import build_objective as build_ito_objective
 from ito_core.losses import init_logit_bias
+from ito_core.methods.flair import build_flair_model, build_flair_objective
 from ito_core.models.ito import ItoModel
 
 
@@ -30,9 +31,11 @@ def _ito_objective(cfg: RunConfig, model: nn.Module, rank: int, world_size: int)
 
 MODEL_BUILDERS: dict[str, Callable[[RunConfig], nn.Module]] = {
     "clip": _ito_model, "siglip": _ito_model, "ito": _ito_model,
+    "flair": build_flair_model,
 }
 OBJECTIVE_BUILDERS: dict[str, Callable[[RunConfig, nn.Module, int, int], nn.Module]] = {
     "clip": _ito_objective, "siglip": _ito_objective, "ito": _ito_objective,
+    "flair": build_flair_objective,
 }
 
 
