@@ -8,7 +8,8 @@ One free function (:func:`gather_features`) and one ``nn.Module`` per loss:
   (image view, caption) pairs (ITO, arXiv 2603.02767).
 - :class:`FusionLoss`: NT-Xent over fused vectors (SimCLR, Chen et al. 2020, arXiv 2002.05709),
   generalised to K >= 2 positives per sample by averaging over them (SupCon, arXiv 2004.11362).
-- :class:`ItoObjective`: the training objective, L = L_align + lambda * L_fusion (ITO, Eq. 5).
+- :class:`ItoObjective`: the training objective, L = L_align + lambda * L_fusion (ITO, Eq. 5), wired as ITO's
+  released code by default (live logit scale, per-view positives).
 
 Distributed semantics (open_clip ``local_loss=True, gather_with_grad=True``): every rank scores
 its *local* rows against the *gathered* columns, and the gather keeps the autograd graph. The
@@ -258,26 +259,46 @@ class FusionLoss(nn.Module):
 
 class ItoObjective(nn.Module):
     """L = L_align (mean over all M x N view/caption pairs) + lambda * L_fusion (ITO, Eq. 5), on the outputs of
-    ``ItoModel``. With M = N = 1 and no fused vectors it is exactly the pair loss."""
+    ``ItoModel``. With M = N = 1 and no fused vectors it is exactly the pair loss.
 
-    def __init__(self, pair_loss: PairLoss, *, fusion_weight: float, rank: int = 0, world_size: int = 1) -> None:
+    Two switches pick between ITO's released code (the defaults) and this project's first reading of the paper:
+
+    - ``fusion_scale``: ``live`` passes CLIP's logit scale to the fusion loss, so that loss also trains the
+      temperature (ITO's code); ``detached`` uses its value only.
+    - ``fusion_positives``: ``view_mean`` averages each view's N fused vectors over the captions, renormalises, and
+      contrasts the M views (NT-Xent for M = 2, ITO's code); ``supcon`` contrasts all K = M x N fused vectors. Both
+      are the same loss when N = 1.
+    """
+
+    def __init__(self, pair_loss: PairLoss, *, fusion_weight: float, fusion_scale: str = "live",
+                 fusion_positives: str = "view_mean", rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
         self.align = MultiAlignLoss(pair_loss)
         self.fusion = FusionLoss(rank=rank, world_size=world_size)
         self.fusion_weight = fusion_weight
+        self.fusion_scale, self.fusion_positives = fusion_scale, fusion_positives
 
     def forward(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
-        losses = self.align(out["image_features_BMD"], out["text_features_BND"], out["logit_scale"],
-                            out.get("logit_bias"))
+        image_BMD, text_BND = out["image_features_BMD"], out["text_features_BND"]
+        losses = self.align(image_BMD, text_BND, out["logit_scale"], out.get("logit_bias"))
         total = losses["align_loss"]
         if "fused_BKD" in out:
-            # The fusion loss uses CLIP's temperature but must not move it: detach the scale.
-            losses.update(self.fusion(out["fused_BKD"], out["logit_scale"].detach()))
+            scale = out["logit_scale"] if self.fusion_scale == "live" else out["logit_scale"].detach()
+            losses.update(self.fusion(self.fusion_positive_set(out["fused_BKD"], views=image_BMD.shape[1]), scale))
             total = total + self.fusion_weight * losses["fusion_loss"]
         return {"loss": total, **losses, "logit_scale": out["logit_scale"].detach()}
+
+    def fusion_positive_set(self, fused_BKD: Tensor, *, views: int) -> Tensor:
+        """The fused vectors the fusion loss contrasts: all K, or one per view (``view_mean``), ``[B, K', D]``."""
+        if self.fusion_positives == "supcon" or fused_BKD.shape[1] == views:  # N = 1: the same vectors
+            return fused_BKD
+        batch, k, dim = fused_BKD.shape
+        # Fused index k = m * N + n (ItoModel._fuse): average over n within each view m.
+        return F.normalize(fused_BKD.view(batch, views, k // views, dim).mean(dim=2), dim=-1)
 
 
 def build_objective(loss: LossConfig, ito: ItoConfig, *, rank: int, world_size: int) -> ItoObjective:
     """The ITO objective of a run's ``loss`` and ``ito`` settings on this rank."""
     pair = build_align_loss(loss.name, rank=rank, world_size=world_size)
-    return ItoObjective(pair, fusion_weight=ito.fusion_weight, rank=rank, world_size=world_size)
+    return ItoObjective(pair, fusion_weight=ito.fusion_weight, fusion_scale=ito.fusion_scale,
+                        fusion_positives=ito.fusion_positives, rank=rank, world_size=world_size)

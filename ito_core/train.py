@@ -44,8 +44,7 @@ from ito_core.data.loader import TrainStream, build_train_loader, resume_batch
 from ito_core.data.tokenizer import build_tokenizer
 from ito_core.distributed import DistEnv, all_ranks, init_distributed
 from ito_core.flops import mfu, peak_flops, train_flops_per_sample
-from ito_core.losses import build_objective, init_logit_bias
-from ito_core.models.ito import ItoModel
+from ito_core.methods import build_model, build_objective
 from ito_core.storage import ArtifactStore, commit
 from ito_core.tracking import Tracker
 
@@ -106,12 +105,13 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 
 
 def build_engine(cfg: RunConfig, env: DistEnv, *, load_universal: bool = False) -> Any:
-    """The DeepSpeed engine around the ITO model, its AdamW and cosine schedule, with the model switches."""
+    """The DeepSpeed engine around the method's training model, its AdamW and cosine schedule, with the model
+    switches."""
     import deepspeed
 
     check_precision(cfg.deepspeed.precision)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = ItoModel(cfg.model, cfg.ito, logit_bias=init_logit_bias(cfg.loss))
+    model = build_model(cfg)
     if cfg.train.activation_checkpointing:
         apply_activation_checkpointing(model)
     optimizer = build_optimizer(model, cfg)
@@ -147,7 +147,7 @@ def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], s
         for warning in config_warnings(cfg):
             log.warning("%s", warning)
     device, dtype = engine.device, DTYPES[cfg.deepspeed.precision]
-    objective = build_objective(cfg.loss, cfg.ito, rank=env.rank, world_size=env.world_size)
+    objective = build_objective(cfg, engine.module, rank=env.rank, world_size=env.world_size)
     accum = GradientAccumulation(engine, objective, steps=accumulation_steps(cfg.train, env.world_size))
     augment = MultiViewAugment(image_size=cfg.model.image_size, num_views=cfg.ito.images).to(device)
     stream = TrainStream(

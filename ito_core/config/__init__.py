@@ -21,6 +21,7 @@ from ito_core.config.schema import (
     EvalConfig,
     ItoConfig,
     LossConfig,
+    MethodConfig,
     ModelConfig,
     PlanConfig,
     ReportConfig,
@@ -42,8 +43,8 @@ from ito_core.config.validation import (
 )
 
 __all__ = ["CONFIG_DIR", "EMBEDDED_SOURCES", "EVAL_LAYOUTS", "PLOT_METRICS", "ClusterConfig", "DataConfig",
-           "DeepSpeedConfig", "EvalConfig", "ItoConfig", "LossConfig", "ModelConfig", "PlanConfig", "ReportConfig",
-           "RunConfig", "StorageConfig", "TrainConfig", "WandbConfig", "accumulation_steps", "as_dict",
+           "DeepSpeedConfig", "EvalConfig", "ItoConfig", "LossConfig", "MethodConfig", "ModelConfig", "PlanConfig",
+           "ReportConfig", "RunConfig", "StorageConfig", "TrainConfig", "WandbConfig", "accumulation_steps", "as_dict",
            "check_job_folder", "check_known_keys", "config_hash", "config_warnings", "eval_executor", "fuses",
            "hydra_sweeper_params", "load_config", "load_grid", "override_key", "to_run_config", "unknown_keys",
            "validate", "validate_cluster"]

@@ -41,6 +41,21 @@ class ItoConfig:
     fusion_heads: int = 8
     readout: str = "cls"  # fused vector read-out: cls | mean | token
     fusion_weight: float = 2.0  # lambda in L = L_align + lambda * L_fusion
+    # The fusion loss's temperature: live (ITO's code: the loss also trains CLIP's logit scale) | detached
+    fusion_scale: str = "live"
+    # Positives of the fusion loss with N > 1 captions: view_mean (ITO's code: each view's fused vectors averaged
+    # over the captions, renormalised, NT-Xent across the M views) | supcon (SupCon over all M x N fused vectors)
+    fusion_positives: str = "view_mean"
+    # Image tokens entering the fusion module: all (CLS + every patch) | cls (CLS only) | pool<k> (CLS + the patch
+    # grid average-pooled to k tokens, k a square number, e.g. pool4)
+    fusion_image_tokens: str = "all"
+
+
+@dataclass
+class MethodConfig:
+    # The system being trained: clip | siglip | slip | flair | oner | ito (configs/method/<name>.yaml sets the
+    # ito/loss groups it needs). Options below are read only by their own method.
+    name: str = "ito"
 
 
 @dataclass
@@ -182,6 +197,7 @@ class PlanConfig:
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     ito: ItoConfig = field(default_factory=ItoConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

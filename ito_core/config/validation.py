@@ -20,7 +20,11 @@ from ito_core.config.schema import (
 )
 from ito_core.storage.s3 import split_s3_url
 
+METHODS = ("clip", "siglip", "slip", "flair", "oner", "ito")
 FUSION_KINDS = ("none", "transformer")
+FUSION_SCALES = ("live", "detached")
+FUSION_POSITIVES = ("view_mean", "supcon")
+FUSION_POOL = re.compile(r"^pool(\d+)$")
 READOUTS = ("cls", "mean", "token")
 LOSS_NAMES = ("clip", "siglip")
 CLUSTER_KINDS = ("local", "debug", "slurm")
@@ -73,6 +77,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _validate_model(cfg.model)
     _validate_ito(cfg.ito, cfg.model)
     _choice(cfg.loss.name, "loss.name", LOSS_NAMES)
+    check_method(cfg)
     validate_cluster(cfg.cluster)
     _validate_train(cfg.train, world_size=cfg.cluster.nodes * cfg.cluster.tasks_per_node)
     _require(cfg.deepspeed.zero_stage in (0, 1, 2, 3), "deepspeed.zero_stage",
@@ -108,10 +113,35 @@ def _validate_ito(ito: ItoConfig, m: ModelConfig) -> None:
         _require(ito.images * ito.texts >= 2, "ito.fusion",
                  f"fusion needs >= 2 fused views per sample for its contrastive loss, got M*N="
                  f"{ito.images}*{ito.texts}", "set ito.images>=2 or ito.texts>=2, or ito.fusion=none")
+        _choice(ito.fusion_scale, "ito.fusion_scale", FUSION_SCALES)
+        _choice(ito.fusion_positives, "ito.fusion_positives", FUSION_POSITIVES)
+        if ito.fusion_positives == "view_mean":
+            _require(ito.images >= 2, "ito.fusion_positives",
+                     f"view_mean contrasts the M={ito.images} image view(s) of a sample and needs M >= 2",
+                     "set ito.images>=2, or ito.fusion_positives=supcon to contrast the M x N fused vectors")
+        fusion_image_tokens(ito.fusion_image_tokens, grid=m.image_size // m.patch_size)
         width = ito.fusion_width or m.embed_dim
         _require(ito.fusion_depth >= 1, "ito.fusion_depth", f"{ito.fusion_depth}", "use >= 1 layer")
         _require(width % ito.fusion_heads == 0, "ito.fusion_heads",
                  f"fusion width {width} is not divisible by {ito.fusion_heads}", "pick a divisor")
+
+
+def fusion_image_tokens(value: str, *, grid: int) -> int | None:
+    """The patch tokens ``ito.fusion_image_tokens`` keeps: None for all of them, 0 for none (cls), k for pool<k>."""
+    if value in ("all", "cls"):
+        return None if value == "all" else 0
+    match = FUSION_POOL.match(value)
+    k = int(match.group(1)) if match else -1
+    side = round(k ** 0.5) if k > 0 else 0
+    _require(side * side == k and 1 <= side <= grid, "ito.fusion_image_tokens",
+             f"{value!r} is not all, cls or pool<k> with k a square number of at most the {grid}x{grid} patch grid",
+             f"use e.g. all, cls, pool4 or pool{min(grid, 4) ** 2}")
+    return k
+
+
+def check_method(cfg: RunConfig) -> None:
+    """``method.name`` and the settings each method needs (one branch per method)."""
+    _choice(cfg.method.name, "method.name", METHODS)
 
 
 def _validate_train(tr: TrainConfig, *, world_size: int) -> None:

@@ -10,11 +10,14 @@ Shape legend: B batch (all fused pairs), T image tokens, L text tokens, E joint 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ito_core.config import ItoConfig, ModelConfig
+from ito_core.config.validation import fusion_image_tokens
 from ito_core.models.text import eot_positions
 from ito_core.models.transformer import Transformer
 
@@ -29,6 +32,21 @@ def sincos_2d_positions(grid_size: int, width: int) -> torch.Tensor:
     return torch.cat([torch.zeros(1, width), grid_PW], dim=0)
 
 
+def reduce_image_tokens(tokens_BTE: torch.Tensor, *, keep: int | None) -> torch.Tensor:
+    """The image tokens the fusion module reads (``ito.fusion_image_tokens``): all (``keep`` None), the CLS token
+    only (0), or the CLS token + the square patch grid average-pooled to ``keep`` tokens."""
+    if keep is None:
+        return tokens_BTE
+    cls_B1E = tokens_BTE[:, :1]
+    if keep == 0:
+        return cls_B1E
+    B, T, E = tokens_BTE.shape
+    grid = math.isqrt(T - 1)
+    patches_BEhw = tokens_BTE[:, 1:].transpose(1, 2).reshape(B, E, grid, grid)
+    pooled_BkE = F.adaptive_avg_pool2d(patches_BEhw, math.isqrt(keep)).flatten(2).transpose(1, 2)
+    return torch.cat([cls_B1E, pooled_BkE], dim=1)
+
+
 class TransformerFusion(nn.Module):
     def __init__(self, model: ModelConfig, ito: ItoConfig) -> None:
         super().__init__()
@@ -36,7 +54,11 @@ class TransformerFusion(nn.Module):
         self.readout = ito.readout
         self.in_proj = nn.Identity() if width == model.embed_dim else nn.Linear(model.embed_dim, width)
         grid = model.image_size // model.patch_size
-        self.register_buffer("image_positions", sincos_2d_positions(grid, width), persistent=False)
+        self.keep_image_tokens = fusion_image_tokens(ito.fusion_image_tokens, grid=grid)
+        # Positions of the kept tokens: the pooled grid's own sin-cos (a coarser grid), the zero CLS row alone.
+        kept_grid = grid if self.keep_image_tokens is None else math.isqrt(self.keep_image_tokens)
+        self.register_buffer("image_positions", sincos_2d_positions(kept_grid, width),
+                             persistent=False)
         self.text_positions = nn.Parameter(0.01 * torch.randn(model.context_length, width))
         self.readout_token = nn.Parameter(0.02 * torch.randn(1, 1, width)) if ito.readout == "token" else None
         self.transformer = Transformer(width=width, layers=ito.fusion_depth, heads=ito.fusion_heads,

@@ -15,7 +15,7 @@ from torch import nn
 
 from ito_core.config import ItoConfig, ModelConfig, fuses
 from ito_core.models.dual_encoder import DualEncoder
-from ito_core.models.fusion import build_fusion
+from ito_core.models.fusion import build_fusion, reduce_image_tokens
 
 ENCODER_PREFIX = "encoder."
 
@@ -30,7 +30,9 @@ class ItoModel(nn.Module):
     def forward(self, images_BMCHW: torch.Tensor, tokens_BNL: torch.Tensor) -> dict[str, torch.Tensor]:
         B, M, N = images_BMCHW.shape[0], images_BMCHW.shape[1], tokens_BNL.shape[1]
         fuse = self.fusion is not None
-        img_pooled, img_tokens = self.encoder.visual(images_BMCHW.flatten(0, 1), return_tokens=fuse)
+        keep = self.fusion.keep_image_tokens if fuse else None
+        # With ito.fusion_image_tokens=cls the fusion reads the pooled image embedding: no token outputs needed.
+        img_pooled, img_tokens = self.encoder.visual(images_BMCHW.flatten(0, 1), return_tokens=fuse and keep != 0)
         txt_pooled, txt_tokens = self.encoder.text(tokens_BNL.flatten(0, 1), return_tokens=fuse)
         out = {
             "image_features_BMD": F.normalize(img_pooled, dim=-1).view(B, M, -1),
@@ -40,6 +42,7 @@ class ItoModel(nn.Module):
         if self.encoder.logit_bias is not None:
             out["logit_bias"] = self.encoder.bias()
         if fuse:
+            img_tokens = img_pooled[:, None] if keep == 0 else reduce_image_tokens(img_tokens, keep=keep)
             out["fused_BKD"] = self._fuse(img_tokens.view(B, M, *img_tokens.shape[1:]),
                                           txt_tokens.view(B, N, *txt_tokens.shape[1:]), tokens_BNL)
         return out

@@ -134,7 +134,7 @@ def test_multi_align_is_mean_over_pairs(name):
 @pytest.mark.parametrize("fused", [False, True])
 def test_ito_objective_at_one_view_one_caption_and_lambda_zero_is_clip_bitwise(fused):
     """L = L_align + lambda * L_fusion is CLIP's InfoNCE at M = N = 1, lambda = 0, with or without fused vectors."""
-    ito = ItoConfig(images=1, texts=1, fusion="transformer", fusion_weight=0.0)
+    ito = ItoConfig(images=1, texts=1, fusion="transformer", fusion_weight=0.0, fusion_positives="supcon")
     out = {"image_features_BMD": unit(8, 1, 16, seed=5), "text_features_BND": unit(8, 1, 16, seed=6),
            "logit_scale": SCALE, **({"fused_BKD": unit(8, 2, 16, seed=7)} if fused else {})}
     losses = build_objective(LossConfig(name="clip"), ito, rank=0, world_size=1)(out)
@@ -149,6 +149,55 @@ def test_ito_objective_adds_lambda_times_the_fusion_loss():
     losses = build_objective(LossConfig(name="clip"), ItoConfig(fusion_weight=2.0), rank=0, world_size=1)(out)
     fusion = FusionLoss()(out["fused_BKD"], SCALE)["fusion_loss"]
     torch.testing.assert_close(losses["loss"], losses["align_loss"] + 2.0 * fusion, rtol=0, atol=0)
+
+
+def naive_released_fusion_loss(fused_BMND: torch.Tensor, scale: float) -> torch.Tensor:
+    """ITO's released fusion loss, written as a loop: each view's fused vectors averaged over the captions and
+    renormalised, then NT-Xent over the 2B view vectors (positive: the other view of the same sample)."""
+    B = fused_BMND.shape[0]
+    views = [fused_BMND[b, m].mean(0) for m in range(2) for b in range(B)]  # index m * B + b
+    views = [v / v.norm() for v in views]
+    total = 0.0
+    for i in range(2 * B):
+        positive = (i + B) % (2 * B)
+        logits = [scale * float(views[i] @ views[j]) for j in range(2 * B) if j != i]
+        log_norm = math.log(sum(math.exp(x) for x in logits))
+        total += log_norm - scale * float(views[i] @ views[positive])
+    return torch.tensor(total / (2 * B), dtype=torch.float64)
+
+
+def test_released_fusion_positives_average_each_views_captions_then_nt_xent():
+    """ito.fusion_positives=view_mean (the default) is ITO's code: 2 views x 2 captions -> 2-view NT-Xent."""
+    fused_BMND = unit(6, 4, 16, seed=11).double().view(6, 2, 2, 16)
+    scale = torch.tensor(7.0, dtype=torch.float64)
+    objective = build_objective(LossConfig(name="clip"), ItoConfig(images=2, texts=2), rank=0, world_size=1)
+    out = {"image_features_BMD": unit(6, 2, 16, seed=1).double(), "text_features_BND": unit(6, 2, 16, seed=2).double(),
+           "logit_scale": scale, "fused_BKD": fused_BMND.flatten(1, 2)}
+    torch.testing.assert_close(objective(out)["fusion_loss"].double(), naive_released_fusion_loss(fused_BMND, 7.0),
+                               rtol=1e-6, atol=1e-6)
+    supcon = build_objective(LossConfig(name="clip"), ItoConfig(images=2, texts=2, fusion_positives="supcon"),
+                             rank=0, world_size=1)(out)["fusion_loss"]
+    torch.testing.assert_close(supcon, FusionLoss()(out["fused_BKD"], scale)["fusion_loss"], rtol=0, atol=0)
+
+
+def test_view_mean_and_supcon_agree_with_one_caption():
+    out = {"image_features_BMD": unit(8, 2, 16, seed=1), "text_features_BND": unit(8, 1, 16, seed=2),
+           "logit_scale": SCALE, "fused_BKD": unit(8, 2, 16, seed=3)}
+    losses = [build_objective(LossConfig(name="clip"), ItoConfig(fusion_positives=p), rank=0, world_size=1)(out)
+              for p in ("view_mean", "supcon")]
+    torch.testing.assert_close(losses[0]["loss"], losses[1]["loss"])
+
+
+@pytest.mark.parametrize(("fusion_scale", "trains_scale"), [("live", True), ("detached", False)])
+def test_fusion_loss_trains_the_logit_scale_only_when_live(fusion_scale, trains_scale):
+    """ITO's code passes the live scale to the fusion loss, so it also moves the temperature."""
+    log_scale = torch.tensor(2.0, requires_grad=True)
+    out = {"image_features_BMD": unit(8, 2, 16, seed=1), "text_features_BND": unit(8, 1, 16, seed=2),
+           "logit_scale": log_scale.exp(), "fused_BKD": unit(8, 2, 16, seed=3)}
+    objective = build_objective(LossConfig(name="clip"), ItoConfig(fusion_scale=fusion_scale), rank=0, world_size=1)
+    (grad_total,) = torch.autograd.grad(objective(out)["loss"], log_scale, retain_graph=True)
+    (grad_align,) = torch.autograd.grad(objective(out)["align_loss"], log_scale)
+    assert (not torch.allclose(grad_total, grad_align)) == trains_scale
 
 
 def test_only_siglip_gives_the_model_a_logit_bias():
