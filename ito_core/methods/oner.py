@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ito_core.config import ModelConfig
+from ito_core.config import ModelConfig, RunConfig
+from ito_core.methods.oner_loss import oner_weights
 from ito_core.models.text import eot_positions
 from ito_core.models.transformer import Transformer
 
@@ -159,3 +160,9 @@ class OneRModel(nn.Module):
         if self.cmc:
             out["joint_BD"] = F.normalize(enc.encode_joint(images_BCHW, tokens_BL, cross_only=False).mean(1), dim=-1)
         return out
+
+
+def build_oner_model(cfg: RunConfig) -> OneRModel:
+    """``MODEL_BUILDERS["oner"]``: the joint passes run only for losses with a positive weight."""
+    weights = oner_weights(cfg)
+    return OneRModel(cfg.model, cic=weights["cic"] > 0, cmc=weights["cmc"] > 0)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ito_core.config import RunConfig
 from ito_core.losses import ClipLoss, gather_features
 
 LOSS_NAMES = ("itc", "xmc", "cic", "cmc")
@@ -76,3 +77,13 @@ class OneRObjective(nn.Module):
             losses["cmc_loss"] = self.pair.score(q_BD, key_BD, self.gather(q_BD), key_GD, scale)
         total = torch.stack([self.weights[name[:-5]] * value for name, value in losses.items()]).sum()
         return {"loss": total, **losses, "logit_scale": scale.detach()}
+
+
+def oner_weights(cfg: RunConfig) -> dict[str, float]:
+    """The loss weights of ``method.oner_<loss>_weight``."""
+    return {name: float(getattr(cfg.method, f"oner_{name}_weight")) for name in LOSS_NAMES}
+
+
+def build_oner_objective(cfg: RunConfig, model: nn.Module, rank: int, world_size: int) -> OneRObjective:
+    """``OBJECTIVE_BUILDERS["oner"]``: the objective needs nothing from the model (no parameters of its own)."""
+    return OneRObjective(weights=oner_weights(cfg), rank=rank, world_size=world_size)
