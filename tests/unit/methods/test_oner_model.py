@@ -119,3 +119,23 @@ def test_model_outputs(cic, cmc):
         torch.testing.assert_close(out[key].norm(dim=-1), torch.ones(3))
     assert out["logit_scale"].dim() == 0
     assert {name.split(".")[0] for name, _ in model.named_parameters()} == {"encoder"}
+
+
+def test_activation_checkpointing_keeps_gradients():
+    """The shared blocks run four times per step (image, text, two joint passes); recomputing them in backward
+    (train.activation_checkpointing) gives the same gradients."""
+    from ito_core.activation_checkpointing import apply_activation_checkpointing
+    from ito_core.methods.oner_loss import LOSS_NAMES, OneRObjective
+
+    images_BCHW, tokens_BL = batch()
+    grads = []
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        model = OneRModel(config(), cic=True, cmc=True)
+        if checkpointed:
+            assert apply_activation_checkpointing(model) == 2
+        OneRObjective(weights=dict.fromkeys(LOSS_NAMES, 1.0))(model(images_BCHW[:, None], tokens_BL[:, None]))[
+            "loss"].backward()
+        grads.append({name: p.grad for name, p in model.named_parameters()})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=0, atol=1e-6, msg=name)
