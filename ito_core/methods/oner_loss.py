@@ -9,8 +9,8 @@ mix(a, b) = normalize((a + b) / 2) and F(.) the L2-normalised read-out of the sh
 - XMC (cross-modal mixup): q_i = mix(F(I_i), F(T_j)), k_i = mix(F(I_j), F(T_i)) with j = i + 1 (mod
   the global batch). q_i and k_i hold the same two samples with the modalities swapped, while the
   hard negatives k_{i-1} = mix(F(I_i), .) and k_j = mix(., F(T_j)) share q_i's half *in the same
-  modality*: the loss is low only when an image lies nearer to its caption than to itself mixed
-  with another sample, which closes the modality gap.
+  modality*: the loss is low only when F(I_i) and F(T_i) are interchangeable (an image as close
+  to its caption as to itself), which closes the modality gap.
 - CIC (contextual invariance): q_i = mix(F(I_i | T_i), F(T_i | I_i)), k_i = mix(F(I_i), F(T_i)).
 - CMC (contextual mixup): q_i = F(I_i, T_i | I_i, T_i), k_i = mix(F(I_i), F(T_i)).
 
