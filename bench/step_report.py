@@ -12,17 +12,33 @@ from ito_core.flops import forward_flops_per_sample, train_flops_per_sample
 
 PEER = "OpenCLIP CLIP (peer)"
 BASELINE = "CLIP baseline"
-# name -> ITO config overrides (on top of model=...); the peer mirrors the CLIP baseline.
+# name -> config overrides (on top of model=...); the peer mirrors the CLIP baseline.
 VARIANTS = {
     BASELINE: ["ito=clip"],
     "ITO M=2 fusion": ["ito=ito"],
     "ITO M=2 no fusion": ["ito=ito", "ito.fusion=none", "ito.fusion_weight=0"],
     "ITO M=4 fusion": ["ito=ito", "ito.images=4"],
+    "ITO fusion pool4": ["ito=ito", "ito.fusion_image_tokens=pool4"],
+    "ITO fusion cls": ["ito=ito", "ito.fusion_image_tokens=cls"],
+    "SigLIP": ["method=siglip"],
+    "SLIP": ["method=slip"],
+    "FLAIR": ["method=flair"],
+    "OneR": ["method=oner"],
 }
+# --variants: the models timed together (the CLIP baseline first: every ratio is against it).
+VARIANT_SETS = {
+    "ito": [BASELINE, "ITO M=2 fusion", "ITO M=2 no fusion", "ITO M=4 fusion"],
+    "fusion": [BASELINE, "ITO M=2 no fusion", "ITO M=2 fusion", "ITO fusion pool4", "ITO fusion cls"],
+    "methods": [BASELINE, "SigLIP", "SLIP", "FLAIR", "OneR", "ITO M=2 fusion"],
+}
+ANALYTIC_METHODS = ("clip", "siglip", "ito")  # the methods ito_core.flops counts; the others report counted FLOPs
 
-def analytic_flops(name: str, model_config: str, text_tokens: int) -> tuple[float, dict[str, float]]:
-    """(training FLOPs, forward FLOPs by part) of one sample of model ``name`` at ``text_tokens`` per caption."""
+def analytic_flops(name: str, model_config: str, text_tokens: int) -> tuple[float, dict[str, float]] | None:
+    """(training FLOPs, forward FLOPs by part) of one sample of model ``name`` at ``text_tokens`` per caption, or None
+    for a method ``ito_core.flops`` does not count."""
     cfg = load_config([f"model={model_config}", *VARIANTS.get(name, VARIANTS[BASELINE])])
+    if cfg.method.name not in ANALYTIC_METHODS:
+        return None
     counted = {"text_tokens": text_tokens, "one_row_last_blocks": name != PEER}  # OpenCLIP computes every row
     model, ito = cfg.model, cfg.ito
     return train_flops_per_sample(model, ito, **counted), forward_flops_per_sample(model, ito, **counted)
@@ -33,14 +49,15 @@ def summarize(args: argparse.Namespace, times: dict, extra: dict, peak: float) -
     models = {}
     for name, ts in times.items():
         e = extra[name]
-        flops, _ = analytic_flops(name, args.model_config, e["text_tokens"])
+        analytic = analytic_flops(name, args.model_config, e["text_tokens"])
+        flops = e["flops"] if analytic is None else analytic[0]
         best, median = min(ts), statistics.median(ts)
         models[name] = {"params": e["params"], "text_tokens": e["text_tokens"], "step_s_best": best,
                         "step_s_median": median, "samples_per_s_best": args.batch_size / best,
                         "samples_per_s_median": args.batch_size / median,
                         "train_gflop_per_sample": flops / 1e9,
                         "counted_train_gflop_per_sample": e["flops"] / 1e9,
-                        "analytic_over_counted": flops / e["flops"],
+                        "analytic_over_counted": None if analytic is None else flops / e["flops"],
                         "mfu_best": flops * args.batch_size / best / peak,
                         "mfu_median": flops * args.batch_size / median / peak,
                         "peak_rss_mb": e["peak_rss_mb"], "step_rss_mb": e["peak_rss_mb"] - e["ready_rss_mb"],
@@ -59,10 +76,17 @@ def summarize(args: argparse.Namespace, times: dict, extra: dict, peak: float) -
         return {"best": min(times[num]) / min(times[den]), "median_per_round": statistics.median(per_round),
                 "analytic_flop_ratio": flop_ratio}
 
-    ratios = {"ITO M=2 fusion / CLIP baseline (step time; goal <= 1.9)": ratio("ITO M=2 fusion", BASELINE),
-              "ITO M=4 fusion / CLIP baseline (step time)": ratio("ITO M=4 fusion", BASELINE),
-              "ITO M=2 fusion / ITO M=2 no fusion (step time; goal <= 1.05)": ratio("ITO M=2 fusion",
-                                                                                     "ITO M=2 no fusion")}
+    if set(times) >= {"ITO M=2 fusion", "ITO M=4 fusion", "ITO M=2 no fusion"}:  # --variants ito
+        ratios = {"ITO M=2 fusion / CLIP baseline (step time; goal <= 1.9)": ratio("ITO M=2 fusion", BASELINE),
+                  "ITO M=4 fusion / CLIP baseline (step time)": ratio("ITO M=4 fusion", BASELINE),
+                  "ITO M=2 fusion / ITO M=2 no fusion (step time; goal <= 1.05)": ratio("ITO M=2 fusion",
+                                                                                         "ITO M=2 no fusion")}
+    else:
+        ratios = {f"{name} / CLIP baseline (step time)": ratio(name, BASELINE) for name in times
+                  if name not in (BASELINE, PEER)}
+        if "ITO M=2 no fusion" in times:
+            ratios |= {f"{name} / ITO M=2 no fusion (step time; goal <= 1.05)": ratio(name, "ITO M=2 no fusion")
+                       for name in times if name.startswith("ITO") and "no fusion" not in name}
     if PEER in times:
         # samples/s ratio = inverse step-time ratio (same batch)
         r = ratio(PEER, BASELINE)
@@ -70,7 +94,8 @@ def summarize(args: argparse.Namespace, times: dict, extra: dict, peak: float) -
         ratios["ITO M=2 fusion / OpenCLIP (step time)"] = ratio("ITO M=2 fusion", PEER)
     result = {"models": models, "ratios": ratios}
     if args.profile:
-        _, parts = analytic_flops(args.profile, args.model_config, extra[args.profile]["text_tokens"])
+        analytic = analytic_flops(args.profile, args.model_config, extra[args.profile]["text_tokens"])
+        parts = {} if analytic is None else analytic[1]
         result["profile"] = {"model": args.profile, **extra[args.profile]["profile"],
                              "flop_shares": {k: v / parts["total"] for k, v in parts.items() if k != "total"}}
     return result
@@ -95,7 +120,7 @@ def print_table(result: dict) -> None:
               f"{m['samples_per_s_best']:.1f} ({m['samples_per_s_median']:.1f}) | "
               f"{m['step_s_best'] / base['step_s_best']:.3f}x | "
               f"{m['train_gflop_per_sample']:.4g} ({m['counted_train_gflop_per_sample']:.4g}) | "
-              f"{m['analytic_over_counted']:.4f} | "
+              f"{'n/a' if m['analytic_over_counted'] is None else format(m['analytic_over_counted'], '.4f')} | "
               f"{100 * m['mfu_best']:.1f} % ({100 * m['mfu_median']:.1f} %) | {peak_mb:.0f} | {step_mb:.0f} | "
               f"{m['first_loss']:.4f} |{most}")
     print("\n| ratio | best-of-N | median of per-round | analytic FLOP ratio |\n|---|---:|---:|---:|")

@@ -49,13 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from captions import CAPTION_KINDS, make_captions  # noqa: E402
 from common import Worker, machine  # noqa: E402
-from step_report import BASELINE, PEER, VARIANTS, print_table, summarize  # noqa: E402
+from step_report import BASELINE, PEER, VARIANT_SETS, VARIANTS, print_table, summarize  # noqa: E402
 from step_worker import PEER_WORKER, WORKER_LOOP  # noqa: E402
 
 from ito_core.config import RunConfig, load_config  # noqa: E402
 from ito_core.data.tokenizer import build_tokenizer  # noqa: E402
-from ito_core.losses import init_logit_bias  # noqa: E402
-from ito_core.models.ito import ItoModel  # noqa: E402
+from ito_core.methods import build_model  # noqa: E402
 
 QUICK_ARGS = ["--rounds", "3", "--warmup", "1", "--threads", "1"]  # bench/all.py --quick
 LR, WEIGHT_DECAY = 1e-4, 0.1
@@ -67,12 +66,12 @@ def worker_settings(args: argparse.Namespace, *, fused_adamw: bool) -> dict:
 
 
 def our_worker(args: argparse.Namespace) -> None:
-    """Worker for one of our variants: ``ItoModel`` + ``ItoObjective`` + AdamW on the shared batch, its captions
-    cut by ``trim_padding`` as our training loader cuts them."""
+    """Worker for one of our variants: its method's training model + objective + AdamW on the shared batch, its
+    captions cut by ``trim_padding`` as our training loader cuts them."""
     from safetensors.torch import load_file
 
     from ito_core.data.tokenizer import trim_padding
-    from ito_core.losses import build_objective
+    from ito_core.methods import build_objective
 
     torch.set_num_threads(args.threads)
     cfg = load_config([f"model={args.model_config}", *VARIANTS[args.worker]])
@@ -80,7 +79,7 @@ def our_worker(args: argparse.Namespace) -> None:
     inputs = load_file(args.inputs)
     images_BMCHW = inputs["images"][:, : cfg.ito.images].contiguous()
     tokens_BNL = trim_padding(inputs["tokens"][:, : cfg.ito.texts]).contiguous()  # on the CPU batch, as the loader
-    objective = build_objective(cfg.loss, cfg.ito, rank=0, world_size=1).to(args.device)
+    objective = build_objective(cfg, model, rank=0, world_size=1).to(args.device)
 
     def loss_of(fn: torch.nn.Module, images_BMCHW: torch.Tensor, tokens_BNL: torch.Tensor) -> torch.Tensor:
         return objective(fn(images_BMCHW, tokens_BNL))["loss"]
@@ -92,9 +91,9 @@ def our_worker(args: argparse.Namespace) -> None:
     scope["serve"](model, loss_of, batch, settings, text_tokens=tokens_BNL.shape[-1])
 
 
-def build_ours(cfg: RunConfig) -> ItoModel:
+def build_ours(cfg: RunConfig) -> torch.nn.Module:
     torch.manual_seed(0)  # the CLIP baseline's initial weights are the ones exported to the peer
-    return ItoModel(cfg.model, cfg.ito, logit_bias=init_logit_bias(cfg.loss))
+    return build_model(cfg)
 
 
 def matmul_flops_per_s(threads: int, *, dtype: torch.dtype = torch.float32, n: int = 1024,
@@ -115,8 +114,8 @@ def timed_matmul(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def write_inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
-    """The shared batch (4 image views, 1 caption per sample, full context) and the OpenCLIP export of the CLIP
-    baseline."""
+    """The shared batch (4 image views, 4 captions per sample, full context: each model takes the first
+    ``ito.images`` / ``ito.texts``) and the OpenCLIP export of the CLIP baseline."""
     from safetensors.torch import save_file
 
     from ito_core.export import export_open_clip
@@ -124,8 +123,9 @@ def write_inputs(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     cfg = load_config([f"model={args.model_config}", *VARIANTS[BASELINE]])
     size, batch = cfg.model.image_size, args.batch_size
     images = torch.randn(batch, 4, 3, size, size, generator=torch.Generator().manual_seed(0))
-    tokens = build_tokenizer(cfg.model.context_length)(make_captions(args.captions, batch, cfg.model.context_length))
-    save_file({"images": images, "tokens": tokens[:, None].contiguous()}, str(work / "inputs.safetensors"))
+    captions = make_captions(args.captions, 4 * batch, cfg.model.context_length)
+    tokens = build_tokenizer(cfg.model.context_length)(captions).view(batch, 4, -1)
+    save_file({"images": images, "tokens": tokens.contiguous()}, str(work / "inputs.safetensors"))
     model = build_ours(cfg)
     export_open_clip(model.encoder.state_dict(), cfg.model, work / "open_clip")
     return work / "inputs.safetensors", work / "open_clip"
@@ -143,7 +143,7 @@ def start_worker(name: str, args: argparse.Namespace, inputs: Path, export: Path
 def time_rounds(args: argparse.Namespace, inputs: Path, export: Path) -> tuple[dict, dict]:
     """On CPU every round times one step of every model (interleaved); on CUDA each model runs alone on the GPU,
     one after the other (its memory is its own). The workers of a group are ended before the next group starts."""
-    names = ([PEER] if args.open_clip_python else []) + list(VARIANTS)
+    names = ([PEER] if args.open_clip_python else []) + VARIANT_SETS[args.variants]
     groups = [names] if args.device == "cpu" else [[name] for name in names]
     times = {name: [] for name in names}
     extra = {name: {"peak_gpu_mb": []} for name in names}
@@ -226,6 +226,10 @@ def run(args: argparse.Namespace) -> dict:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-config", default="tiny", help="configs/model/<name>.yaml")
+    parser.add_argument("--variants", choices=sorted(VARIANT_SETS), default="ito",
+                        help="models timed together: ito (CLIP vs ITO M=2/4, with and without fusion), fusion "
+                             "(ito.fusion_image_tokens all/pool4/cls) or methods (CLIP, SigLIP, SLIP, FLAIR, OneR, "
+                             "ITO)")
     parser.add_argument("--batch-size", type=int, default=64, help="micro-batch of every model")
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds (one step of every model each)")
     parser.add_argument("--warmup", type=int, default=2,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 
 from ito_core.config import ItoConfig, ModelConfig, TrainConfig, fuses
+from ito_core.config.validation import fusion_image_tokens
 
 PEAK_TFLOPS_ENV = "ITO_PEAK_TFLOPS"
 
@@ -48,24 +49,26 @@ def forward_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens:
     ``text_tokens``: the tokens each caption runs (the loader cuts padding after the batch's longest caption);
     default the whole context. ``one_row_last_blocks=False`` counts every row of every last block, as OpenCLIP
     computes them."""
-    patches = (model.image_size // model.patch_size) ** 2
-    image_tokens, text_tokens = patches + 1, text_tokens or model.context_length
-    # The fusion module reads every token of both towers; without it each tower is read out at one token
-    # (CLS / EOT), so only that row is projected to the joint space and (ours) computed by the last block.
-    pooled_rows = None if fuses(ito) or not one_row_last_blocks else 1
-    image_projected, text_projected = (image_tokens, text_tokens) if fuses(ito) else (1, 1)
+    grid = model.image_size // model.patch_size
+    image_tokens, text_tokens = grid**2 + 1, text_tokens or model.context_length
+    # The fusion module reads every text token and the image tokens of ito.fusion_image_tokens (all of them, the CLS
+    # token only, or CLS + a pooled grid); a tower nobody reads token-wise is read out at one token (CLS / EOT), so
+    # only that row is projected to the joint space and (ours) computed by the last block.
+    keep = fusion_image_tokens(ito.fusion_image_tokens, grid=grid) if fuses(ito) else 0
+    image_read, text_read = fuses(ito) and keep != 0, fuses(ito)
     image = (patch_embedding_flops(model)
              + transformer_flops(tokens=image_tokens, width=model.vision_width, layers=model.vision_layers,
-                                 mlp_ratio=model.mlp_ratio, out_rows=pooled_rows)
-             + 2 * image_projected * model.vision_width * model.embed_dim)
+                                 mlp_ratio=model.mlp_ratio, out_rows=_read_rows(image_read, one_row_last_blocks))
+             + 2 * (image_tokens if image_read else 1) * model.vision_width * model.embed_dim)
     text = (transformer_flops(tokens=text_tokens, width=model.text_width, layers=model.text_layers,
-                              mlp_ratio=model.mlp_ratio, out_rows=pooled_rows)
-            + 2 * text_projected * model.text_width * model.embed_dim)
+                              mlp_ratio=model.mlp_ratio, out_rows=_read_rows(text_read, one_row_last_blocks))
+            + 2 * (text_tokens if text_read else 1) * model.text_width * model.embed_dim)
     parts = {"image": ito.images * image, "text": ito.texts * text, "fusion": 0.0}
     if fuses(ito):
         width = ito.fusion_width or model.embed_dim
-        seq = image_tokens + text_tokens + (ito.readout == "token")  # + the learned read-out token
-        in_proj = 0 if width == model.embed_dim else 2 * (image_tokens + text_tokens) * model.embed_dim * width
+        fused_image_tokens = image_tokens if keep is None else 1 + keep
+        seq = fused_image_tokens + text_tokens + (ito.readout == "token")  # + the learned read-out token
+        in_proj = 0 if width == model.embed_dim else 2 * (fused_image_tokens + text_tokens) * model.embed_dim * width
         # cls / token: the last block computes that row only
         read_rows = None if ito.readout == "mean" or not one_row_last_blocks else 1
         pair = in_proj + transformer_flops(tokens=seq, width=width, layers=ito.fusion_depth, mlp_ratio=model.mlp_ratio,
@@ -73,6 +76,11 @@ def forward_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens:
         parts["fusion"] = ito.images * ito.texts * pair
     parts["total"] = parts["image"] + parts["text"] + parts["fusion"]
     return parts
+
+
+def _read_rows(token_wise: bool, one_row_last_blocks: bool) -> int | None:
+    """Rows a tower's last block computes: every row when its tokens are read (or counted as OpenCLIP), else 1."""
+    return None if token_wise or not one_row_last_blocks else 1
 
 
 def train_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens: int | None = None,

@@ -112,3 +112,13 @@ def test_history_rows_are_arithmetic_on_the_clock(monkeypatch: pytest.MonkeyPatc
     flops = [train_flops_per_sample(cfg.model, cfg.ito, text_tokens=tokens) for tokens in (8, 16)]
     assert row["samples_per_s"] == 128.0 and row["skipped_steps"] == 1 and row["loss"] == 2.5
     assert row["mfu"] == round(sum(flops) / 2 * 128.0 / (1e9 * 2), 4) > 0
+
+
+def test_fewer_fused_image_tokens_cost_less_and_cls_only_spares_the_image_tower() -> None:
+    model = load_config(["model=vit_b_16"]).model
+    fusion = {v: forward_flops_per_sample(model, ItoConfig(fusion_image_tokens=v), text_tokens=16)
+              for v in ("all", "pool16", "cls")}
+    assert fusion["cls"]["fusion"] < fusion["pool16"]["fusion"] < fusion["all"]["fusion"]
+    assert fusion["pool16"]["image"] == fusion["all"]["image"]  # pooling needs every token of the tower
+    no_fusion = forward_flops_per_sample(model, ItoConfig(fusion="none"), text_tokens=16)
+    assert fusion["cls"]["image"] == no_fusion["image"]  # the fusion reads the pooled embedding

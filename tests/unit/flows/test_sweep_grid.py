@@ -46,7 +46,7 @@ def test_overrides_win_over_the_config_sweep_section(override: str, images: set[
 
 
 @pytest.mark.parametrize("overrides", [
-    ["model=tiny", "ito.texts=2", "ito.fusion_positives=supcon", "ito.images=1,2", "train.lr=1e-4,2e-4"],  # one composition
+    ["model=tiny", "ito.texts=2", "ito.fusion_positives=supcon", "ito.images=1,2", "train.lr=1e-4,2e-4"],
     ["experiment=demo", "seed=0,1"],  # a group preset, the config's own axes and a value axis
     ["ablation=clip,ito_m4", "seed=0,1", "ito.texts=2"],  # a group axis: one composition per choice
     ["model=tiny", "ito=clip,ito", "ito.images=2"],  # a value inside a group that is an axis
