@@ -90,3 +90,13 @@ def test_dual_encoder_folders_without_an_architecture_field_still_load(tmp_path)
     with pytest.raises(ValueError, match="architecture"):
         load_stripped(tmp_path)
     assert (tmp_path / WEIGHTS).exists()
+
+
+def test_method_oner_names_its_own_runs():
+    """method=oner shares clip's ito/loss groups; its run key must still differ (else the CLI would find clip's
+    committed run and skip training), while the ITO family keeps the keys it had before `method` existed."""
+    from ito_core.artifacts import run_key
+
+    clip, oner = run_key(load_config(["model=tiny", "method=clip"])), run_key(load_config(BASE))
+    assert clip != oner != run_key(load_config([*BASE, "method.oner_cmc_weight=0.5"]))
+    assert clip == run_key(load_config(["model=tiny", "ito=clip", "loss=clip"]))
