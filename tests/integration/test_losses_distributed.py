@@ -17,13 +17,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from ito_core.losses import ClipLoss, FusionLoss, MultiAlignLoss, SigLipLoss
+from ito_core.losses import ClipLoss, FusionLoss, ItoObjective, MultiAlignLoss, SigLipLoss
 
 pytestmark = [pytest.mark.distributed, pytest.mark.integration]
 
 WORLD_SIZE = 2
 LOCAL_BATCH = 4
-CASES = ("clip", "siglip", "multi_clip", "fusion")
+CASES = ("clip", "siglip", "multi_clip", "fusion", "ito_released")
 
 
 def global_inputs() -> dict[str, torch.Tensor]:
@@ -35,6 +35,7 @@ def global_inputs() -> dict[str, torch.Tensor]:
         "img_BMD": F.normalize(torch.randn(global_batch, 2, 16, generator=gen), dim=-1),
         "txt_BND": F.normalize(torch.randn(global_batch, 3, 16, generator=gen), dim=-1),
         "fused_BKD": F.normalize(torch.randn(global_batch, 3, 16, generator=gen), dim=-1),
+        "fused_B6D": F.normalize(torch.randn(global_batch, 6, 16, generator=gen), dim=-1),  # M=2 views x N=3
     }
 
 
@@ -53,9 +54,15 @@ def run_case(case: str, inputs: dict[str, torch.Tensor], *, rank: int, world_siz
         used = [leaves["img_BMD"], leaves["txt_BND"]]
         pair = ClipLoss(rank=rank, world_size=world_size)
         loss = MultiAlignLoss(pair)(*used, scale)["align_loss"]
-    else:
+    elif case == "fusion":
         used = [leaves["fused_BKD"]]
         loss = FusionLoss(rank=rank, world_size=world_size)(*used, scale)["fusion_loss"]
+    else:  # ITO as released: the live scale in the fusion loss, each view's fused vectors averaged over captions
+        used = [leaves["img_BMD"], leaves["txt_BND"], leaves["fused_B6D"]]
+        objective = ItoObjective(ClipLoss(rank=rank, world_size=world_size), fusion_weight=2.0, rank=rank,
+                                 world_size=world_size)
+        out = {"image_features_BMD": used[0], "text_features_BND": used[1], "fused_BKD": used[2], "logit_scale": scale}
+        loss = objective(out)["loss"]
     loss.backward()
     zero = torch.tensor(0.0)
     params = [scale.grad, zero if bias.grad is None else bias.grad]
