@@ -58,6 +58,12 @@ class MethodConfig:
     name: str = "ito"
     # FLAIR (arXiv 2412.03561): heads of the text-conditioned attention pooling (the released model: 8)
     flair_heads: int = 8
+    # OneR (arXiv 2211.11153, docs/METHOD.md): weights of its four InfoNCE losses; 0 skips a loss (and, for cic /
+    # cmc, the model's joint image+text pass). 1.0 each = the paper's full contrastive objective.
+    oner_itc_weight: float = 1.0  # F(I) vs F(T)
+    oner_xmc_weight: float = 1.0  # cross-modal mixup: mix(I_i, T_i+1) vs mix(I_i+1, T_i)
+    oner_cic_weight: float = 1.0  # contextual invariance: mix(F(I|T), F(T|I)) vs mix(F(I), F(T))
+    oner_cmc_weight: float = 1.0  # contextual mixup: F(I,T | I,T) vs mix(F(I), F(T))
 
 
 @dataclass
