@@ -1,10 +1,12 @@
-"""Rebuild docs/RESULTS.md's table from a finished ablation sweep (issue 10).
+"""Rebuild docs/RESULTS.md's tables from finished sweeps: mean ± std over seeds of the committed eval records.
 
-Re-evaluates every committed model of the sweep with the current eval suite (zero-shot,
-retrieval, linear probe, modality gap; the same eval sets prep made for the sweep), then
-writes mean ± std over seeds per ablation arm, and one UMAP plot per arm for seed 0:
+    python docs/make_results.py ablation <storage root> docs/results   # experiment=ito_ablation's arms
+    python docs/make_results.py methods <storage root> docs/results    # experiment=method_comparison
 
-    python docs/make_results.py outputs/ablation docs/results
+A run is named from its saved ``config.json``: its ablation arm (the ``ito`` settings and steps of one of
+``configs/ablation/``), or its method, with "equal compute" when it trained for other steps than the experiment's.
+Eval records are the ones the sweep's eval stage committed (same eval sets for every run of a sweep); a UMAP plot per
+arm (seed 0) is copied beside the table when the eval stage drew one.
 """
 
 from __future__ import annotations
@@ -14,82 +16,94 @@ import shutil
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 from ito_core.config import load_config
-from ito_core.eval.suite import evaluate, summary_metrics
-from ito_core.prep import eval_data_key, shard_urls
-from ito_core.storage import MANIFEST, LocalStore
-from ito_core.strip import load_stripped
+from ito_core.eval.suite import summary_metrics
+from ito_core.storage import MANIFEST
 
-METRICS = {"final_loss": "final train loss", "fashion_mnist/acc1": "ZS acc1", "fashion_mnist/lp_acc1": "LP acc1",
-           "shapes/image_retrieval_recall@1": "T→I R@1", "shapes/text_retrieval_recall@1": "I→T R@1",
-           "shapes/image_retrieval_recall@5": "T→I R@5", "shapes/centroid_distance": "gap (centroid dist)",
-           "shapes/matched_pair_cosine": "matched cos", "shapes/random_pair_cosine": "random cos"}
+METRICS = {"final_align_loss": "final align loss", "fashion_mnist/acc1": "ZS acc1",
+           "fashion_mnist/lp_acc1": "LP acc1", "shapes/image_retrieval_recall@1": "T→I R@1",
+           "shapes/text_retrieval_recall@1": "I→T R@1", "shapes/image_retrieval_recall@5": "T→I R@5",
+           "shapes/centroid_distance": "gap (centroid dist)", "shapes/matched_pair_cosine": "matched cos",
+           "shapes/random_pair_cosine": "random cos"}
+# FLAIR's own eval path (text-conditioned pooling), beside its CLIP-style scores.
+TC_METRICS = {"fashion_mnist/tc_acc1": "ZS acc1 (tc)", "shapes/tc_image_retrieval_recall@1": "T→I R@1 (tc)",
+              "shapes/tc_text_retrieval_recall@1": "I→T R@1 (tc)"}
+ABLATION_ARMS = ("clip", "multi_align", "ito", "ito_m4", "ito_mean", "ito_lambda05", "ito_lambda4",
+                 "clip_equal_compute", "ito_detached", "ito_n2", "ito_n2_supcon", "ito_fusion_cls", "ito_fusion_pool4")
+METHODS = ("clip", "siglip", "slip", "flair", "oner", "ito")
+ITO_KEYS = ("images", "texts", "fusion", "readout", "fusion_weight", "fusion_scale", "fusion_positives",
+            "fusion_image_tokens")
 
 
-ARMS = ("clip", "multi_align", "ito", "ito_m4", "ito_mean", "ito_lambda05", "ito_lambda4", "clip_equal_compute")
+def ablation_signature(saved: dict[str, Any]) -> tuple:
+    return (*(saved["ito"][key] for key in ITO_KEYS), saved["train"]["steps"])
 
 
-def arm_signature(ito: dict, steps: int) -> tuple:
-    return ito["images"], ito["texts"], ito["fusion"], ito["readout"], float(ito["fusion_weight"]), steps
-
-
-def arm_names() -> dict[tuple, str]:
+def ablation_names() -> dict[tuple, str]:
     """Each ablation arm's (ito settings, steps), to name a run from its saved config.json."""
     names = {}
-    for arm in ARMS:
+    for arm in ABLATION_ARMS:
         cfg = load_config(["experiment=ito_ablation", f"ablation={arm}"])
-        names[arm_signature(vars(cfg.ito), cfg.train.steps)] = arm
+        names[ablation_signature({"ito": vars(cfg.ito), "train": vars(cfg.train)})] = arm
     return names
 
 
-def main(root: str, out: str) -> None:
-    store, out_dir = LocalStore(root), Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(["experiment=ito_ablation"])
-    shards = {name: shard_urls(store, eval_data_key(name, cfg.data, cfg.eval))[0]
-              for name in ("fashion_mnist", "shapes")}
-    rows: dict[str, list[dict[str, float]]] = {}
-    names = arm_names()
-    reruns: list[str] = []
-    seen: set[tuple[str, str]] = set()
-    finished = [d for d in Path(root, "runs").iterdir() if (d / "model" / MANIFEST).exists()]
-    # Oldest first: a (arm, seed) trained again later (after the config schema, and so the run key, changed)
-    # is a reproducibility check, reported beside the table rather than counted twice.
-    for run_dir in sorted(finished, key=lambda d: (d / "model" / MANIFEST).stat().st_mtime):
-        model_dir = run_dir / "model"
-        saved = json.loads((run_dir / "config.json").read_text())
-        arm, seed = names[arm_signature(saved["ito"], saved["train"]["steps"])], str(saved["seed"])
-        rerun = (arm, seed) in seen
-        seen.add((arm, seed))
-        final_loss = json.loads((run_dir / "train" / "manifest.json").read_text())["history"][-1]["loss"]
-        plots = out_dir / f"tmp-{arm}-{seed}"
-        with_plot = seed == "0" and not rerun
-        records = evaluate(load_stripped(model_dir), cfg, shards, model_name=arm, pretrained=str(model_dir),
-                           plot_dir=plots if with_plot else None)
-        if with_plot and (plots / "umap-shapes.png").exists():
-            shutil.move(plots / "umap-shapes.png", out_dir / f"umap-{arm}.png")
-        shutil.rmtree(plots, ignore_errors=True)
-        metrics = summary_metrics(records) | {"final_loss": final_loss}
-        if rerun:
-            reruns.append(f"| {arm} | {seed} | " + " | ".join(f"{metrics[m]:.3f}" for m in METRICS) + " |")
-        else:
-            rows.setdefault(arm, []).append(metrics)
-    lines = ["| arm | seeds | " + " | ".join(METRICS.values()) + " |", "|---|---|" + "---|" * len(METRICS)]
-    for arm in (a for a in ARMS if a in rows):
-        runs = rows[arm]
+def method_name(saved: dict[str, Any], steps: int) -> str:
+    method = saved["method"]["name"]
+    return method if saved["train"]["steps"] == steps else f"{method} (equal compute)"
+
+
+def finished_runs(root: Path) -> list[tuple[dict[str, Any], dict[str, Any], Path]]:
+    """(saved config, train manifest, run folder) of every run with committed eval records."""
+    runs = []
+    for run_dir in sorted(Path(root, "runs").iterdir()):
+        if (run_dir / "eval" / MANIFEST).exists():
+            runs.append((json.loads((run_dir / "config.json").read_text()),
+                         json.loads((run_dir / "train" / MANIFEST).read_text()), run_dir))
+    return runs
+
+
+def table(rows: dict[str, list[dict[str, float]]], order: list[str], metrics: dict[str, str], label: str) -> list[str]:
+    lines = [f"| {label} | seeds | steps | " + " | ".join(metrics.values()) + " |",
+             "|---|---|---|" + "---|" * len(metrics)]
+    for name in (n for n in order if n in rows):
+        runs = rows[name]
         cells = []
-        for metric in METRICS:
-            values = [run[metric] for run in runs]
+        for metric in metrics:
+            values = [run[metric] for run in runs if metric in run]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.fmean(values):.3f} ± {spread:.3f}")
-        lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cells) + " |")
-    if reruns:
-        lines += ["", "Re-trained later (a reproducibility check, not in the means above):", "",
-                  "| arm | seed | " + " | ".join(METRICS.values()) + " |", "|---|---|" + "---|" * len(METRICS), *reruns]
-    (out_dir / "ablation_table.md").write_text("\n".join(lines) + "\n")
+            cells.append(f"{statistics.fmean(values):.3f} ± {spread:.3f}" if values else "–")
+        steps = sorted({int(run["steps"]) for run in runs})
+        lines.append(f"| {name} | {len(runs)} | {'/'.join(map(str, steps))} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main(kind: str, root: str, out: str) -> None:
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = ablation_names() if kind == "ablation" else {}
+    steps = load_config(["experiment=method_comparison"]).train.steps
+    rows: dict[str, list[dict[str, float]]] = {}
+    for saved, train, run_dir in finished_runs(Path(root)):
+        name = names.get(ablation_signature(saved)) if kind == "ablation" else method_name(saved, steps)
+        if name is None:
+            continue
+        records = json.loads((run_dir / "eval" / MANIFEST).read_text())["records"]
+        last = train["history"][-1]
+        rows.setdefault(name, []).append(summary_metrics(records) | {
+            "final_align_loss": last.get("align_loss", last["loss"]), "steps": saved["train"]["steps"]})
+        plot = run_dir / "eval" / "umap-shapes.png"
+        if saved["seed"] == 0 and plot.exists():
+            shutil.copy(plot, out_dir / f"umap-{kind}-{name.replace(' ', '_').strip('()')}.png")
+    order = list(ABLATION_ARMS) if kind == "ablation" else [n for m in METHODS for n in (m, f"{m} (equal compute)")]
+    lines = table(rows, order, METRICS, "arm" if kind == "ablation" else "method")
+    if any(TC_METRICS.keys() & run.keys() for runs in rows.values() for run in runs):
+        lines += ["", *table({k: v for k, v in rows.items() if k.startswith("flair")}, order, TC_METRICS, "method")]
+    (out_dir / f"{kind}_table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])

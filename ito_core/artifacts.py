@@ -33,6 +33,9 @@ RAW_FIELDS = ("name", "input_kind", "input", "caption_columns", "image_column", 
 EMBEDDED_FIELDS = ("name", "sources", "shards", "image_size", "samples_per_shard", "max_train_samples",
                    "shapes_train", "jpeg_quality")  # data=embedded|webdataset fields that shape the shards
 RUN_IDENTITY = ("model", "ito", "loss", "train", "deepspeed", "seed")
+# Methods that are ItoModel + ItoObjective under other ito/loss settings: those settings name their runs already
+# (method=clip is method=ito ito=clip), and leaving `method` out keeps the run keys from before it existed.
+ITO_FAMILY = ("clip", "siglip", "ito")
 DATA_IDENTITY = ("data", "eval", "storage")  # what prep's artifacts depend on
 EVAL_ID_IGNORED = ("executor", "batch_size")  # where and in what chunks: the records do not depend on them
 
@@ -79,6 +82,8 @@ def run_key(cfg: RunConfig) -> str:
     key, so a new data option that leaves the shards alone (loader workers, eval sets) keeps run keys."""
     identity = {k: v for k, v in as_dict(cfg).items() if k in RUN_IDENTITY}
     identity["data"] = train_data_key(cfg.data)
+    if cfg.method.name not in ITO_FAMILY:  # another model or objective: other weights from the same ito/loss
+        identity["method"] = as_dict(cfg)["method"]
     return f"{RUNS}/{config_hash(identity)}"
 
 

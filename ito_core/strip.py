@@ -4,12 +4,17 @@ Consolidates any ZeRO stage's shards on one CPU process (DeepSpeed's zero_to_fp3
 process group needed), keeps only ``encoder.*`` (the fusion module and anything else
 training-only is dropped), and writes one model folder:
 
-- ``model.safetensors`` + ``model_config.json``: ours (``load_stripped``);
-- ``open_clip_model.safetensors`` + ``open_clip_config.json``: OpenCLIP's layout (``ito_core.export``);
+- ``model.safetensors`` + ``model_config.json``: ours (``load_stripped``; its ``architecture`` field says
+  which class the weights build: ``dual_encoder``, or ``one_tower`` for ``method=oner``);
+- ``open_clip_model.safetensors`` + ``open_clip_config.json``: OpenCLIP's layout (``ito_core.export``), for dual
+  encoders only (OpenCLIP's CLIP has a vision and a text tower and cannot hold OneR's single one);
 - ``tokenizer_spec.json``: the CLIP BPE tokenizer the model was trained with;
-- ``README.md``: the model card (training config, data manifest hash, steps, eval summary once evaluated).
+- ``README.md``: the model card (training config, data manifest hash, steps, eval summary once evaluated);
+- ``flair_pool.safetensors`` + ``flair_pool_config.json``, for ``method=flair`` only: the text-conditioned pooling
+  module, not part of the dual encoder, for FLAIR's own eval path (``ito_core.eval.text_conditioned``).
 
-The stripped model has exactly a CLIP dual encoder's parameters and inference cost.
+The stripped model has exactly its deployable encoder's parameters and inference cost (a CLIP dual encoder's for
+every method but OneR).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from ito_core.artifacts import RunLayout, committed, read_manifest, train_data_k
 from ito_core.config import ModelConfig, RunConfig, as_dict
 from ito_core.data import tokenizer as clip_bpe
 from ito_core.export import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, export_open_clip
+from ito_core.methods.flair import save_pooler
+from ito_core.methods.oner import OneTower
 from ito_core.models.dual_encoder import DualEncoder
 from ito_core.models.ito import ENCODER_PREFIX
 from ito_core.storage import ArtifactStore, commit
@@ -37,6 +44,14 @@ from ito_core.storage import ArtifactStore, commit
 WEIGHTS, MODEL_CONFIG = "model.safetensors", "model_config.json"
 TOKENIZER_SPEC, MODEL_CARD = "tokenizer_spec.json", "README.md"
 EVAL_BEGIN, EVAL_END = "<!-- eval:begin -->", "<!-- eval:end -->"
+DUAL_ENCODER, ONE_TOWER = "dual_encoder", "one_tower"
+NO_OPEN_CLIP = ("OpenCLIP's `CLIP` holds a vision tower and a text tower; a single tower shared by both "
+                "modalities has no place in that layout")
+
+
+def architecture(cfg: RunConfig) -> str:
+    """The deployable encoder's class: OneR's single tower, else the CLIP dual encoder."""
+    return ONE_TOWER if cfg.method.name == "oner" else DUAL_ENCODER
 
 
 def consolidate(checkpoint_dir: Path, tag: str, *, zero_stage: int) -> dict[str, torch.Tensor]:
@@ -58,18 +73,28 @@ def encoder_state(full_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 def save_stripped(state: dict[str, torch.Tensor], model_cfg: ModelConfig, out_dir: Path,
-                  extra: dict[str, Any]) -> None:
+                  extra: dict[str, Any], *, arch: str = DUAL_ENCODER) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out_dir / WEIGHTS), metadata={"format": "pt"})
-    (out_dir / MODEL_CONFIG).write_text(json.dumps({"model": asdict(model_cfg), **extra}, indent=2))
+    spec = {"architecture": arch, "model": asdict(model_cfg), **extra}
+    (out_dir / MODEL_CONFIG).write_text(json.dumps(spec, indent=2))
 
 
-def load_stripped(model_dir: Path) -> DualEncoder:
-    """Build the dual encoder from a stripped model folder (safetensors only, no pickles)."""
+def load_stripped(model_dir: Path) -> DualEncoder | OneTower:
+    """Build the deployable encoder from a stripped model folder (safetensors only, no pickles).
+
+    Folders written before the ``architecture`` field existed hold dual encoders."""
     spec = json.loads((Path(model_dir) / MODEL_CONFIG).read_text())
     state = load_file(str(Path(model_dir) / WEIGHTS))
-    bias = state["logit_bias"].item() if "logit_bias" in state else None
-    model = DualEncoder(ModelConfig(**spec["model"]), logit_bias=bias)
+    arch, model_cfg = spec.get("architecture", DUAL_ENCODER), ModelConfig(**spec["model"])
+    if arch == ONE_TOWER:
+        model: DualEncoder | OneTower = OneTower(model_cfg)
+    elif arch == DUAL_ENCODER:
+        bias = state["logit_bias"].item() if "logit_bias" in state else None
+        model = DualEncoder(model_cfg, logit_bias=bias)
+    else:
+        raise ValueError(f"{Path(model_dir) / MODEL_CONFIG}: architecture={arch!r}; this version of ito_core "
+                         f"loads {DUAL_ENCODER!r} and {ONE_TOWER!r}")
     model.load_state_dict(state)
     return model.eval()
 
@@ -104,12 +129,22 @@ def _count(n: int, noun: str) -> str:
 def model_card(cfg: RunConfig, manifest: dict[str, Any], records: list[dict[str, Any]] | None = None) -> str:
     """The model folder's README.md, from the run config and the strip manifest (+ eval records when there are)."""
     m, views, captions = manifest, _count(cfg.ito.images, "image view"), _count(cfg.ito.texts, "caption")
-    return f"""# ITO dual encoder `{cfg.model.name}`
-
-A CLIP dual encoder (ViT image tower, causal text transformer) trained with ITO: {views} x
+    if architecture(cfg) == ONE_TOWER:
+        title = f"OneR single tower `{cfg.model.name}`"
+        summary = f"""One transformer for image patches and text tokens (OneR, arXiv 2211.11153), trained with the
+ITC, XMC, CIC and CMC losses; it has no training-only weights: {m["num_parameters"]:,} parameters."""
+        open_clip_files = f"- No OpenCLIP export: {NO_OPEN_CLIP}."
+    else:
+        title = f"ITO dual encoder `{cfg.model.name}`"
+        summary = f"""A CLIP dual encoder (ViT image tower, causal text transformer) trained with ITO: {views} x
 {captions} per sample, fusion `{cfg.ito.fusion}` (weight {cfg.ito.fusion_weight}), loss `{cfg.loss.name}`.
 Training-only weights (the fusion module) were dropped: the model has exactly a CLIP dual encoder's
-{m["num_parameters"]:,} parameters ({m["dropped_parameters"]:,} training-only parameters removed).
+{m["num_parameters"]:,} parameters ({m["dropped_parameters"]:,} training-only parameters removed)."""
+        open_clip_files = f"""- `{OPEN_CLIP_WEIGHTS}` + `{OPEN_CLIP_CONFIG}`: OpenCLIP layout,
+  `open_clip.create_model_and_transforms("local-dir:<folder>")`."""
+    return f"""# {title}
+
+{summary}
 
 | | |
 |---|---|
@@ -121,8 +156,7 @@ Training-only weights (the fusion module) were dropped: the model has exactly a 
 ## Files
 
 - `{WEIGHTS}` + `{MODEL_CONFIG}`: `ito_core.strip.load_stripped(folder)`.
-- `{OPEN_CLIP_WEIGHTS}` + `{OPEN_CLIP_CONFIG}`: OpenCLIP layout,
-  `open_clip.create_model_and_transforms("local-dir:<folder>")`.
+{open_clip_files}
 - `{TOKENIZER_SPEC}`: CLIP BPE, context length {cfg.model.context_length} (`open_clip.tokenize` ids).
 
 ## Evaluation
@@ -151,9 +185,11 @@ def _data_manifest(store: ArtifactStore, cfg: RunConfig) -> tuple[str, str]:
 def write_model_folder(state: dict[str, torch.Tensor], cfg: RunConfig, out_dir: Path, manifest: dict[str, Any],
                        records: list[dict[str, Any]] | None = None) -> None:
     """Every file of a stripped model folder: ours, OpenCLIP's, the tokenizer spec and the model card."""
-    spec = tokenizer_spec(cfg.model.context_length)
-    save_stripped(state, cfg.model, out_dir, {"tokenizer": spec, "source_checkpoint": manifest["source_checkpoint"]})
-    export_open_clip(state, cfg.model, out_dir)
+    spec, arch = tokenizer_spec(cfg.model.context_length), architecture(cfg)
+    save_stripped(state, cfg.model, out_dir, {"tokenizer": spec, "source_checkpoint": manifest["source_checkpoint"]},
+                  arch=arch)
+    if arch == DUAL_ENCODER:  # ONE_TOWER: see NO_OPEN_CLIP (the model card says why)
+        export_open_clip(state, cfg.model, out_dir)
     (out_dir / TOKENIZER_SPEC).write_text(json.dumps(spec, indent=2))
     (out_dir / MODEL_CARD).write_text(model_card(cfg, manifest, records))
 
@@ -183,6 +219,8 @@ def strip(cfg: RunConfig, *, store: ArtifactStore, run_key: str, staging: Path) 
                 "source_checkpoint": store.url(run.checkpoint(tag))}
     with tempfile.TemporaryDirectory(dir=staging) as tmp:
         write_model_folder(state, cfg, Path(tmp), manifest)
+        # FLAIR's pooler is training-only for the dual encoder, but its own eval path uses it: kept beside.
+        save_pooler(full, Path(tmp), dim=cfg.model.embed_dim, heads=cfg.method.flair_heads)
         store.upload_dir(Path(tmp), run.model)
     commit(store, run.model, manifest)
     return manifest

@@ -142,8 +142,53 @@ def fusion_image_tokens(value: str, *, grid: int) -> int | None:
 def check_method(cfg: RunConfig) -> None:
     """``method.name`` and the settings each method needs (one branch per method)."""
     _choice(cfg.method.name, "method.name", METHODS)
+    if cfg.method.name == "flair":
+        _check_flair(cfg)
+    if cfg.method.name == "oner":
+        _check_oner(cfg)
     if cfg.method.name == "slip":
         _check_slip(cfg)
+
+
+def _check_flair(cfg: RunConfig) -> None:
+    ito, world_size = cfg.ito, cfg.cluster.nodes * cfg.cluster.tasks_per_node
+    _require(ito.images == 1, "ito.images", f"method=flair trains on one image view, got {ito.images}",
+             "set ito.images=1 (configs/method/flair.yaml does)")
+    _require(ito.texts >= 2, "ito.texts", f"method=flair samples K >= 2 sub-captions per image, got {ito.texts}",
+             "set ito.texts>=2 (the released recipe: 8)")
+    _require(not fuses(ito), "ito.fusion", f"method=flair has no ITO fusion module, got ito.fusion={ito.fusion}",
+             "set ito.fusion=none")
+    _require(cfg.loss.name == "siglip", "loss.name", f"method=flair's sigmoid losses need the learnable logit bias "
+             f"of loss=siglip, got {cfg.loss.name!r}", "set loss=siglip (configs/method/flair.yaml does)")
+    _require(cfg.method.flair_heads >= 1 and cfg.model.embed_dim % cfg.method.flair_heads == 0,
+             "method.flair_heads", f"{cfg.method.flair_heads} heads do not divide model.embed_dim="
+             f"{cfg.model.embed_dim}", "pick a divisor (default 8)")
+    per_rank = cfg.train.batch_size // world_size
+    _require(cfg.train.micro_batch_size in (0, per_rank), "train.micro_batch_size",
+             f"method=flair's loss calls the model's pooling module on the gathered texts, so accumulating "
+             f"{cfg.train.micro_batch_size}-sample micro-batches would count its gradient once per micro-batch",
+             "set train.micro_batch_size=0 (no accumulation) and lower train.batch_size if memory is short")
+
+
+def _check_oner(cfg: RunConfig) -> None:
+    """OneR reads one view and one caption per sample, has no fusion module and only InfoNCE losses."""
+    m = cfg.method
+    for key in ("images", "texts"):
+        _require(getattr(cfg.ito, key) == 1, f"ito.{key}", f"{getattr(cfg.ito, key)} with method=oner (one image view "
+                 "and one caption per sample)", f"set ito.{key}=1 (ito=clip, as configs/method/oner.yaml does)")
+    _require(not fuses(cfg.ito), "ito.fusion", f"{cfg.ito.fusion!r} (weight {cfg.ito.fusion_weight}) with method=oner",
+             "set ito.fusion=none: OneR has no fusion module (its CIC/CMC losses run joint sequences through the "
+             "one tower)")
+    _require(cfg.loss.name == "clip", "loss.name", f"{cfg.loss.name!r} with method=oner (InfoNCE losses only)",
+             "set loss.name=clip")
+    weights = {key: getattr(m, f"oner_{key}_weight") for key in ("itc", "xmc", "cic", "cmc")}
+    for key, weight in weights.items():
+        _require(weight >= 0, f"method.oner_{key}_weight", f"{weight}", "use a weight >= 0 (0 skips that loss)")
+    _require(any(w > 0 for w in weights.values()), "method.oner_*_weight", "every OneR loss weight is 0",
+             "give at least one of oner_itc/xmc/cic/cmc_weight a positive weight")
+    _require(weights["xmc"] == 0 or cfg.train.batch_size >= 3, "train.batch_size",
+             f"{cfg.train.batch_size} with method.oner_xmc_weight > 0 (with 2 samples XMC's query of one sample "
+             "is the key of the other)", "use train.batch_size >= 3, or method.oner_xmc_weight=0")
 
 
 def _check_slip(cfg: RunConfig) -> None:

@@ -19,6 +19,9 @@ from ito_core.data.augment import MultiViewAugment
 from ito_core.losses import build_objective as build_ito_objective
 from ito_core.losses import init_logit_bias
 from ito_core.methods import slip
+from ito_core.methods.flair import build_flair_model, build_flair_objective
+from ito_core.methods.oner import build_oner_model
+from ito_core.methods.oner_loss import build_oner_objective
 from ito_core.models.ito import ItoModel
 
 
@@ -31,10 +34,12 @@ def _ito_objective(cfg: RunConfig, model: nn.Module, rank: int, world_size: int)
 
 
 MODEL_BUILDERS: dict[str, Callable[[RunConfig], nn.Module]] = {
-    "clip": _ito_model, "siglip": _ito_model, "ito": _ito_model, "slip": slip.build_model,
+    "clip": _ito_model, "siglip": _ito_model, "ito": _ito_model,
+    "flair": build_flair_model, "oner": build_oner_model, "slip": slip.build_model,
 }
 OBJECTIVE_BUILDERS: dict[str, Callable[[RunConfig, nn.Module, int, int], nn.Module]] = {
-    "clip": _ito_objective, "siglip": _ito_objective, "ito": _ito_objective, "slip": slip.build_objective,
+    "clip": _ito_objective, "siglip": _ito_objective, "ito": _ito_objective,
+    "flair": build_flair_objective, "oner": build_oner_objective, "slip": slip.build_objective,
 }
 # Methods whose views are not the loop's M identical-recipe views (MultiViewAugment).
 AUGMENT_BUILDERS: dict[str, Callable[[RunConfig], nn.Module]] = {"slip": slip.build_augment}

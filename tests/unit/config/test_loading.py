@@ -120,9 +120,9 @@ def test_ablation_grid_points_all_validate() -> None:
     from flows.grid import expand_grid
 
     points = expand_grid(["experiment=ito_ablation"])
-    assert len(points) == 8 * 3
     arms = {p[-1] for p in points}
-    assert len(arms) == 8
+    assert len(arms) == len(list((C.CONFIG_DIR / "ablation").glob("*.yaml"))) == 13
+    assert len(points) == 13 * 3
     configs = [C.load_config(p) for p in points if p[1] == "seed=0"]
     assert {(c.ito.images, c.ito.fusion_weight) for c in configs} >= {(1, 0.0), (2, 0.0), (2, 2.0), (4, 2.0)}
     assert {c.train.steps for c in configs} == {300, 600}

@@ -1,0 +1,141 @@
+"""FLAIR's text-conditioned eval path: every image pooled once per candidate text, scored against that text.
+
+A CLIP scores an (image, text) pair with one dot product of two global embeddings. FLAIR (arXiv 2412.03561)
+can also score it as ``cos(v_tc(i, t), t)``, where ``v_tc(i, t)`` is image i's patch tokens pooled by text
+t's global embedding (``ito_core.methods.flair.TextConditionedPool``, saved beside the stripped model as
+``flair_pool.safetensors``). This module runs zero-shot classification (query: the class embedding, the mean
+of its normalised prompt embeddings) and retrieval (query: each caption) that way, with the suite's metric
+definitions; records carry the task name suffixed ``_tc`` and metric names prefixed ``tc_`` so that the flat
+``<dataset>/<metric>`` summary keeps both paths. Cost: :func:`tc_scoring_flops` (docs/METHOD.md "FLAIR").
+
+Shape legend: N images, P patch tokens, E joint dim, Q queries (classes or captions), C classes, T captions,
+n / q chunks of images / queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ito_core.config import RunConfig
+from ito_core.data.augment import eval_transform
+from ito_core.data.loader import iter_eval_batches
+from ito_core.data.tokenizer import build_tokenizer, trim_padding
+from ito_core.eval.features import compute_features, model_device
+from ito_core.eval.ranking import classification_metrics, true_class_ranks
+from ito_core.eval.suite import encoding, eval_plan, set_classnames
+from ito_core.eval.templates import OPENAI_IMAGENET_TEMPLATES
+from ito_core.eval.zero_shot import build_zero_shot_classifier
+from ito_core.methods.flair import TextConditionedPool
+from ito_core.models.dual_encoder import DualEncoder
+
+TC_TASKS = ("zeroshot_classification", "zeroshot_retrieval")
+POOLED_FLOATS_PER_CHUNK = 2**24  # bounds the [n, q, E] pooled block (64 MiB in fp32)
+
+
+def tc_scores(pool: TextConditionedPool, patches_NPE: torch.Tensor, queries_QE: torch.Tensor, *,
+              image_chunk: int = 256) -> torch.Tensor:
+    """``[N, Q]`` cosine of each image pooled by each query with that query, in chunks of images and queries."""
+    E = patches_NPE.shape[-1]
+    query_chunk = max(1, POOLED_FLOATS_PER_CHUNK // (min(image_chunk, len(patches_NPE)) * E))
+    queries_unit_QE = F.normalize(queries_QE.float(), dim=-1)
+    rows = []
+    for start in range(0, len(patches_NPE), image_chunk):
+        patches_nPE = patches_NPE[start:start + image_chunk]
+        cols = []
+        for q0 in range(0, len(queries_QE), query_chunk):
+            pooled_nqE = F.normalize(pool(queries_QE[q0:q0 + query_chunk], patches_nPE).float(), dim=-1)
+            cols.append((pooled_nqE * queries_unit_QE[None, q0:q0 + query_chunk]).sum(-1))
+        rows.append(torch.cat(cols, dim=1))
+    return torch.cat(rows)
+
+
+def ranks_from_scores(scores_QC: torch.Tensor, match_QC: torch.Tensor) -> torch.Tensor:
+    """``ranking.best_match_ranks`` on a score matrix: per query row, how many non-matching candidates score at
+    least as high as its best matching one (ties count against it; NaN is the worst score)."""
+    scores_QC = scores_QC.masked_fill(scores_QC.isnan(), float("-inf"))
+    best_Q = scores_QC.masked_fill(~match_QC, float("-inf")).amax(dim=1)
+    return ((scores_QC >= best_Q[:, None]) & ~match_QC).sum(dim=1)
+
+
+def tc_retrieval_metrics(scores_NT: torch.Tensor, text_to_image_T: torch.Tensor,
+                         ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """``retrieval.retrieval_metrics``' recalls from an [images, captions] score matrix."""
+    match_NT = torch.arange(len(scores_NT))[:, None] == text_to_image_T[None, :]
+    text_query_ranks_T = ranks_from_scores(scores_NT.T, match_NT.T)
+    image_query_ranks_N = ranks_from_scores(scores_NT, match_NT)
+    metrics = {}
+    for k in ks:
+        metrics[f"image_retrieval_recall@{k}"] = (text_query_ranks_T < k).float().mean().item()
+        metrics[f"text_retrieval_recall@{k}"] = (image_query_ranks_N < k).float().mean().item()
+    return metrics
+
+
+def tc_scoring_flops(*, images: int, queries: int, patches: int, dim: int) -> dict[str, float]:
+    """Matmul FLOPs (2 per multiply-accumulate) of scoring every image against every query, both ways, given
+    the encoded features. CLIP: one E-dim dot product per pair. Text-conditioned: per query one Q projection,
+    per image K and V projections of its patches, per pair attention over P + 1 keys and the output projection.
+    """
+    clip = 2 * images * queries * dim
+    tc = (2 * queries * dim**2 + 2 * 2 * images * patches * dim**2
+          + images * queries * (2 * 2 * (patches + 1) * dim + 2 * dim**2 + 2 * dim))
+    return {"clip_flops": float(clip), "tc_flops": float(tc)}
+
+
+def _encode_set(model: DualEncoder, shards: list[str], cfg: RunConfig, *, with_texts: bool) -> dict[str, Any]:
+    """Patch tokens (joint space, CLS left out), labels and, ``with_texts``, the normalised caption embeddings."""
+    captions: list[list[str]] = []
+    labels: list[torch.Tensor] = []
+
+    def pixel_batches() -> Iterator[torch.Tensor]:
+        for batch in iter_eval_batches(shards, batch_size=cfg.eval.batch_size, limit=cfg.eval.max_samples):
+            captions.extend(batch.captions)
+            labels.append(batch.labels_B)
+            yield batch.images_BCHW
+
+    device, patches = model_device(model), []
+    with encoding(model, cfg.eval.precision):
+        for images_BCHW in pixel_batches():
+            _, tokens_BTE = model.visual(eval_transform(images_BCHW.to(device), cfg.model.image_size),
+                                         return_tokens=True)
+            patches.append(tokens_BTE[:, 1:].float())
+        out: dict[str, Any] = {"patches_NPE": torch.cat(patches), "labels_N": torch.cat(labels)}
+        if with_texts:
+            tokens = build_tokenizer(cfg.model.context_length)([t for caps in captions for t in caps])
+            out["texts_TE"] = compute_features(model.encode_text, map(trim_padding, tokens.split(cfg.eval.batch_size)),
+                                               device=device, desc="captions (tc)")
+            out["text_to_image_T"] = torch.tensor([i for i, caps in enumerate(captions) for _ in caps])
+    return out
+
+
+def evaluate_text_conditioned(model: DualEncoder, pool: TextConditionedPool, cfg: RunConfig,
+                              eval_shards: dict[str, list[str]], *, model_name: str, pretrained: str,
+                              manifests: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Zero-shot classification and retrieval records of the text-conditioned path, for the sets the suite ran
+    them on (``evaluate`` has checked the sets and tasks)."""
+    pool = pool.to(model_device(model)).eval()
+    records = []
+    for name, tasks in eval_plan(cfg.eval).items():
+        tasks = [t for t in tasks if t in TC_TASKS]
+        if not tasks:
+            continue
+        feats = _encode_set(model, eval_shards[name], cfg, with_texts="zeroshot_retrieval" in tasks)
+        for task in tasks:
+            with encoding(model, cfg.eval.precision):
+                if task == "zeroshot_classification":
+                    classnames = set_classnames(name, (manifests or {}).get(name, {}))
+                    classifier_EC = build_zero_shot_classifier(
+                        model, classnames, OPENAI_IMAGENET_TEMPLATES, build_tokenizer(cfg.model.context_length),
+                        batch_size=cfg.eval.batch_size)
+                    scores_NC = tc_scores(pool, feats["patches_NPE"], classifier_EC.T).cpu()
+                    metrics = classification_metrics(true_class_ranks(scores_NC, feats["labels_N"]),
+                                                      feats["labels_N"], len(classnames))
+                else:
+                    scores_NT = tc_scores(pool, feats["patches_NPE"], feats["texts_TE"]).cpu()
+                    metrics = tc_retrieval_metrics(scores_NT, feats["text_to_image_T"])
+            records.append({"dataset": name, "model": model_name, "pretrained": pretrained, "task": f"{task}_tc",
+                            "metrics": {f"tc_{k}": v for k, v in metrics.items()}})
+    return records

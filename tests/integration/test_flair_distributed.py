@@ -1,0 +1,86 @@
+"""FLAIR's losses on 2 gloo ranks == one process on the joined batch (pattern: test_losses_distributed.py).
+
+Every rank pools its local images by all gathered sub-captions; all-gather's backward sums each rank's
+contribution onto the owner of the texts and DeepSpeed averages parameter gradients over ranks, so:
+    mean_r loss_r == loss_global
+    cat_r(grad_r) / world_size == grad_global                      (image, patch and text inputs)
+    mean_r grad_r == grad_global                                    (pooler weights, logit scale and bias)
+"""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ito_core.methods.flair import FlairLoss, TextConditionedPool
+
+pytestmark = [pytest.mark.distributed, pytest.mark.integration]
+
+WORLD_SIZE, LOCAL_BATCH, NUM_TEXTS, PATCHES, DIM, HEADS = 2, 3, 2, 4, 8, 2
+PARTS = ("tcs_loss", "mps_loss")
+
+
+def global_inputs() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    batch = LOCAL_BATCH * WORLD_SIZE
+    return {"image_BE": torch.randn(batch, DIM, generator=gen),
+            "patches_BPE": torch.randn(batch, PATCHES, DIM, generator=gen),
+            "text_BNE": torch.randn(batch, NUM_TEXTS, DIM, generator=gen)}
+
+
+def build_pool() -> TextConditionedPool:
+    torch.manual_seed(1)  # the same weights on every rank, as after DeepSpeed's broadcast
+    return TextConditionedPool(DIM, HEADS)
+
+
+def run_case(part: str, inputs: dict[str, torch.Tensor], *, rank: int, world_size: int):
+    """Loss and gradients (inputs; pooler weights, logit scale, logit bias) of one loss part."""
+    pool = build_pool()
+    used = [v.clone().requires_grad_() for v in inputs.values()]
+    scale = torch.tensor(5.0, requires_grad=True)
+    bias = torch.tensor(-3.0, requires_grad=True)
+    loss = FlairLoss(pool, rank=rank, world_size=world_size)(*used, scale, bias)[part]
+    loss.backward()
+    def grads(tensors):  # L_mps reads neither the patches nor the pooler
+        return [torch.zeros_like(t) if t.grad is None else t.grad for t in tensors]
+
+    return loss.detach(), grads(used), [*grads(pool.parameters()), scale.grad, bias.grad]
+
+
+def worker(rank: int, port: int, out_dir: str) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+    try:
+        shard = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
+        shards = {k: v[shard] for k, v in global_inputs().items()}
+        results = {part: run_case(part, shards, rank=rank, world_size=WORLD_SIZE) for part in PARTS}
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.timeout(120)
+def test_flair_losses_on_two_gloo_ranks_match_one_process(tmp_path):
+    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
+    for part in PARTS:
+        ref_loss, ref_input_grads, ref_param_grads = run_case(part, global_inputs(), rank=0, world_size=1)
+        losses = torch.stack([per_rank[r][part][0] for r in range(WORLD_SIZE)])
+        torch.testing.assert_close(losses.mean(), ref_loss, msg=f"{part}: loss")
+        for i, ref_grad in enumerate(ref_input_grads):
+            grad = torch.cat([per_rank[r][part][1][i] for r in range(WORLD_SIZE)]) / WORLD_SIZE
+            torch.testing.assert_close(grad, ref_grad, msg=f"{part}: input grad {i}")
+        for i, ref_grad in enumerate(ref_param_grads):
+            grad = torch.stack([per_rank[r][part][2][i] for r in range(WORLD_SIZE)]).mean(0)
+            torch.testing.assert_close(grad, ref_grad, msg=f"{part}: parameter grad {i}")
+        assert any(g.abs().sum() > 0 for g in ref_param_grads[:-2]) == (part == "tcs_loss")
