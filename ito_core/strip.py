@@ -135,11 +135,12 @@ def model_card(cfg: RunConfig, manifest: dict[str, Any], records: list[dict[str,
 ITC, XMC, CIC and CMC losses; it has no training-only weights: {m["num_parameters"]:,} parameters."""
         open_clip_files = f"- No OpenCLIP export: {NO_OPEN_CLIP}."
     else:
-        title = f"ITO dual encoder `{cfg.model.name}`"
-        summary = f"""A CLIP dual encoder (ViT image tower, causal text transformer) trained with ITO: {views} x
-{captions} per sample, fusion `{cfg.ito.fusion}` (weight {cfg.ito.fusion_weight}), loss `{cfg.loss.name}`.
-Training-only weights (the fusion module) were dropped: the model has exactly a CLIP dual encoder's
-{m["num_parameters"]:,} parameters ({m["dropped_parameters"]:,} training-only parameters removed)."""
+        title = f"{cfg.method.name.upper()} dual encoder `{cfg.model.name}`"
+        summary = f"""A CLIP dual encoder (ViT image tower, causal text transformer) trained with
+`method={cfg.method.name}`: {views} x {captions} per sample, fusion `{cfg.ito.fusion}` (weight
+{cfg.ito.fusion_weight}), loss `{cfg.loss.name}`. Training-only weights (ITO's fusion module, SLIP's SSL head,
+FLAIR's pooling) were dropped: the model has exactly a CLIP dual encoder's {m["num_parameters"]:,} parameters
+({m["dropped_parameters"]:,} training-only parameters removed)."""
         open_clip_files = f"""- `{OPEN_CLIP_WEIGHTS}` + `{OPEN_CLIP_CONFIG}`: OpenCLIP layout,
   `open_clip.create_model_and_transforms("local-dir:<folder>")`."""
     return f"""# {title}

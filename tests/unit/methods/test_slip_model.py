@@ -8,7 +8,7 @@ from ito_core.data.augment import MultiViewAugment
 from ito_core.methods import build_augment, build_model, build_objective
 from ito_core.methods.slip import SlipHead, SlipModel, SlipObjective, SlipViews
 from ito_core.models.dual_encoder import DualEncoder
-from ito_core.strip import encoder_state
+from ito_core.strip import encoder_state, model_card
 
 TINY = ["model=tiny", "model.vision_layers=1", "model.text_layers=1", "method=slip", "method.slip_hidden=32",
         "method.slip_dim=16"]
@@ -91,3 +91,10 @@ def test_accumulation_warns_that_batch_norm_sees_micro_batches():
     assert not [w for w in config_warnings(load_config(TINY)) if "method=slip" in w]
     warnings = config_warnings(load_config([*TINY, "train.batch_size=16", "train.micro_batch_size=4"]))
     assert any("method=slip" in w and "train.micro_batch_size=0" in w for w in warnings)
+
+
+def test_model_card_names_the_method_and_the_dropped_head():
+    manifest = {"num_parameters": 1, "dropped_parameters": 2, "steps": 3, "final_loss": 4.0, "data_key": "d",
+                "data_manifest_sha256": "h", "source_checkpoint": "c"}
+    card = model_card(load_config(TINY), manifest)
+    assert card.startswith("# SLIP dual encoder") and "`method=slip`" in card and "SLIP's SSL head" in card
