@@ -55,11 +55,15 @@ class GlobalBatchNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x_BVC: Tensor) -> Tensor:
-        count = sum_over_ranks(x_BVC.new_tensor([float(x_BVC.shape[0])]))
-        mean_VC = sum_over_ranks(x_BVC.sum(0)) / count
-        centred_BVC = x_BVC - mean_VC
+        # Statistics in at least float32 (bf16 sums over a large batch would drift), as torch's BatchNorm does.
+        dtype = torch.promote_types(x_BVC.dtype, torch.float32)
+        x = x_BVC.to(dtype)
+        count = sum_over_ranks(x.new_tensor([float(x.shape[0])]))
+        mean_VC = sum_over_ranks(x.sum(0)) / count
+        centred_BVC = x - mean_VC
         var_VC = sum_over_ranks(centred_BVC.square().sum(0)) / count  # biased, as BatchNorm normalises
-        return centred_BVC * torch.rsqrt(var_VC + self.eps) * self.weight + self.bias
+        out = centred_BVC * torch.rsqrt(var_VC + self.eps) * self.weight.to(dtype) + self.bias.to(dtype)
+        return out.to(x_BVC.dtype)
 
 
 class SlipHead(nn.Sequential):

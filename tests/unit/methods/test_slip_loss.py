@@ -127,3 +127,12 @@ def test_head_is_slips_three_layer_mlp():
     assert kinds == ["Linear", "GlobalBatchNorm", "ReLU", "Linear", "GlobalBatchNorm", "ReLU", "Linear"]
     assert [(m.in_features, m.out_features) for m in head if isinstance(m, nn.Linear)] == [(12, 32), (32, 32), (32, 7)]
     assert head(torch.randn(4, 2, 12)).shape == (4, 2, 7)
+
+
+def test_global_batch_norm_keeps_float32_statistics_for_bf16():
+    x = 50 + torch.randn(512, 2, 8)  # a large mean: bf16 sums of 512 rows would lose the variance
+    bn = GlobalBatchNorm(8)
+    y = bn.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    ref = GlobalBatchNorm(8)(x.to(torch.bfloat16).float())
+    torch.testing.assert_close(y.float(), ref, rtol=0, atol=0.02)
