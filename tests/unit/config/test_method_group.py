@@ -31,7 +31,7 @@ def test_command_line_groups_and_ablation_arms_still_apply_on_top():
 
 
 def test_every_method_has_a_config_file_and_a_training_model():
-    assert set(MODEL_BUILDERS) == set(OBJECTIVE_BUILDERS) <= set(METHODS)
+    assert set(MODEL_BUILDERS) == set(OBJECTIVE_BUILDERS) == set(METHODS)
     for method in MODEL_BUILDERS:
         assert load_config([*BASE, f"method={method}"]).method.name == method
 
