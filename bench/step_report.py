@@ -20,16 +20,18 @@ VARIANTS = {
     "ITO M=4 fusion": ["ito=ito", "ito.images=4"],
     "ITO fusion pool4": ["ito=ito", "ito.fusion_image_tokens=pool4"],
     "ITO fusion cls": ["ito=ito", "ito.fusion_image_tokens=cls"],
-    "SigLIP": ["method=siglip"],
-    "SLIP": ["method=slip"],
-    "FLAIR": ["method=flair"],
-    "OneR": ["method=oner"],
+    # The methods as experiment=method_comparison trains them (its SLIP head is scaled to the model: see there).
+    "SigLIP": ["experiment=method_comparison", "method=siglip"],
+    "SLIP": ["experiment=method_comparison", "method=slip"],
+    "FLAIR": ["experiment=method_comparison", "method=flair"],
+    "OneR": ["experiment=method_comparison", "method=oner"],
+    "ITO": ["experiment=method_comparison", "method=ito"],
 }
 # --variants: the models timed together (the CLIP baseline first: every ratio is against it).
 VARIANT_SETS = {
     "ito": [BASELINE, "ITO M=2 fusion", "ITO M=2 no fusion", "ITO M=4 fusion"],
     "fusion": [BASELINE, "ITO M=2 no fusion", "ITO M=2 fusion", "ITO fusion pool4", "ITO fusion cls"],
-    "methods": [BASELINE, "SigLIP", "SLIP", "FLAIR", "OneR", "ITO M=2 fusion"],
+    "methods": [BASELINE, "SigLIP", "SLIP", "FLAIR", "OneR", "ITO"],
 }
 ANALYTIC_METHODS = ("clip", "siglip", "ito")  # the methods ito_core.flops counts; the others report counted FLOPs
 

@@ -22,6 +22,9 @@ from ito_core.storage.s3 import split_s3_url
 
 METHODS = ("clip", "siglip", "slip", "flair", "oner", "ito")
 FUSION_KINDS = ("none", "transformer")
+# What ito_core.flops leaves out of a method's training FLOPs (it counts the towers and ITO's fusion).
+FLOPS_UNCOUNTED = {"slip": "its SimCLR head", "flair": "its text-conditioned pooling of every image by every caption",
+                   "oner": "its joint image+text passes (CIC, CMC)"}
 FUSION_SCALES = ("live", "detached")
 FUSION_POSITIVES = ("view_mean", "supcon")
 FUSION_POOL = re.compile(r"^pool(\d+)$")
@@ -277,6 +280,10 @@ def config_warnings(cfg: RunConfig) -> list[str]:
         out.append("config method=slip with train.micro_batch_size accumulation: the SimCLR head's BatchNorm "
                    "statistics are those of each micro-batch across ranks, not of the whole batch; set "
                    "train.micro_batch_size=0 for SLIP's global-batch statistics")
+    if cfg.method.name in FLOPS_UNCOUNTED:
+        out.append(f"config method.name={cfg.method.name}: the FLOP count behind `ito-sweep plan`'s GPU-hours and "
+                   f"the logged MFU covers the towers only, not {FLOPS_UNCOUNTED[cfg.method.name]}; time a few steps "
+                   "(bench/train_step.py --variants methods) for its real cost")
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ito_core.config import load_config
+from ito_core.config import config_warnings, load_config
 from ito_core.config.validation import METHODS
 from ito_core.methods import MODEL_BUILDERS, OBJECTIVE_BUILDERS
 
@@ -39,3 +39,10 @@ def test_every_method_has_a_config_file_and_a_training_model():
 def test_an_unknown_method_names_the_choices():
     with pytest.raises(ValueError, match="method"):
         load_config([*BASE, "method=blip"])
+
+
+@pytest.mark.parametrize("method", ["slip", "flair", "oner"])
+def test_plan_and_mfu_say_what_the_flop_count_leaves_out(method):
+    warnings = config_warnings(load_config([*BASE, f"method={method}"]))
+    assert any(f"method.name={method}" in w and "covers the towers only" in w for w in warnings), warnings
+    assert not [w for w in config_warnings(load_config([*BASE, "method=ito"])) if "towers only" in w]
