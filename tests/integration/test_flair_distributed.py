@@ -7,13 +7,9 @@ contribution onto the owner of the texts and DeepSpeed averages parameter gradie
     mean_r grad_r == grad_global                                    (pooler weights, logit scale and bias)
 """
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from fixtures.gloo_ranks import run_on_gloo_ranks, shard_rows
 
 from ito_core.methods.flair import FlairLoss, TextConditionedPool
 
@@ -50,29 +46,14 @@ def run_case(part: str, inputs: dict[str, torch.Tensor], *, rank: int, world_siz
     return loss.detach(), grads(used), [*grads(pool.parameters()), scale.grad, bias.grad]
 
 
-def worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
-    try:
-        shard = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
-        shards = {k: v[shard] for k, v in global_inputs().items()}
-        results = {part: run_case(part, shards, rank=rank, world_size=WORLD_SIZE) for part in PARTS}
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def on_rank(rank: int, world_size: int):
+    shards = shard_rows(global_inputs(), rank, world_size)
+    return {part: run_case(part, shards, rank=rank, world_size=world_size) for part in PARTS}
 
 
 @pytest.mark.timeout(120)
-def test_flair_losses_on_two_gloo_ranks_match_one_process(tmp_path):
-    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
-    per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
+def test_flair_losses_on_two_gloo_ranks_match_one_process():
+    per_rank = run_on_gloo_ranks(on_rank, WORLD_SIZE)
     for part in PARTS:
         ref_loss, ref_input_grads, ref_param_grads = run_case(part, global_inputs(), rank=0, world_size=1)
         losses = torch.stack([per_rank[r][part][0] for r in range(WORLD_SIZE)])

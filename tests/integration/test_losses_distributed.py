@@ -8,14 +8,10 @@ DDP / DeepSpeed then average parameter gradients over ranks; so the check is:
     mean_r grad_r(logit_scale, logit_bias) == grad_global (shared parameters)
 """
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from fixtures.gloo_ranks import run_on_gloo_ranks, shard_rows
 
 from ito_core.losses import ClipLoss, FusionLoss, ItoObjective, MultiAlignLoss, SigLipLoss
 
@@ -69,29 +65,14 @@ def run_case(case: str, inputs: dict[str, torch.Tensor], *, rank: int, world_siz
     return loss.detach(), [t.grad for t in used], params
 
 
-def worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
-    try:
-        shard = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
-        shards = {k: v[shard] for k, v in global_inputs().items()}
-        results = {case: run_case(case, shards, rank=rank, world_size=WORLD_SIZE) for case in CASES}
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def on_rank(rank: int, world_size: int):
+    shards = shard_rows(global_inputs(), rank, world_size)
+    return {case: run_case(case, shards, rank=rank, world_size=world_size) for case in CASES}
 
 
 @pytest.mark.timeout(120)
-def test_two_rank_gloo_matches_single_process(tmp_path):
-    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
-    per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
+def test_two_rank_gloo_matches_single_process():
+    per_rank = run_on_gloo_ranks(on_rank, WORLD_SIZE)
     inputs = global_inputs()
     for case in CASES:
         ref_loss, ref_input_grads, ref_param_grads = run_case(case, inputs, rank=0, world_size=1)

@@ -7,14 +7,10 @@ gathered columns (XMC's partner i + 1 crosses the rank boundary for the last loc
     mean_r grad_r(logit_scale) == grad_global
 """
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from fixtures.gloo_ranks import run_on_gloo_ranks, shard_rows
 
 from ito_core.methods.oner_loss import LOSS_NAMES, OneRObjective
 
@@ -40,27 +36,13 @@ def run(features: dict[str, torch.Tensor], *, rank: int, world_size: int):
     return parts, {k: v.grad for k, v in leaves.items()}, scale.grad
 
 
-def worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
-    try:
-        shard = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
-        result = run({k: v[shard] for k, v in global_outputs().items()}, rank=rank, world_size=WORLD_SIZE)
-        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def on_rank(rank: int, world_size: int):
+    return run(shard_rows(global_outputs(), rank, world_size), rank=rank, world_size=world_size)
 
 
 @pytest.mark.timeout(120)
-def test_two_rank_gloo_matches_single_process(tmp_path):
-    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
-    per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
+def test_two_rank_gloo_matches_single_process():
+    per_rank = run_on_gloo_ranks(on_rank, WORLD_SIZE)
     ref_parts, ref_grads, ref_scale_grad = run(global_outputs(), rank=0, world_size=1)
     assert set(ref_parts) == {"loss", *(f"{n}_loss" for n in LOSS_NAMES)}
     for key, ref in ref_parts.items():

@@ -9,14 +9,10 @@ the owner of the rows, so:
     mean_r grad_r(head parameters, logit_scale) == grad_global
 """
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from fixtures.gloo_ranks import run_on_gloo_ranks, shard_rows
 
 from ito_core.methods.slip import SlipHead, SlipObjective
 
@@ -49,28 +45,13 @@ def run(inputs: dict[str, torch.Tensor], *, rank: int, world_size: int):
     return named, [t.grad for t in leaves.values()], [p.grad for p in head.parameters()] + [scale.grad]
 
 
-def worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
-    try:
-        shard = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
-        result = run({k: v[shard] for k, v in global_inputs().items()}, rank=rank, world_size=WORLD_SIZE)
-        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def on_rank(rank: int, world_size: int):
+    return run(shard_rows(global_inputs(), rank, world_size), rank=rank, world_size=world_size)
 
 
 @pytest.mark.timeout(120)
-def test_slip_two_gloo_ranks_match_one_process(tmp_path):
-    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
-    per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
+def test_slip_two_gloo_ranks_match_one_process():
+    per_rank = run_on_gloo_ranks(on_rank, WORLD_SIZE)
     ref_losses, ref_inputs, ref_params = run(global_inputs(), rank=0, world_size=1)
     for name, ref in ref_losses.items():
         torch.testing.assert_close(torch.stack([r[0][name] for r in per_rank]).mean(), ref, msg=name)
