@@ -54,6 +54,36 @@ class EvalFeatures:
     classnames: list[str] = field(default_factory=list)  # the set's class names in label order (zero-shot)
 
 
+@dataclass
+class EvalSetReader:
+    """One pass over an eval set, a batch at a time: yields each batch's pixels and keeps what the encoders
+    need afterwards (captions, labels), so memory holds one batch of pixels whatever the set's size."""
+
+    shards: list[str]
+    cfg: RunConfig
+    captions: list[list[str]] = field(default_factory=list)  # per image read so far
+    labels: list[torch.Tensor] = field(default_factory=list)  # per batch read so far
+
+    def pixel_batches(self) -> Iterator[torch.Tensor]:
+        eval_cfg = self.cfg.eval
+        for batch in iter_eval_batches(self.shards, batch_size=eval_cfg.batch_size, limit=eval_cfg.max_samples):
+            self.captions.extend(batch.captions)
+            self.labels.append(batch.labels_B)
+            yield batch.images_BCHW
+
+    def labels_N(self) -> torch.Tensor:
+        return torch.cat(self.labels)
+
+    def caption_token_batches(self) -> Iterator[torch.Tensor]:
+        """Every caption of the images read, tokenized, in batches of ``eval.batch_size`` with padding trimmed."""
+        tokens = build_tokenizer(self.cfg.model.context_length)([text for caps in self.captions for text in caps])
+        return map(trim_padding, tokens.split(self.cfg.eval.batch_size))
+
+    def text_to_image_T(self) -> torch.Tensor:
+        """Image index of each caption, in ``caption_token_batches`` order."""
+        return torch.tensor([i for i, caps in enumerate(self.captions) for _ in caps], dtype=torch.long)
+
+
 def eval_plan(eval_cfg: EvalConfig) -> dict[str, list[str]]:
     """Eval set name -> CLIP_benchmark task names run on it."""
     plan: dict[str, list[str]] = {}
@@ -102,25 +132,17 @@ def encode_eval_set(model: DualEncoder, shards: list[str], cfg: RunConfig, *, wi
                     name: str = "eval") -> EvalFeatures:
     """Read an eval set once, a batch at a time, and encode its images (and, ``with_texts``, all of its
     captions). Memory holds one batch of pixels plus the features, whatever the set's size."""
-    captions: list[list[str]] = []
-    labels: list[torch.Tensor] = []
-
-    def pixel_batches() -> Iterator[torch.Tensor]:
-        for batch in iter_eval_batches(shards, batch_size=cfg.eval.batch_size, limit=cfg.eval.max_samples):
-            captions.extend(batch.captions)
-            labels.append(batch.labels_B)
-            yield batch.images_BCHW
+    reader = EvalSetReader(shards, cfg)
 
     def encode_pixels(images_BCHW: torch.Tensor) -> torch.Tensor:
         return model.encode_image(eval_transform(images_BCHW, cfg.model.image_size))
 
-    images_ND = _encode(model, encode_pixels, pixel_batches(), cfg, desc=f"{name} images")
-    features = EvalFeatures(images_ND, torch.cat(labels))
+    images_ND = _encode(model, encode_pixels, reader.pixel_batches(), cfg, desc=f"{name} images")
+    features = EvalFeatures(images_ND, reader.labels_N())
     if with_texts:
-        tokens = build_tokenizer(cfg.model.context_length)([text for caps in captions for text in caps])
-        features.texts_TD = _encode(model, model.encode_text, map(trim_padding, tokens.split(cfg.eval.batch_size)), cfg,
+        features.texts_TD = _encode(model, model.encode_text, reader.caption_token_batches(), cfg,
                                     desc=f"{name} captions")
-        features.text_to_image_T = torch.tensor([i for i, caps in enumerate(captions) for _ in caps], dtype=torch.long)
+        features.text_to_image_T = reader.text_to_image_T()
     return features
 
 

@@ -14,7 +14,6 @@ n / q chunks of images / queries.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -22,11 +21,10 @@ import torch.nn.functional as F
 
 from ito_core.config import RunConfig
 from ito_core.data.augment import eval_transform
-from ito_core.data.loader import iter_eval_batches
-from ito_core.data.tokenizer import build_tokenizer, trim_padding
+from ito_core.data.tokenizer import build_tokenizer
 from ito_core.eval.features import compute_features, model_device
 from ito_core.eval.ranking import classification_metrics, true_class_ranks
-from ito_core.eval.suite import encoding, eval_plan, set_classnames
+from ito_core.eval.suite import EvalSetReader, encoding, eval_plan, set_classnames
 from ito_core.eval.templates import OPENAI_IMAGENET_TEMPLATES
 from ito_core.eval.zero_shot import build_zero_shot_classifier
 from ito_core.methods.flair import TextConditionedPool
@@ -87,27 +85,17 @@ def tc_scoring_flops(*, images: int, queries: int, patches: int, dim: int) -> di
 
 def _encode_set(model: DualEncoder, shards: list[str], cfg: RunConfig, *, with_texts: bool) -> dict[str, Any]:
     """Patch tokens (joint space, CLS left out), labels and, ``with_texts``, the normalised caption embeddings."""
-    captions: list[list[str]] = []
-    labels: list[torch.Tensor] = []
-
-    def pixel_batches() -> Iterator[torch.Tensor]:
-        for batch in iter_eval_batches(shards, batch_size=cfg.eval.batch_size, limit=cfg.eval.max_samples):
-            captions.extend(batch.captions)
-            labels.append(batch.labels_B)
-            yield batch.images_BCHW
-
-    device, patches = model_device(model), []
+    reader, device, patches = EvalSetReader(shards, cfg), model_device(model), []
     with encoding(model, cfg.eval.precision):
-        for images_BCHW in pixel_batches():
+        for images_BCHW in reader.pixel_batches():
             _, tokens_BTE = model.visual(eval_transform(images_BCHW.to(device), cfg.model.image_size),
                                          return_tokens=True)
             patches.append(tokens_BTE[:, 1:].float())
-        out: dict[str, Any] = {"patches_NPE": torch.cat(patches), "labels_N": torch.cat(labels)}
+        out: dict[str, Any] = {"patches_NPE": torch.cat(patches), "labels_N": reader.labels_N()}
         if with_texts:
-            tokens = build_tokenizer(cfg.model.context_length)([t for caps in captions for t in caps])
-            out["texts_TE"] = compute_features(model.encode_text, map(trim_padding, tokens.split(cfg.eval.batch_size)),
-                                               device=device, desc="captions (tc)")
-            out["text_to_image_T"] = torch.tensor([i for i, caps in enumerate(captions) for _ in caps])
+            out["texts_TE"] = compute_features(model.encode_text, reader.caption_token_batches(), device=device,
+                                               desc="captions (tc)")
+            out["text_to_image_T"] = reader.text_to_image_T()
     return out
 
 
