@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 import torch
+from fixtures.tiny_run import write_shapes_shards
 
 from ito_core.config import RunConfig, load_config
-from ito_core.data.embedded import shapes_samples
-from ito_core.data.shards import write_shards
 from ito_core.eval import suite
 from ito_core.eval.plots import plot_modality_umap
 from ito_core.models.dual_encoder import DualEncoder
@@ -24,10 +23,8 @@ ALL_ON_SHAPES = ["eval.zero_shot=shapes", "eval.retrieval=shapes", "eval.linear_
 
 @pytest.fixture(scope="module")
 def shapes_shards(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    out_dir = tmp_path_factory.mktemp("eval_shapes")
-    manifest = write_shards(shapes_samples("eval", num_samples=NUM_SAMPLES, image_size=32), out_dir, image_size=32,
-                            samples_per_shard=NUM_SAMPLES, jpeg_quality=90)
-    return [str(out_dir / shard["name"]) for shard in manifest["shards"]]
+    return write_shapes_shards(tmp_path_factory.mktemp("eval_shapes"), "eval", num_samples=NUM_SAMPLES,
+                               samples_per_shard=NUM_SAMPLES)
 
 
 def tiny_model(cfg: RunConfig) -> DualEncoder:

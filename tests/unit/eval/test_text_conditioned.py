@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures.tiny_run import write_shapes_shards
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ito_core.config import load_config
-from ito_core.data.embedded import shapes_samples
-from ito_core.data.shards import write_shards
 from ito_core.eval import text_conditioned as tc
 from ito_core.eval.retrieval import retrieval_metrics
 from ito_core.eval.stage import run_eval
@@ -64,10 +63,8 @@ def test_analytic_flops_equal_torch_flop_counter() -> None:
 
 @pytest.fixture(scope="module")
 def shapes_shards(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    out_dir = tmp_path_factory.mktemp("tc_shapes")
-    manifest = write_shards(shapes_samples("eval", num_samples=NUM_SAMPLES, image_size=32), out_dir, image_size=32,
-                            samples_per_shard=NUM_SAMPLES, jpeg_quality=90)
-    return [str(out_dir / shard["name"]) for shard in manifest["shards"]]
+    return write_shapes_shards(tmp_path_factory.mktemp("tc_shapes"), "eval", num_samples=NUM_SAMPLES,
+                               samples_per_shard=NUM_SAMPLES)
 
 
 def test_records_for_zero_shot_and_retrieval_only(shapes_shards: list[str]) -> None:
