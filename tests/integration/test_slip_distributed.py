@@ -12,7 +12,7 @@ the owner of the rows, so:
 import pytest
 import torch
 import torch.nn.functional as F
-from fixtures.gloo_ranks import run_on_gloo_ranks, shard_rows
+from fixtures.gloo_ranks import assert_matches_one_process, run_on_gloo_ranks, shard_rows
 
 from ito_core.methods.slip import SlipHead, SlipObjective
 
@@ -52,13 +52,5 @@ def on_rank(rank: int, world_size: int):
 @pytest.mark.timeout(120)
 def test_slip_two_gloo_ranks_match_one_process():
     per_rank = run_on_gloo_ranks(on_rank, WORLD_SIZE)
-    ref_losses, ref_inputs, ref_params = run(global_inputs(), rank=0, world_size=1)
-    for name, ref in ref_losses.items():
-        torch.testing.assert_close(torch.stack([r[0][name] for r in per_rank]).mean(), ref, msg=name)
-    for i, ref in enumerate(ref_inputs):
-        got = torch.cat([r[1][i] for r in per_rank]) / WORLD_SIZE
-        torch.testing.assert_close(got, ref, msg=f"input grad {i}")
-    for i, ref in enumerate(ref_params):
-        got = torch.stack([r[2][i] for r in per_rank]).mean(0)
-        torch.testing.assert_close(got, ref, msg=f"parameter grad {i}")
+    assert_matches_one_process(per_rank, run(global_inputs(), rank=0, world_size=1), "slip")
 
