@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ito_core.config import load_config
+from ito_core.artifacts import ITO_FAMILY
+from ito_core.config import as_dict, load_config
 from ito_core.eval.suite import summary_metrics
 from ito_core.storage import MANIFEST
 
@@ -33,26 +34,37 @@ TC_METRICS = {"fashion_mnist/tc_acc1": "ZS acc1 (tc)", "shapes/tc_image_retrieva
 ABLATION_ARMS = ("clip", "multi_align", "ito", "ito_m4", "ito_mean", "ito_lambda05", "ito_lambda4",
                  "clip_equal_compute", "ito_detached", "ito_n2", "ito_n2_supcon", "ito_fusion_cls", "ito_fusion_pool4")
 METHODS = ("clip", "siglip", "slip", "flair", "oner", "ito")
+STEPS = 300  # experiment=method_comparison's train.steps: a method run at other steps is its equal-compute arm
 ITO_KEYS = ("images", "texts", "fusion", "readout", "fusion_weight", "fusion_scale", "fusion_positives",
             "fusion_image_tokens")
 
 
-def ablation_signature(saved: dict[str, Any]) -> tuple:
-    return (*(saved["ito"][key] for key in ITO_KEYS), saved["train"]["steps"])
+def signature(saved: dict[str, Any]) -> tuple:
+    """What makes two runs the same arm, whatever their seed: the method, its loss and ITO settings, the steps. CLIP,
+    SigLIP and ITO are one model under other settings (one run key: ``artifacts.run_key``), told apart by those."""
+    method = saved["method"]["name"]
+    return ("ito" if method in ITO_FAMILY else method, saved["loss"]["name"], *(saved["ito"][key] for key in ITO_KEYS),
+            saved["train"]["steps"])
 
 
-def ablation_names() -> dict[tuple, str]:
-    """Each ablation arm's (ito settings, steps), to name a run from its saved config.json."""
+def arm_names(kind: str) -> dict[tuple, str]:
+    """Each arm's signature (an ablation arm, or a method at the experiment's steps), to name a run from its saved
+    config.json. A method's run at other steps is its equal-compute arm (``run_name``)."""
     names = {}
-    for arm in ABLATION_ARMS:
-        cfg = load_config(["experiment=ito_ablation", f"ablation={arm}"])
-        names[ablation_signature({"ito": vars(cfg.ito), "train": vars(cfg.train)})] = arm
+    for arm in ABLATION_ARMS if kind == "ablation" else METHODS:
+        override = f"ablation={arm}" if kind == "ablation" else f"method={arm}"
+        cfg = as_dict(load_config([f"experiment={'ito_ablation' if kind == 'ablation' else 'method_comparison'}",
+                                   override]))
+        names[signature(cfg)] = arm
     return names
 
 
-def method_name(saved: dict[str, Any], steps: int) -> str:
-    method = saved["method"]["name"]
-    return method if saved["train"]["steps"] == steps else f"{method} (equal compute)"
+def run_name(names: dict[tuple, str], saved: dict[str, Any], kind: str) -> str | None:
+    if kind == "ablation":
+        return names.get(signature(saved))
+    at_experiment_steps = {**saved, "train": {**saved["train"], "steps": STEPS}}
+    name = names.get(signature(at_experiment_steps))
+    return name if name is None or saved["train"]["steps"] == STEPS else f"{name} (equal compute)"
 
 
 def finished_runs(root: Path) -> list[tuple[dict[str, Any], dict[str, Any], Path]]:
@@ -83,11 +95,10 @@ def table(rows: dict[str, list[dict[str, float]]], order: list[str], metrics: di
 def main(kind: str, root: str, out: str) -> None:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = ablation_names() if kind == "ablation" else {}
-    steps = load_config(["experiment=method_comparison"]).train.steps
+    names = arm_names(kind)
     rows: dict[str, list[dict[str, float]]] = {}
     for saved, train, run_dir in finished_runs(Path(root)):
-        name = names.get(ablation_signature(saved)) if kind == "ablation" else method_name(saved, steps)
+        name = run_name(names, saved, kind)
         if name is None:
             continue
         records = json.loads((run_dir / "eval" / MANIFEST).read_text())["records"]
