@@ -206,26 +206,28 @@ def _has_results(job: submitit.Job) -> bool:
     return all(Path(job.task(i).paths.result_pickle).exists() for i in range(job.num_tasks))
 
 
-def _failed_task(job: submitit.Job) -> Exception | None:
+def _task_error(job: submitit.Job, index: int) -> str | None:
+    """Task ``index``'s error trace from its result file, or None. Reads the file: ``task.exception()`` would wait for
+    the whole job, and a local job's tasks only end together (a cancelled one may take long on a loaded machine)."""
+    path = Path(job.task(index).paths.result_pickle)
+    with contextlib.suppress(OSError, EOFError, pickle.UnpicklingError):
+        if path.exists() and (outcome := pickle_load(path))[0] == "error":
+            return f"Job (task={index}) failed during processing with trace:\n{outcome[1]}"
+    return None
+
+
+def _failed_task(job: submitit.Job) -> str | None:
     """The error of the rank that failed first (the root cause; the others fail because it went away)."""
     failed = []
     for index in range(job.num_tasks):
-        task = job.task(index)
-        path = Path(task.paths.result_pickle)
-        if path.exists() and (error := task.exception()) is not None:
-            failed.append((path.stat().st_mtime, index, error))
+        if (error := _task_error(job, index)) is not None:
+            failed.append((Path(job.task(index).paths.result_pickle).stat().st_mtime, index, error))
     return min(failed, key=lambda item: item[:2])[2] if failed else None
 
 
 def _a_rank_raised(job: submitit.Job) -> bool:
-    """Whether a task wrote an error result. Reads the result files: ``task.exception()`` would wait for the
-    whole job, and a local job's tasks only end together."""
-    for index in range(job.num_tasks):
-        path = Path(job.task(index).paths.result_pickle)
-        with contextlib.suppress(OSError, EOFError, pickle.UnpicklingError):
-            if path.exists() and pickle_load(path)[0] == "error":
-                return True
-    return False
+    """Whether a task wrote an error result."""
+    return any(_task_error(job, index) is not None for index in range(job.num_tasks))
 
 
 def _failure(job: submitit.Job, problem: str) -> JobFailedError:

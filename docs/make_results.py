@@ -107,7 +107,7 @@ def main(kind: str, root: str, out: str) -> None:
             "final_align_loss": last.get("align_loss", last["loss"]), "steps": saved["train"]["steps"]})
         plot = run_dir / "eval" / "umap-shapes.png"
         if saved["seed"] == 0 and plot.exists():
-            shutil.copy(plot, out_dir / f"umap-{kind}-{name.replace(' ', '_').strip('()')}.png")
+            shutil.copy(plot, out_dir / f"umap-{kind}-{name.replace(' (', '-').replace(' ', '_').rstrip(')')}.png")
     order = list(ABLATION_ARMS) if kind == "ablation" else [n for m in METHODS for n in (m, f"{m} (equal compute)")]
     lines = table(rows, order, METRICS, "arm" if kind == "ablation" else "method")
     if any(TC_METRICS.keys() & run.keys() for runs in rows.values() for run in runs):
