@@ -51,6 +51,32 @@ def export_distributed_env() -> None:
     submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
+# Thread pools that read their size from the environment when a DataLoader worker (or a library in it) starts one.
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def torch_threads(cluster: ClusterConfig, num_workers: int) -> int:
+    """``cluster.torch_threads``, or when 0 the job's CPUs less one per DataLoader worker (at least one).
+
+    torch otherwise starts one thread per core of the machine in every process: four local runs on 2 cores, or
+    jobs sharing a node without CPU binding, then fight over the cores (measured 5x slower, docs/BENCHMARKS.md)."""
+    return cluster.torch_threads or max(1, cluster.cpus_per_task - num_workers)
+
+
+def cap_threads(cluster: ClusterConfig, num_workers: int) -> None:
+    """Size this job process's torch threads and, for its DataLoader workers, one thread each. A ``debug`` job runs
+    in the caller's process, whose threads are not the job's to set."""
+    import torch
+
+    if cluster.kind == "debug":
+        return
+    threads = torch_threads(cluster, num_workers)
+    torch.set_num_threads(threads)
+    os.environ.update(dict.fromkeys(THREAD_ENV_VARS, "1"))
+    log.info("torch threads: %d (cluster.cpus_per_task=%d, %d DataLoader workers)", threads,
+             cluster.cpus_per_task, num_workers)
+
+
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         force=True)
@@ -64,6 +90,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         configure_logging()
         export_distributed_env()
         run_cfg = to_run_config(cfg)
+        cap_threads(run_cfg.cluster, run_cfg.data.num_workers)
         export_shard_endpoint(run_cfg.storage)
         node = f"node-{os.environ.get('SLURM_NODEID', '0')}"
         return train(run_cfg, shard_paths=shard_paths, shard_samples=shard_samples,
@@ -80,6 +107,7 @@ class EvalJob(submitit.helpers.Checkpointable):
 
         configure_logging()
         run_cfg = to_run_config(cfg)
+        cap_threads(run_cfg.cluster, num_workers=0)
         return run_eval(run_cfg, store=build_store(run_cfg.storage), run_key=run_key, data_keys=data_keys,
                         staging=Path(staging))
 

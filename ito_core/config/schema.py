@@ -137,6 +137,9 @@ class ClusterConfig:
     tasks_per_node: int = 1  # training processes per node (one per GPU on a GPU cluster)
     gpus_per_node: int = 0
     cpus_per_task: int = 1
+    # torch's intra-op threads in each job process; 0 = cpus_per_task less one per DataLoader worker (at least 1),
+    # so jobs sharing a machine do not oversubscribe it
+    torch_threads: int = 0
     mem_gb: int = 0  # 0 = scheduler default
     timeout_min: int = 60
     partition: str = ""

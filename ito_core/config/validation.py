@@ -232,7 +232,8 @@ def validate_cluster(cfg: ClusterConfig) -> None:
     """The ``cluster.*`` values on their own (``cluster/executors.py`` checks them again for a derived config)."""
     _choice(cfg.kind, "cluster.kind", CLUSTER_KINDS)
     for key, low in (("nodes", 1), ("tasks_per_node", 1), ("gpus_per_node", 0), ("cpus_per_task", 1),
-                     ("mem_gb", 0), ("timeout_min", 1), ("max_requeues", 0), ("prep_tasks", 1)):
+                     ("mem_gb", 0), ("timeout_min", 1), ("max_requeues", 0), ("prep_tasks", 1),
+                     ("torch_threads", 0)):
         value = getattr(cfg, key)
         _require(isinstance(value, int) and value >= low, f"cluster.{key}", f"{value!r}", f"use an integer >= {low}")
     if cfg.kind != "slurm":

@@ -1,13 +1,15 @@
-"""Job plumbing that needs no scheduler: the eval job's share of the training cluster settings."""
+"""Job plumbing that needs no scheduler: the eval job's share of the training cluster settings, the thread cap."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from cluster.executors import slurm_parameters
-from cluster.jobs import eval_cluster
+from cluster.jobs import THREAD_ENV_VARS, cap_threads, eval_cluster, torch_threads
 from ito_core.config import ClusterConfig, validate_cluster
 
 
@@ -21,3 +23,29 @@ def test_eval_job_is_one_task_with_at_most_one_gpu(gpus: int, eval_gpus: int, tm
     assert (params["nodes"], params["ntasks_per_node"], params.get("gpus_per_node", 0)) == (1, 1, eval_gpus)
     assert (params["partition"], params["account"], params["time"]) == ("gpu", "proj", 240)
     assert train.nodes == 4  # the training settings are left alone
+
+
+@pytest.mark.parametrize(("cpus", "workers", "override", "threads"),
+                         [(1, 1, 0, 1), (8, 2, 0, 6), (4, 0, 0, 4), (2, 4, 0, 1), (8, 2, 3, 3)])
+def test_torch_threads_come_from_the_job_cpus_less_the_loader_workers(cpus: int, workers: int, override: int,
+                                                                     threads: int) -> None:
+    assert torch_threads(ClusterConfig(cpus_per_task=cpus, torch_threads=override), workers) == threads
+
+
+def test_cap_threads_sets_torch_and_the_workers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = torch.get_num_threads()
+    for name in THREAD_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    try:
+        cap_threads(ClusterConfig(kind="local", cpus_per_task=3), num_workers=1)
+        assert torch.get_num_threads() == 2
+        assert all(os.environ[name] == "1" for name in THREAD_ENV_VARS)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_debug_job_leaves_the_callers_threads_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    cap_threads(ClusterConfig(kind="debug", cpus_per_task=1, torch_threads=1), num_workers=0)
+    assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
