@@ -15,6 +15,7 @@ import re
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
+from flows.replicates import resolve_baseline
 from ito_core.config import RunConfig, config_hash, hydra_sweeper_params, load_config, load_grid, override_key
 
 
@@ -74,11 +75,16 @@ def expand_grid(overrides: list[str], *, config_name: str = "config") -> list[li
             for values in itertools.product(*(merged[k] for k in keys))]
 
 
-def grid_axes(points: list[list[str]]) -> list[str]:
-    """The override keys that vary across points (the report's columns)."""
+def axis_values(points: list[list[str]]) -> dict[str, list[str]]:
+    """The override keys that vary across points (the report's columns) -> their values in grid order."""
     values = [dict(override.partition("=")[::2] for override in point) for point in points]  # last one wins
     keys = dict.fromkeys(key for point in values for key in point)
-    return [key for key in keys if len({point.get(key) for point in values}) > 1]
+    seen = {key: list(dict.fromkeys(point.get(key) for point in values)) for key in keys}
+    return {key: [v for v in seen[key] if v is not None] for key in keys if len(seen[key]) > 1}
+
+
+def grid_axes(points: list[list[str]]) -> list[str]:
+    return list(axis_values(points))
 
 
 def validated_grid(overrides: list[str], *, config_name: str, sweep_name: str = "", max_concurrent_train: int = 1
@@ -91,7 +97,9 @@ def validated_grid(overrides: list[str], *, config_name: str, sweep_name: str = 
         raise ValueError(f"sweep_name={sweep_name!r}: use letters, digits, '.', '_' and '-' (no '/' or '..'), "
                          "starting with a letter or digit")
     points = expand_grid(overrides, config_name=config_name)
-    return points, load_grid(points, config_name=config_name)
+    configs = load_grid(points, config_name=config_name)
+    resolve_baseline(configs[0].report.baseline, axis_values(points), configs[0].report.replicate_axis)
+    return points, configs
 
 
 def sweep_name_of(points: list[list[str]], sweep_name: str = "") -> str:

@@ -14,8 +14,9 @@ import csv
 import fnmatch
 import io
 import re
-import statistics
 from typing import Any
+
+from flows.replicates import CONFIDENCE, POWER, arm_label, compare_arms, group_arms
 
 TABLE_METRICS = 6  # metric columns per markdown table
 # The last logged training losses: the total (align + lambda x fusion) and the alignment part alone, the one that
@@ -111,29 +112,23 @@ def failures_section(results: list[dict[str, Any]], axes: list[str], resume: str
     return "\n".join(parts)
 
 
-def seed_summary(rows: list[dict[str, Any]], axes: list[str]) -> list[dict[str, Any]]:
-    """Mean ± sample std over seeds of every ok row's metrics and losses, one row per setting of the other axes."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        if row["status"] == "ok":
-            groups.setdefault(tuple(row[a] for a in axes if a != "seed"), []).append(row)
-    summary = []
-    for key, members in groups.items():
-        out: dict[str, Any] = dict(zip([a for a in axes if a != "seed"], key, strict=True))
-        out["seeds"] = len(members)
-        for metric in [c for c in _columns(members) if c not in (*axes, "run", "status")]:
-            values = [float(m[metric]) for m in members if m.get(metric, "") != ""]
-            if values:
-                mean = statistics.fmean(values)
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                out[metric] = f"{mean:.4f} ± {spread:.4f}"
-        summary.append(out)
-    return summary
+def in_distribution_sets(results: list[dict[str, Any]]) -> set[str]:
+    """Eval sets whose images or class names the training data holds (the points' ``in_distribution``)."""
+    return {name for result in results for name in result.get("in_distribution", [])}
 
 
-def metric_tables(rows: list[dict[str, Any]], keys: list[str], names: list[str]) -> str:
+def set_heading(eval_set: str, in_distribution: set[str]) -> str:
+    if eval_set in in_distribution:
+        return f"{eval_set} (in-distribution: the training data holds this set's images or class names)"
+    return eval_set or "other"
+
+
+def metric_tables(rows: list[dict[str, Any]], keys: list[str], names: list[str],
+                  in_distribution: set[str] = frozenset(), cell: Any = None) -> str:
     """One markdown table per eval set (``<set>/<metric>``, set in the heading, metric in the column), at most
-    ``TABLE_METRICS`` metrics wide, each keyed by ``keys`` (the axes)."""
+    ``TABLE_METRICS`` metrics wide, each keyed by ``keys`` (the axes); ``cell(row, metric)`` formats a value
+    (default: the row's value)."""
+    cell = cell or (lambda row, name: row.get(name, ""))
     by_set: dict[str, list[str]] = {}
     for name in names:
         by_set.setdefault(name.split("/", 1)[0] if "/" in name else "", []).append(name)
@@ -141,26 +136,120 @@ def metric_tables(rows: list[dict[str, Any]], keys: list[str], names: list[str])
     for eval_set, members in by_set.items():
         for start in range(0, len(members), TABLE_METRICS):
             chunk = members[start:start + TABLE_METRICS]
-            table = [{**{k: row.get(k, "") for k in keys}, **{n.split("/", 1)[-1]: row.get(n, "") for n in chunk}}
+            table = [{**{k: row.get(k, "") for k in keys}, **{n.split("/", 1)[-1]: cell(row, n) for n in chunk}}
                      for row in rows]
-            parts.append(f"### {eval_set or 'other'}\n\n{to_markdown(table)}")
+            parts.append(f"### {set_heading(eval_set, in_distribution)}\n\n{to_markdown(table)}")
     return "\n".join(parts)
 
 
+def sweep_statistics(rows: list[dict[str, Any]], axes: list[str], names: list[str], *, replicate_axis: str,
+                     baseline: dict[str, str]) -> dict[str, Any]:
+    """The arms' summaries and their paired comparisons with the baseline, one flat record per (arm, metric): what
+    ``arms.csv``, ``comparisons.csv``, ``results.json`` and the markdown show."""
+    arms = group_arms(rows, axes, replicate_axis, names)
+    summaries = [{**arm["arm"], "metric": metric, "n": s.n, "mean": s.mean, "std": _blank(s.std),
+                  "ci_low": _blank(s.interval and s.interval[0]), "ci_high": _blank(s.interval and s.interval[1])}
+                 for arm in arms for metric, s in arm["summary"].items()]
+    comparisons = [{**entry["arm"], "baseline": arm_label(entry["baseline"]), "metric": metric, "n": c.n,
+                    "difference": c.difference, "ci_low": _blank(c.half_width and c.difference - c.half_width),
+                    "ci_high": _blank(c.half_width and c.difference + c.half_width), "p_value": _blank(c.p_value),
+                    "verdict": c.verdict, "detectable": _blank(c.detectable)}
+                   for entry in compare_arms(arms, baseline) for metric, c in entry["metrics"].items()]
+    return {"replicate_axis": replicate_axis, "confidence": CONFIDENCE, "power": POWER, "baseline": baseline,
+            "arm_axes": [a for a in axes if a != replicate_axis], "arms": summaries, "comparisons": comparisons}
+
+
+def _blank(value: float | None) -> float | str:
+    """None (no interval at n < 2) as an empty CSV cell."""
+    return "" if value is None else value
+
+
+def _pivot(records: list[dict[str, Any]], keys: list[str], count: str) -> list[dict[str, Any]]:
+    """Flat (arm, metric) records -> one row per arm: its ``keys``, ``count`` (the largest n) and metric -> record."""
+    rows: dict[tuple[str, ...], dict[str, Any]] = {}
+    for record in records:
+        row = rows.setdefault(tuple(record[k] for k in keys), {**{k: record[k] for k in keys}, count: 0})
+        row[record["metric"]], row[count] = record, max(row[count], record["n"])
+    return list(rows.values())
+
+
+def _mean_cell(row: dict[str, Any], name: str) -> str:
+    record = row.get(name)
+    if not record:
+        return ""
+    if record["ci_low"] == "":
+        return f"{record['mean']:.4f} (n=1)"
+    return f"{record['mean']:.4f} ± {record['mean'] - record['ci_low']:.4f} (sd {record['std']:.4f})"
+
+
+def _difference_cell(row: dict[str, Any], name: str) -> str:
+    record = row.get(name)
+    if not record:
+        return ""
+    if record["ci_low"] == "":
+        return f"{record['difference']:+.4f} {record['verdict']}"
+    return f"{record['difference']:+.4f} ± {record['difference'] - record['ci_low']:.4f} {record['verdict']}"
+
+
+def detectable_table(comparisons: list[dict[str, Any]], names: list[str]) -> str:
+    """Per metric: the pairs and the smallest difference the comparisons can detect (range over the arms)."""
+    rows = []
+    for name in names:
+        sizes = [c["detectable"] for c in comparisons if c["metric"] == name and c["detectable"] != ""]
+        if sizes:
+            pairs = sorted({c["n"] for c in comparisons if c["metric"] == name})
+            spread = f"{min(sizes):.4f}" if len(sizes) == 1 else f"{min(sizes):.4f} – {max(sizes):.4f}"
+            rows.append({"metric": name, "pairs": "/".join(map(str, pairs)), "detectable difference": spread})
+    return to_markdown(rows) if rows else ""
+
+
+def statistics_section(stats: dict[str, Any], names: list[str], in_distribution: set[str]) -> str:
+    """The arms (mean ± interval) and their comparisons with the baseline, as markdown."""
+    keys, replicate, level = stats["arm_axes"], stats["replicate_axis"], f"{stats['confidence']:.0%}"
+    arms = metric_tables(_pivot(stats["arms"], keys, "n"), [*keys, "n"], names, in_distribution, _mean_cell)
+    text = (f"## Arms: mean ± {level} interval over `{replicate}`\n\nAn arm is the points that differ only in "
+            f"`{replicate}`. Cell: mean ± half width of the {level} t interval (sd: sample std); n: points with "
+            f"results.\n\n{arms}")
+    comparisons = stats["comparisons"]
+    if not comparisons:
+        return text + "\nNo arm has a baseline arm to compare with (`report.baseline`).\n\n"
+    base = arm_label(stats["baseline"])
+    table = metric_tables(_pivot(comparisons, keys, "pairs"), [*keys, "pairs"], names, in_distribution,
+                          _difference_cell)
+    text += (f"\n## Against the baseline `{base}`\n\nEach arm minus its baseline arm (the same settings but `{base}`), "
+             f"paired by `{replicate}`. Cell: mean difference ± half width of its {level} t interval, then the "
+             f"verdict: above or below when the interval excludes 0, else within noise. {len(comparisons)} "
+             f"comparisons, not corrected for their number: about {1 - stats['confidence']:.2f} x "
+             f"{len(comparisons)} = {(1 - stats['confidence']) * len(comparisons):.1f} of them read above or "
+             f"below by chance alone.\n\n{table}")
+    detectable = detectable_table(comparisons, names)
+    if detectable:
+        text += (f"\nThe smallest true difference these pairs detect with {stats['power']:.0%} power (paired t-test, "
+                 f"two-sided {1 - stats['confidence']:.0%}; range over the arms). A difference within noise may be "
+                 f"this large:\n\n{detectable}")
+    return text + "\n"
+
+
 def render_report(results: list[dict[str, Any]], axes: list[str], *, sweep: str, where: str, plots: list[str],
-                  resume: str, metrics: list[str] = ()) -> str:
-    """The whole report.md: the points (status, losses), then the metrics of each eval set (means ± std over
-    seeds when ``seed`` is an axis), the plot files, the failed points."""
+                  resume: str, metrics: list[str] = (), replicate_axis: str = "seed",
+                  baseline: dict[str, str] | None = None) -> str:
+    """The whole report.md: with a replicate axis, the arms (mean ± interval) and their comparison with the baseline
+    (``statistics_section``); then the points (status, losses), the metrics of each point, the plot files, the
+    failed points."""
     ok = sum(r["status"] == "ok" for r in results)
     rows, keys, names = report_rows(results, axes, metrics), row_axes(results, axes), metric_names(results, metrics)
     head = f"# Sweep {sweep}\n\n{ok}/{len(results)} grid points ok; files in `{where}`.\n\n"
+    marks = in_distribution_sets(results)
+    if replicate_axis in axes:
+        stats = sweep_statistics(rows, axes, names, replicate_axis=replicate_axis, baseline=baseline or {})
+        head += statistics_section(stats, names, marks)
+    elif axes:
+        head += (f"No replicate axis: `report.replicate_axis={replicate_axis}` is not an axis of this grid, so each "
+                 "point is one run (n=1) and no difference below can be told from noise. Add e.g. "
+                 f"`{replicate_axis}=0,1,2,3,4` to the grid for intervals and comparisons.\n\n")
     points = to_markdown([{k: row[k] for k in (*keys, "run", "status", *LOSS_COLUMNS)} for row in rows])
-    if "seed" in axes:
-        others = [a for a in keys if a != "seed"]
-        body = (f"## Grid points\n\n{points}\n## Metrics, mean ± std over seeds\n\n"
-                + metric_tables(seed_summary(rows, axes), [*others, "seeds"], names))
-    else:
-        body = f"## Grid points\n\n{points}" + (f"\n## Metrics\n\n{metric_tables(rows, keys, names)}" if names else "")
+    body = f"## Grid points\n\n{points}" + (
+        f"\n## Metrics per grid point\n\n{metric_tables(rows, keys, names, marks)}" if names else "")
     plot_list = "".join(f"- `{name}`\n" for name in plots)
     body += f"\nPlots of the metrics against each axis:\n\n{plot_list}" if plots else ""
     failures = failures_section(results, axes, resume)

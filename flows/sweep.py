@@ -24,10 +24,11 @@ from prefect.futures import PrefectFuture, wait
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.grid import grid_axes, sweep_name_of, validated_grid, with_presets
+from flows.grid import axis_values, sweep_name_of, validated_grid, with_presets
 from flows.plan import plan_markdown
 from flows.plots import plot_metrics
-from flows.report import point_label, render_report, report_rows, to_csv
+from flows.replicates import resolve_baseline
+from flows.report import metric_names, point_label, render_report, report_rows, sweep_statistics, to_csv
 from flows.stages import eval_task, prep_task, stage_logger, strip_task, train_task
 from ito_core.artifacts import RUNS, RunLayout, data_id, run_key, sweep_key
 from ito_core.config import RunConfig
@@ -99,16 +100,27 @@ def resume_hint(store_url: str) -> str:
 
 
 @task(name="report", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def report_task(results: list[dict[str, Any]], axes: list[str], cfg: RunConfig, sweep: str) -> str:
-    """report.md, report.csv, results.json and plot-<axis>.png under ``sweeps/<sweep>/`` + a Prefect artifact."""
-    store, folder = build_store(cfg.storage), sweep_key(sweep)
+def report_task(results: list[dict[str, Any]], axes: dict[str, list[str]], cfg: RunConfig, sweep: str) -> str:
+    """report.md, report.csv (a row per point), arms.csv and comparisons.csv (the replicate statistics),
+    results.json (all of it) and plot-<axis>.png under ``sweeps/<sweep>/`` + a Prefect artifact. ``axes``: each
+    grid axis -> its values."""
+    store, folder, report = build_store(cfg.storage), sweep_key(sweep), cfg.report
+    baseline = resolve_baseline(report.baseline, axes, report.replicate_axis)
+    rows = report_rows(results, list(axes), report.metrics)
+    stats = sweep_statistics(rows, list(axes), metric_names(results, report.metrics),
+                             replicate_axis=report.replicate_axis, baseline=baseline)
     with tempfile.TemporaryDirectory() as tmp:
-        plots = plot_metrics(report_rows(results, axes), axes, Path(tmp), cfg.report.plot_metrics)
+        plots = plot_metrics(report_rows(results, list(axes)), list(axes), Path(tmp), report.plot_metrics,
+                             replicate_axis=report.replicate_axis)
         store.upload_dir(Path(tmp), folder)
-    markdown = render_report(results, axes, sweep=sweep, where=store.url(folder), plots=plots,
-                             resume=resume_hint(store.url("")), metrics=cfg.report.metrics)
-    store.write_json(f"{folder}/results.json", results)
-    store.write_text(f"{folder}/report.csv", to_csv(report_rows(results, axes, cfg.report.metrics)))
+    markdown = render_report(results, list(axes), sweep=sweep, where=store.url(folder), plots=plots,
+                             resume=resume_hint(store.url("")), metrics=report.metrics,
+                             replicate_axis=report.replicate_axis, baseline=baseline)
+    store.write_json(f"{folder}/results.json", {"points": results, "statistics": stats})
+    store.write_text(f"{folder}/report.csv", to_csv(rows))
+    if report.replicate_axis in axes:
+        store.write_text(f"{folder}/arms.csv", to_csv(stats["arms"]))
+        store.write_text(f"{folder}/comparisons.csv", to_csv(stats["comparisons"]))
     store.write_text(f"{folder}/report.md", markdown)
     create_markdown_artifact(markdown=markdown, key=artifact_key(sweep),
                              description=f"ito-sweep report ({len(results)} grid points)")
@@ -154,11 +166,11 @@ def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", s
         return plan_artifact(points, configs, keys, sweep)
     for cfg in configs:
         cfg.wandb.group = cfg.wandb.group or sweep  # one W&B group per sweep
-    axes = grid_axes(points)
+    axes = axis_values(points)
     logger.info("sweep %s: %d grid points, at most %d training at once", sweep, len(points), max_concurrent_train)
     preps = submit_preps(configs, data_ids)
     with ThreadPoolTaskRunner(max_workers=max_concurrent_train) as trainers:
-        stages = [submit_point(cfg, key, preps[data], trainers, label=point_label(point, axes) if axes else "")
+        stages = [submit_point(cfg, key, preps[data], trainers, label=point_label(point, list(axes)) if axes else "")
                   for cfg, key, data, point in zip(configs, keys, data_ids, points, strict=True)]
         wait([future for point in stages for future in point.values()])
     results = [point_result(*args) for args in zip(keys, points, stages, strict=True)]

@@ -201,6 +201,12 @@ class ReportConfig:
     metrics: list[str] = field(default_factory=list)
     # The report columns plotted against each grid axis, same patterns (losses too: final_align_loss).
     plot_metrics: list[str] = field(default_factory=lambda: list(PLOT_METRICS))
+    # The grid axis whose points are replicates of one arm: the report gives each arm's mean and interval over it
+    # and compares arms paired by it. No such axis: one row per point (n=1) and a line saying so.
+    replicate_axis: str = "seed"
+    # The arm every other arm is compared with, as "axis=value" pairs ("method=clip"); each arm is compared with
+    # the arm that differs from it only in these axes. Empty: the first value of the first non-replicate axis.
+    baseline: str = ""
 
 
 @dataclass

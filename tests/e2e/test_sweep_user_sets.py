@@ -36,6 +36,6 @@ def test_a_sweep_on_a_user_set_reports_its_metrics(prefect_home: Path) -> None: 
     assert not any(c.startswith(("fashion_mnist/", "shapes/")) for c in rows[0])
     assert "### colours\n\n| ito.images | acc1 |" in markdown and (report / "report.md").read_text() == markdown
     assert (report / "plot-ito.images.png").read_bytes().startswith(b"\x89PNG")
-    results = json.loads((report / "results.json").read_text())
+    results = json.loads((report / "results.json").read_text())["points"]
     assert set(plotted(report_rows(results, ["ito.images"]), list(PLOT_METRICS))) >= {
         "colours/acc1", "colours/image_retrieval_recall@1", "colours/centroid_distance", "final_align_loss"}
