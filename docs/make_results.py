@@ -1,120 +1,186 @@
-"""Rebuild docs/RESULTS.md's tables from finished sweeps: mean ± std over seeds of the committed eval records.
+"""Rebuild docs/RESULTS.md's tables and plots from the sweep records committed under docs/results/.
 
-    python docs/make_results.py ablation <storage root> docs/results   # experiment=ito_ablation's arms
-    python docs/make_results.py methods <storage root> docs/results    # experiment=method_comparison
+    python docs/make_results.py            # rewrite RESULTS.md's generated tables and docs/results/<study>/*.png
+    python docs/make_results.py --check    # exit 1 when RESULTS.md's tables differ from what the records give
+    python docs/make_results.py collect <storage root> <sweep name> <study>
+                                           # a finished sweep's results.json -> docs/results/<study>/<sweep>.json
 
-A run is named from its saved ``config.json``: its ablation arm (the ``ito`` settings and steps of one of
-``configs/ablation/``), or its method, with "equal compute" when it trained for other steps than the experiment's.
-Eval records are the ones the sweep's eval stage committed (same eval sets for every run of a sweep); a UMAP plot per
-arm (seed 0) is copied beside the table when the eval stage drew one.
+A study is the ``results.json`` of one or more finished sweeps (``ito-sweep run ... --sweep-name <sweep>``): every
+grid point with its overrides, per-seed eval metrics and final losses. Tables are the sweep report's statistics
+(``flows.report.sweep_statistics``: per arm mean ± 95 % t interval over seeds; each arm against CLIP paired by
+seed, with a verdict), so RESULTS.md says what the report says. Each generated table sits between
+``<!-- generated: <block> -->`` and ``<!-- end generated -->`` in RESULTS.md; the text around it is written by hand.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import statistics
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ito_core.artifacts import ITO_FAMILY
-from ito_core.config import as_dict, load_config
-from ito_core.eval.suite import summary_metrics
-from ito_core.storage import MANIFEST
+from flows.grid import axis_values
+from flows.plots import plot_metrics
+from flows.report import report_rows, sweep_statistics, to_markdown
 
-METRICS = {"final_align_loss": "final align loss", "fashion_mnist/acc1": "ZS acc1",
-           "fashion_mnist/lp_acc1": "LP acc1", "shapes/image_retrieval_recall@1": "T→I R@1",
-           "shapes/text_retrieval_recall@1": "I→T R@1", "shapes/image_retrieval_recall@5": "T→I R@5",
-           "shapes/centroid_distance": "gap (centroid dist)", "shapes/matched_pair_cosine": "matched cos",
-           "shapes/random_pair_cosine": "random cos"}
-# FLAIR's own eval path (text-conditioned pooling), beside its CLIP-style scores.
-TC_METRICS = {"fashion_mnist/tc_acc1": "ZS acc1 (tc)", "shapes/tc_image_retrieval_recall@1": "T→I R@1 (tc)",
-              "shapes/tc_text_retrieval_recall@1": "I→T R@1 (tc)"}
-ABLATION_ARMS = ("clip", "multi_align", "ito", "ito_m4", "ito_mean", "ito_lambda05", "ito_lambda4",
-                 "clip_equal_compute", "ito_detached", "ito_n2", "ito_n2_supcon", "ito_fusion_cls", "ito_fusion_pool4")
-METHODS = ("clip", "siglip", "slip", "flair", "oner", "ito")
-STEPS = 300  # experiment=method_comparison's train.steps: a method run at other steps is its equal-compute arm
-ITO_KEYS = ("images", "texts", "fusion", "readout", "fusion_weight", "fusion_scale", "fusion_positives",
-            "fusion_image_tokens")
+DOCS = Path(__file__).resolve().parent
+RECORDS = DOCS / "results"
+RESULTS_MD = DOCS / "RESULTS.md"
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
-
-def signature(saved: dict[str, Any]) -> tuple:
-    """What makes two runs the same arm, whatever their seed: the method, its loss and ITO settings, the steps. CLIP,
-    SigLIP and ITO are one model under other settings (one run key: ``artifacts.run_key``), told apart by those."""
-    method = saved["method"]["name"]
-    return ("ito" if method in ITO_FAMILY else method, saved["loss"]["name"], *(saved["ito"][key] for key in ITO_KEYS),
-            saved["train"]["steps"])
+# Columns of the tables: report column -> short label. Held-out sets first; Fashion-MNIST is in-distribution.
+METRICS = {
+    "tuxpaint/acc1": "tuxpaint ZS acc1",
+    "tuxpaint/image_retrieval_recall@1": "tuxpaint T→I R@1",
+    "tuxpaint/text_retrieval_recall@1": "tuxpaint I→T R@1",
+    "shapes_heldout/acc1": "novel shapes ZS acc1",
+    "shapes/image_retrieval_recall@1": "shapes T→I R@1",
+    "shapes/centroid_distance": "gap (centroid dist)",
+    "fashion_mnist/acc1": "F-MNIST ZS acc1 (in-dist.)",
+    "fashion_mnist/lp_acc1": "F-MNIST LP acc1 (in-dist.)",
+}
+LR_SELECTION_METRIC = "fashion_mnist/acc1"  # in-distribution: the held-out sets stay unseen by the tuning
+STEPS = "100"  # experiment=method_comparison's train.steps: the equal-step arms
 
 
-def arm_names(kind: str) -> dict[tuple, str]:
-    """Each arm's signature (an ablation arm, or a method at the experiment's steps), to name a run from its saved
-    config.json. A method's run at other steps is its equal-compute arm (``run_name``)."""
-    names = {}
-    for arm in ABLATION_ARMS if kind == "ablation" else METHODS:
-        override = f"ablation={arm}" if kind == "ablation" else f"method={arm}"
-        cfg = as_dict(load_config([f"experiment={'ito_ablation' if kind == 'ablation' else 'method_comparison'}",
-                                   override]))
-        names[signature(cfg)] = arm
-    return names
+def load_points(study: str) -> list[dict[str, Any]]:
+    """Every grid point of the study's committed sweeps, in file then grid order."""
+    points = []
+    for path in sorted((RECORDS / study).glob("*.json")):
+        points += json.loads(path.read_text())["points"]
+    return points
 
 
-def run_name(names: dict[tuple, str], saved: dict[str, Any], kind: str) -> str | None:
-    if kind == "ablation":
-        return names.get(signature(saved))
-    at_experiment_steps = {**saved, "train": {**saved["train"], "steps": STEPS}}
-    name = names.get(signature(at_experiment_steps))
-    return name if name is None or saved["train"]["steps"] == STEPS else f"{name} (equal compute)"
+def values_of(point: dict[str, Any]) -> dict[str, str]:
+    return dict(override.split("=", 1) for override in point["overrides"])
 
 
-def finished_runs(root: Path) -> list[tuple[dict[str, Any], dict[str, Any], Path]]:
-    """(saved config, train manifest, run folder) of every run with committed eval records."""
-    runs = []
-    for run_dir in sorted(Path(root, "runs").iterdir()):
-        if (run_dir / "eval" / MANIFEST).exists():
-            runs.append((json.loads((run_dir / "config.json").read_text()),
-                         json.loads((run_dir / "train" / MANIFEST).read_text()), run_dir))
-    return runs
+def present(points: list[dict[str, Any]]) -> list[str]:
+    """The table metrics some point has."""
+    return [m for m in METRICS if any(m in p.get("metrics", {}) for p in points)]
 
 
-def table(rows: dict[str, list[dict[str, float]]], order: list[str], metrics: dict[str, str], label: str) -> list[str]:
-    lines = [f"| {label} | seeds | steps | " + " | ".join(metrics.values()) + " |",
-             "|---|---|---|" + "---|" * len(metrics)]
-    for name in (n for n in order if n in rows):
-        runs = rows[name]
-        cells = []
-        for metric in metrics:
-            values = [run[metric] for run in runs if metric in run]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.fmean(values):.3f} ± {spread:.3f}" if values else "–")
-        steps = sorted({int(run["steps"]) for run in runs})
-        lines.append(f"| {name} | {len(runs)} | {'/'.join(map(str, steps))} | " + " | ".join(cells) + " |")
-    return lines
+def fmt_mean(record: dict[str, Any]) -> str:
+    if record["ci_low"] == "":
+        return f"{record['mean']:.3f} (n=1)"
+    return f"{record['mean']:.3f} ± {record['mean'] - record['ci_low']:.3f}"
 
 
-def main(kind: str, root: str, out: str) -> None:
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = arm_names(kind)
-    rows: dict[str, list[dict[str, float]]] = {}
-    for saved, train, run_dir in finished_runs(Path(root)):
-        name = run_name(names, saved, kind)
-        if name is None:
-            continue
-        records = json.loads((run_dir / "eval" / MANIFEST).read_text())["records"]
-        last = train["history"][-1]
-        rows.setdefault(name, []).append(summary_metrics(records) | {
-            "final_align_loss": last.get("align_loss", last["loss"]), "steps": saved["train"]["steps"]})
-        plot = run_dir / "eval" / "umap-shapes.png"
-        if saved["seed"] == 0 and plot.exists():
-            shutil.copy(plot, out_dir / f"umap-{kind}-{name.replace(' (', '-').replace(' ', '_').rstrip(')')}.png")
-    order = list(ABLATION_ARMS) if kind == "ablation" else [n for m in METHODS for n in (m, f"{m} (equal compute)")]
-    lines = table(rows, order, METRICS, "arm" if kind == "ablation" else "method")
-    if any(TC_METRICS.keys() & run.keys() for runs in rows.values() for run in runs):
-        lines += ["", *table({k: v for k, v in rows.items() if k.startswith("flair")}, order, TC_METRICS, "method")]
-    (out_dir / f"{kind}_table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+def fmt_difference(record: dict[str, Any]) -> str:
+    if record["ci_low"] == "":
+        return f"{record['difference']:+.3f} (n={record['n']})"
+    mark = {"above": " ▲", "below": " ▼"}.get(record["verdict"], "")
+    return f"{record['difference']:+.3f} ± {record['difference'] - record['ci_low']:.3f}{mark}"
+
+
+def arm_tables(points: list[dict[str, Any]], arm_axis: str, baseline: str) -> tuple[str, str]:
+    """(means, differences) tables of ``points`` grouped by ``arm_axis`` over seeds, each arm against ``baseline``."""
+    axes = [arm_axis, "seed"]
+    metrics = present(points)
+    stats = sweep_statistics(report_rows(points, axes), axes, metrics, replicate_axis="seed",
+                             baseline={arm_axis: baseline})
+    arms = list(dict.fromkeys(r[arm_axis] for r in stats["arms"]))
+    means = [{"arm": arm, "n": max(r["n"] for r in stats["arms"] if r[arm_axis] == arm),
+              **{METRICS[r["metric"]]: fmt_mean(r) for r in stats["arms"] if r[arm_axis] == arm}} for arm in arms]
+    diffs = [{"arm": arm, "pairs": max(r["n"] for r in stats["comparisons"] if r[arm_axis] == arm),
+              **{METRICS[r["metric"]]: fmt_difference(r) for r in stats["comparisons"] if r[arm_axis] == arm}}
+             for arm in arms if arm != baseline]
+    return to_markdown(means), to_markdown(diffs)
+
+
+def lr_table() -> str:
+    """The LR sweep (one seed): each method's metrics per learning rate, and the rate the comparison uses."""
+    points = load_points("lr_sweep")
+    best = best_learning_rates(points)
+    rows = []
+    for point in points:
+        values = values_of(point)
+        chosen = " (chosen)" if best[values["comparison"]] == values["train.lr"] else ""
+        rows.append({"method": values["comparison"], "lr": values["train.lr"] + chosen,
+                     **{METRICS[m]: f"{point['metrics'][m]:.3f}" for m in present(points)
+                        if m in point.get("metrics", {})}})
+    return to_markdown(rows)
+
+
+def best_learning_rates(points: list[dict[str, Any]]) -> dict[str, str]:
+    """Each method's learning rate with the best ``LR_SELECTION_METRIC`` in the LR sweep."""
+    best: dict[str, tuple[float, str]] = {}
+    for point in points:
+        values = values_of(point)
+        score = point.get("metrics", {}).get(LR_SELECTION_METRIC, float("-inf"))
+        if score > best.get(values["comparison"], (float("-inf"), ""))[0]:
+            best[values["comparison"]] = (score, values["train.lr"])
+    return {method: lr for method, (_, lr) in best.items()}
+
+
+def labelled(points: list[dict[str, Any]], axis: str, label: Callable[[dict[str, str]], str]) -> list[dict[str, Any]]:
+    """Points with their overrides reduced to ``axis=label(values)`` and ``seed``: sweeps of different grids in one
+    arm column."""
+    return [{**p, "overrides": [f"{axis}={label(values_of(p))}", f"seed={values_of(p)['seed']}"]} for p in points]
+
+
+def equal_compute_points() -> list[dict[str, Any]]:
+    """The comparison's arms at equal steps plus every method at its equal-compute steps (two sweeps per method:
+    steps from analytic FLOPs and from measured step time), named ``<method> @ <steps>``."""
+    def name(values: dict[str, str]) -> str:
+        return f"{values['comparison']} @ {values.get('train.steps', STEPS)}"
+
+    return labelled(load_points("methods"), "arm", name) + labelled(load_points("equal_compute"), "arm", name)
+
+
+def blocks() -> dict[str, str]:
+    methods_means, methods_diffs = arm_tables(load_points("methods"), "comparison", "clip")
+    ablation_means, ablation_diffs = arm_tables(load_points("ablation"), "ablation", "clip")
+    equal_means, equal_diffs = arm_tables(equal_compute_points(), "arm", f"clip @ {STEPS}")
+    return {"lr-sweep": lr_table(), "methods": methods_means, "methods-vs-clip": methods_diffs,
+            "equal-compute": equal_means, "equal-compute-vs-clip": equal_diffs,
+            "ablation": ablation_means, "ablation-vs-clip": ablation_diffs}
+
+
+def rebuilt(text: str, tables: dict[str, str]) -> str:
+    """RESULTS.md with every generated block replaced by its table; an unknown block name is an error."""
+    def fill(match: re.Match[str]) -> str:
+        if match["name"] not in tables:
+            raise ValueError(f"RESULTS.md names block {match['name']!r}; make_results.py builds {sorted(tables)}")
+        return f"{match.group(1)}{tables[match['name']]}{match.group(4)}"
+
+    return BLOCK.sub(fill, text)
+
+
+def write_plots() -> None:
+    """Each study's error-bar plots (mean ± 95 % interval over seeds) beside its records."""
+    for study, axis in (("methods", "comparison"), ("ablation", "ablation")):
+        points = load_points(study)
+        plot_metrics(report_rows(points, [axis, "seed"]), [axis, "seed"], RECORDS / study, list(METRICS))
+
+
+def collect(root: str, sweep: str, study: str) -> None:
+    """Copy a finished sweep's results.json into the study's records, failed points included."""
+    source = Path(root) / "sweeps" / sweep / "results.json"
+    target = RECORDS / study / f"{sweep}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    points = json.loads(source.read_text())["points"]
+    target.write_text(json.dumps({"points": points}, indent=1, sort_keys=True) + "\n")
+    print(f"{target}: {len(points)} points, axes {list(axis_values([p['overrides'] for p in points]))}")
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["collect"]:
+        collect(*argv[1:4])
+        return 0
+    text = RESULTS_MD.read_text()
+    new = rebuilt(text, blocks())
+    if argv[:1] == ["--check"]:
+        if new != text:
+            print("docs/RESULTS.md's tables differ from the records: run python docs/make_results.py")
+            return 1
+        return 0
+    RESULTS_MD.write_text(new)
+    write_plots()
+    return 0
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    sys.exit(main(sys.argv[1:]))

@@ -18,7 +18,7 @@ INTERNALS = ("full_key", "reference_type", "object_type", "provider=", "search p
     ("ito.zzz=1", "config ito.zzz: no such key; valid keys of ito: images, texts, fusion"),
     ("model=vit_b_99", "config model=vit_b_99: no such option; choose one of tiny, vit_b_16, vit_b_32, vit_l_14, "
                        "vit_s_32 (configs/model/*.yaml)"),
-    ("experiment=dmeo", "config experiment=dmeo: no such option; choose one of demo, ito_ablation"),
+    ("experiment=dmeo", "config experiment=dmeo: no such option; choose one of demo, embedded_study, ito_ablation"),
     ("ito.images=abc", "config ito.images: Value 'abc' of type 'str' could not be converted to Integer"),
 ])
 def test_a_bad_override_names_the_key_and_the_fix_in_one_line(override: str, message: str) -> None:

@@ -120,9 +120,23 @@ def test_ablation_grid_points_all_validate() -> None:
     from flows.grid import expand_grid
 
     points = expand_grid(["experiment=ito_ablation"])
-    arms = {p[-1] for p in points}
-    assert len(arms) == len(list((C.CONFIG_DIR / "ablation").glob("*.yaml"))) == 13
-    assert len(points) == 13 * 3
-    configs = [C.load_config(p) for p in points if p[1] == "seed=0"]
-    assert {(c.ito.images, c.ito.fusion_weight) for c in configs} >= {(1, 0.0), (2, 0.0), (2, 2.0), (4, 2.0)}
-    assert {c.train.steps for c in configs} == {300, 600}
+    assert {p[-1] for p in points} == {f"ablation={a}" for a in ("clip", "multi_align", "ito", "ito_lambda05")}
+    assert len(points) == 4 * 5
+    configs = [C.load_config(p) for p in points if "seed=0" in p]
+    assert {(c.ito.images, c.ito.fusion, c.ito.fusion_weight) for c in configs} == {
+        (1, "none", 0.0), (2, "none", 0.0), (2, "transformer", 2.0), (2, "transformer", 0.5)}
+    assert {(c.train.steps, c.train.lr, c.method.name) for c in configs} == {
+        (100, C.load_config(["comparison=ito"]).train.lr, "ito")}, "equal steps, ITO's tuned learning rate"
+    assert all(C.CONFIG_DIR.joinpath("ablation", f"{a}.yaml").exists() for a in ("clip", "ito_m4", "ito_lambda4"))
+
+
+def test_method_comparison_trains_each_method_at_its_own_learning_rate() -> None:
+    from flows.grid import expand_grid
+
+    points = expand_grid(["experiment=method_comparison"])
+    assert len(points) == 6 * 5
+    configs = {p[-1].split("=")[1]: C.load_config(p) for p in points if "seed=0" in p}
+    assert {name: c.method.name for name, c in configs.items()} == {m: m for m in
+                                                                    ("clip", "siglip", "slip", "flair", "oner", "ito")}
+    assert all(c.train.lr == C.load_config([f"comparison={m}"]).train.lr for m, c in configs.items())
+    assert {c.report.baseline for c in configs.values()} == {"comparison=clip"}

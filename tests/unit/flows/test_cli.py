@@ -83,7 +83,7 @@ def test_no_command_prints_what_there_is_without_claiming_overrides_are_required
     out = capsys.readouterr()
     text = out.out + out.err
     assert "required" not in text and "plan" in text and "serve" in text
-    assert "experiments (experiment=NAME): demo, ito_ablation, ito_cc12m, ito_cc3m" in text
+    assert "experiments (experiment=NAME): demo, embedded_study, ito_ablation, ito_cc12m, ito_cc3m" in text
     assert "model: tiny, vit_b_16, vit_b_32, vit_l_14, vit_s_32" in text
 
 
