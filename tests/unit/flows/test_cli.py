@@ -37,12 +37,7 @@ def test_a_users_own_setting_wins() -> None:
     assert PREFECT_WARNING in _stderr(PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="warn")
 
 
-@pytest.fixture(autouse=True)
-def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """cli.main sets Prefect defaults in os.environ; keep them out of the rest of the session's tests."""
-    for name in cli.PREFECT_DEFAULTS:
-        monkeypatch.setenv(name, os.environ.get(name, ""))
-        monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("cli_env")  # conftest.py
 
 
 @pytest.mark.parametrize("bad", [["experiment=demo", "ito.imagez=2"], ["experiment=demo", "+ito.imagez=2"],
