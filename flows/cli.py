@@ -1,4 +1,4 @@
-"""``ito-sweep``: run a sweep without a server, run one stage, or serve the flow as deployments.
+"""ito-sweep: run a sweep without a server, run one stage, or serve the flow as deployments.
 
   ito-sweep run experiment=demo                # the sweep flow (Prefect ephemeral mode)
   ito-sweep run -m ito.images=1,2,4 seed=0,1   # -m is accepted for Hydra users; lists always expand

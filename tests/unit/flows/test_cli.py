@@ -72,6 +72,11 @@ def test_each_command_has_its_own_help(capsys: pytest.CaptureFixture[str]) -> No
     assert "--mfu" in plan and "--bench" in plan and "--peak-tflops" in plan
 
 
+def test_no_help_text_shows_raw_double_backticks(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in [["--help"], *([command, "--help"] for command in cli.COMMANDS)]:
+        assert "``" not in _help(argv, capsys), argv
+
+
 def test_no_command_prints_what_there_is_without_claiming_overrides_are_required(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([]) == 2
