@@ -1,9 +1,9 @@
-"""``ito-sweep``: run a sweep without a server, run one stage, or serve the flow as deployments.
+"""ito-sweep: run a sweep without a server, run one stage, or serve the flow as deployments.
 
   ito-sweep run experiment=demo                # the sweep flow (Prefect ephemeral mode)
   ito-sweep run -m ito.images=1,2,4 seed=0,1   # -m is accepted for Hydra users; lists always expand
   ito-sweep plan experiment=demo               # points, committed stages, sbatch script, GPU-hours; submits nothing
-  ito-sweep prep|train|strip|eval [OVERRIDE...]  # one stage of one grid point, for debugging
+  ito-sweep prep|train|strip|eval [OVERRIDE...]  # one stage, for each grid point in turn (debugging)
   ito-sweep serve                              # serve deployments ito-sweep/local and ito-sweep/slurm
                                                # (needs PREFECT_API_URL); then, from anywhere:
   prefect deployment run 'ito-sweep/slurm' --param overrides='["ito.images=1,2,4"]' --watch
@@ -37,8 +37,9 @@ SWEEP_NAME = {"default": "", "help": "report folder sweeps/<name>/ (default: swe
 COMMANDS = {"run": "run the sweep flow: every grid point's prep -> train -> strip -> eval, then the report",
             "plan": "print what `run` would do and cost, submitting nothing",
             "serve": "serve deployments ito-sweep/local and ito-sweep/slurm on a Prefect server (PREFECT_API_URL)",
-            "prep": "prep of one grid point (debugging)", "train": "prep + train of one grid point (debugging)",
-            "strip": "strip of one trained point (debugging)", "eval": "eval of one stripped point (debugging)"}
+            "prep": "prep of each grid point", "train": "prep + train of each grid point",
+            "strip": "strip of each trained grid point", "eval": "eval of each stripped grid point"}
+STAGE_NOTE = " (debugging): lists expand as for `run`, and the points run one after another"
 
 
 def _config_choices() -> str:
@@ -57,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ito-sweep", description=__doc__, epilog=_config_choices(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub = {name: commands.add_parser(name, help=text, description=text, parents=[] if name == "serve" else [COMMON])
+    sub = {name: commands.add_parser(name, help=text, description=text + (STAGE_NOTE if name in STAGES else ""),
+                                     parents=[] if name == "serve" else [COMMON])
            for name, text in COMMANDS.items()}
     sub["run"].add_argument("--sweep-name", **SWEEP_NAME)
     sub["run"].add_argument("--max-concurrent-train", type=int, help="training jobs at once (flow default: 4)")
@@ -73,17 +75,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_stage(stage: str, overrides: list[str], config_name: str) -> None:
-    from flows.grid import normalized
-    from flows.stages import eval_task, prep_task, strip_task, train_task
-    from ito_core.artifacts import run_key
-    from ito_core.config import load_config
+    from flows.stage_command import run_stage_command
 
-    cfg = load_config(normalized(overrides), config_name=config_name)
-    key = run_key(cfg)
-    data_keys = prep_task.fn(cfg) if stage in ("prep", "train", "eval") else {}
-    result = {"prep": lambda: data_keys, "train": lambda: train_task.fn(cfg, data_keys, key),
-              "strip": lambda: strip_task.fn(cfg, key), "eval": lambda: eval_task.fn(cfg, data_keys, key)}[stage]()
-    print(f"{stage} done for {key}: {result if stage != 'train' else result['checkpoint']}")
+    for line in run_stage_command(stage, overrides, config_name=config_name):
+        print(line, flush=True)
 
 
 def _plan(args: argparse.Namespace) -> None:

@@ -26,6 +26,7 @@ Shape suffixes:
     N  captions per sample (``ito.texts``)
     K  fused vectors per sample (M * N)
     D  joint embedding dim
+    W  fused vector dim (the fusion width)
     A  local anchors in the fusion loss (B * K)
     C  candidates in the fusion loss (G * K)
     P  positives per fusion anchor (K - 1)
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ito_core.config import ItoConfig, LossConfig
+from ito_core.shapes import check_scalars, check_shapes
 
 
 def gather_features(features: Tensor, *, rank: int, world_size: int) -> Tensor:
@@ -92,6 +94,9 @@ class PairLoss(nn.Module):
         logit_scale: Tensor,
         logit_bias: Tensor | None = None,
     ) -> Tensor:
+        owner = type(self).__name__
+        check_shapes(owner, image_features_BD=image_features_BD, text_features_BD=text_features_BD)
+        check_scalars(owner, logit_scale=logit_scale, logit_bias=logit_bias)
         all_image_GD, all_text_GD = self.gather(image_features_BD, text_features_BD)
         return self.score(
             image_features_BD, text_features_BD, all_image_GD, all_text_GD, logit_scale, logit_bias
@@ -192,9 +197,8 @@ class MultiAlignLoss(nn.Module):
         logit_scale: Tensor,
         logit_bias: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        assert image_features_BMD.dim() == 3 and text_features_BND.dim() == 3, (
-            "expected (B, M, D) and (B, N, D)"
-        )
+        check_shapes("MultiAlignLoss", image_features_BMD=image_features_BMD, text_features_BND=text_features_BND)
+        check_scalars("MultiAlignLoss", logit_scale=logit_scale, logit_bias=logit_bias)
         all_image_GMD, all_text_GND = self.pair_loss.gather(image_features_BMD, text_features_BND)
         losses = []
         for m in range(image_features_BMD.shape[1]):
@@ -229,6 +233,8 @@ class FusionLoss(nn.Module):
         self.world_size = world_size
 
     def forward(self, fused_BKD: Tensor, logit_scale: Tensor) -> dict[str, Tensor]:
+        check_shapes("FusionLoss", fused_BKD=fused_BKD)
+        check_scalars("FusionLoss", logit_scale=logit_scale)
         batch, k, dim = fused_BKD.shape
         if k < 2:
             raise ValueError(
@@ -280,6 +286,7 @@ class ItoObjective(nn.Module):
 
     def forward(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
         image_BMD, text_BND = out["image_features_BMD"], out["text_features_BND"]
+        self.check_inputs(out)
         losses = self.align(image_BMD, text_BND, out["logit_scale"], out.get("logit_bias"))
         total = losses["align_loss"]
         if "fused_BKD" in out:
@@ -287,6 +294,18 @@ class ItoObjective(nn.Module):
             losses.update(self.fusion(self.fusion_positive_set(out["fused_BKD"], views=image_BMD.shape[1]), scale))
             total = total + self.fusion_weight * losses["fusion_loss"]
         return {"loss": total, **losses, "logit_scale": out["logit_scale"].detach()}
+
+    @staticmethod
+    def check_inputs(out: dict[str, Tensor]) -> None:
+        """Image views and captions of the same samples; one fused vector per (view, caption) pair, ``[B, M x N, W]``
+        (W: the fusion width)."""
+        dims = check_shapes("ItoObjective", image_features_BMD=out["image_features_BMD"],
+                            text_features_BND=out["text_features_BND"])
+        check_scalars("ItoObjective", logit_scale=out["logit_scale"], logit_bias=out.get("logit_bias"))
+        if "fused_BKD" in out:
+            check_shapes("ItoObjective", {"B": (dims["B"], "the batch of image_features_BMD"),
+                                          "K": (dims["M"] * dims["N"], f"M x N = {dims['M']} x {dims['N']}, one "
+                                                "per image view and caption")}, fused_BKD=out["fused_BKD"])
 
     def fusion_positive_set(self, fused_BKD: Tensor, *, views: int) -> Tensor:
         """The fused vectors the fusion loss contrasts: all K, or one per view (``view_mean``), ``[B, K', D]``."""

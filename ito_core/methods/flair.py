@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from ito_core.config import ModelConfig, RunConfig
 from ito_core.losses import gather_features, init_logit_bias
 from ito_core.models.dual_encoder import DualEncoder
+from ito_core.shapes import check_scalars, check_shapes
 
 POOL_PREFIX = "flair_pool."
 POOL_WEIGHTS, POOL_CONFIG = "flair_pool.safetensors", "flair_pool_config.json"
@@ -125,6 +126,8 @@ class FlairLoss(nn.Module):
 
     def forward(self, image_BE: Tensor, patches_BPE: Tensor, text_BNE: Tensor, logit_scale: Tensor,
                 logit_bias: Tensor) -> dict[str, Tensor]:
+        check_shapes("FlairLoss", image_embed_BE=image_BE, patch_tokens_BPE=patches_BPE, text_embed_BNE=text_BNE)
+        check_scalars("FlairLoss", logit_scale=logit_scale, logit_bias=logit_bias)
         B, N = text_BNE.shape[:2]
         texts_JE = gather_features(text_BNE, rank=self.rank, world_size=self.world_size).flatten(0, 1)
         labels_BJ = sigmoid_labels(B, N, texts_JE.shape[0], rank=self.rank, device=text_BNE.device)

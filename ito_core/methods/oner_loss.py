@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ito_core.config import RunConfig
 from ito_core.losses import ClipLoss, gather_features
+from ito_core.shapes import check_scalars, check_shapes
 
 LOSS_NAMES = ("itc", "xmc", "cic", "cmc")
 
@@ -49,6 +50,12 @@ class OneRObjective(nn.Module):
         self.rank, self.world_size = rank, world_size
         self.pair = ClipLoss(rank=rank, world_size=world_size)
 
+    def inputs(self) -> list[str]:
+        """The model outputs this objective reads: the joint passes' only when their loss has a positive weight."""
+        joint = {"cic": ["cic_image_BD", "cic_text_BD"], "cmc": ["joint_BD"]}
+        return ["image_features_BD", "text_features_BD", *(name for loss, names in joint.items()
+                                                           if self.weights[loss] > 0 for name in names)]
+
     def gather(self, x_BD: Tensor) -> Tensor:
         return gather_features(x_BD, rank=self.rank, world_size=self.world_size)
 
@@ -58,6 +65,8 @@ class OneRObjective(nn.Module):
 
     def forward(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
         img_BD, txt_BD, scale = out["image_features_BD"], out["text_features_BD"], out["logit_scale"]
+        check_shapes("OneRObjective", **{name: out[name] for name in self.inputs()})
+        check_scalars("OneRObjective", logit_scale=scale)
         batch = img_BD.shape[0]
         all_img_GD, all_txt_GD = self.gather(img_BD), self.gather(txt_BD)
         losses: dict[str, Tensor] = {}

@@ -27,6 +27,7 @@ from ito_core.config import RunConfig
 from ito_core.data.augment import MultiViewAugment, simclr_views
 from ito_core.losses import ClipLoss, FusionLoss, MultiAlignLoss, gather_features, init_logit_bias
 from ito_core.models.ito import ItoModel
+from ito_core.shapes import check_shapes
 
 CLIP_VIEWS = 1  # view 0 feeds CLIP; the rest feed SimCLR
 SSL_VIEWS = 2  # SLIP's two SimCLR crops
@@ -55,6 +56,12 @@ class GlobalBatchNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x_BVC: Tensor) -> Tensor:
+        one_rank = not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1
+        # torch's BatchNorm1d and SyncBatchNorm refuse this in training; with no running statistics, so do we in eval.
+        if x_BVC.shape[0] == 1 and one_rank:
+            raise ValueError(f"GlobalBatchNorm: a batch of 1 (input shape {tuple(x_BVC.shape)}) has no batch "
+                             "statistics: the output would be the bias whatever the input; train with at least 2 "
+                             "samples per step (train.batch_size, train.micro_batch_size)")
         # Statistics in at least float32 (bf16 sums over a large batch would drift), as torch's BatchNorm does.
         dtype = torch.promote_types(x_BVC.dtype, torch.float32)
         x = x_BVC.to(dtype)
@@ -116,9 +123,11 @@ class SlipObjective(nn.Module):
         self.temperature, self.ssl_weight = temperature, ssl_weight
 
     def forward(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
+        ssl_BVS = out["ssl_features_BVS"]
+        check_shapes("SlipObjective", image_features_BMD=out["image_features_BMD"],
+                     text_features_BND=out["text_features_BND"], ssl_features_BVS=ssl_BVS)
         align = self.align(out["image_features_BMD"], out["text_features_BND"], out["logit_scale"],
                            out.get("logit_bias"))["align_loss"]
-        ssl_BVS = out["ssl_features_BVS"]
         scale = torch.tensor(1.0 / self.temperature, device=ssl_BVS.device)
         ssl = self.simclr(ssl_BVS, scale)["fusion_loss"]
         total = align + self.ssl_weight * ssl

@@ -132,11 +132,14 @@ def test_multi_align_is_mean_over_pairs(name):
 
 
 @pytest.mark.parametrize("fused", [False, True])
-def test_ito_objective_at_one_view_one_caption_and_lambda_zero_is_clip_bitwise(fused):
-    """L = L_align + lambda * L_fusion is CLIP's InfoNCE at M = N = 1, lambda = 0, with or without fused vectors."""
-    ito = ItoConfig(images=1, texts=1, fusion="transformer", fusion_weight=0.0, fusion_positives="supcon")
-    out = {"image_features_BMD": unit(8, 1, 16, seed=5), "text_features_BND": unit(8, 1, 16, seed=6),
-           "logit_scale": SCALE, **({"fused_BKD": unit(8, 2, 16, seed=7)} if fused else {})}
+def test_ito_objective_at_one_view_and_lambda_zero_is_clip_bitwise(fused):
+    """L = L_align + lambda * L_fusion is CLIP's InfoNCE at M = 1, lambda = 0: with one caption and no fused
+    vectors, or with that caption twice (N = 2: the mean of two equal pair losses) and K = M x N = 2 fused vectors."""
+    texts = 2 if fused else 1
+    ito = ItoConfig(images=1, texts=texts, fusion="transformer", fusion_weight=0.0, fusion_positives="supcon")
+    out = {"image_features_BMD": unit(8, 1, 16, seed=5),
+           "text_features_BND": unit(8, 1, 16, seed=6).repeat(1, texts, 1), "logit_scale": SCALE,
+           **({"fused_BKD": unit(8, 2, 16, seed=7)} if fused else {})}
     losses = build_objective(LossConfig(name="clip"), ito, rank=0, world_size=1)(out)
     clip = ClipLoss()(out["image_features_BMD"][:, 0], out["text_features_BND"][:, 0], SCALE)
     assert torch.equal(losses["loss"], clip) and torch.equal(losses["align_loss"], clip)

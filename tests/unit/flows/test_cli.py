@@ -37,12 +37,7 @@ def test_a_users_own_setting_wins() -> None:
     assert PREFECT_WARNING in _stderr(PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="warn")
 
 
-@pytest.fixture(autouse=True)
-def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """cli.main sets Prefect defaults in os.environ; keep them out of the rest of the session's tests."""
-    for name in cli.PREFECT_DEFAULTS:
-        monkeypatch.setenv(name, os.environ.get(name, ""))
-        monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("cli_env")  # conftest.py
 
 
 @pytest.mark.parametrize("bad", [["experiment=demo", "ito.imagez=2"], ["experiment=demo", "+ito.imagez=2"],
@@ -75,6 +70,11 @@ def test_each_command_has_its_own_help(capsys: pytest.CaptureFixture[str]) -> No
     assert "--max-concurrent-train" in run and "--limit" not in run and "OVERRIDE" in run
     assert "--limit" in serve and "OVERRIDE" not in serve and "--max-concurrent-train" not in serve
     assert "--mfu" in plan and "--bench" in plan and "--peak-tflops" in plan
+
+
+def test_no_help_text_shows_raw_double_backticks(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in [["--help"], *([command, "--help"] for command in cli.COMMANDS)]:
+        assert "``" not in _help(argv, capsys), argv
 
 
 def test_no_command_prints_what_there_is_without_claiming_overrides_are_required(
