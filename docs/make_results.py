@@ -4,6 +4,7 @@
     python docs/make_results.py --check    # exit 1 when RESULTS.md's tables differ from what the records give
     python docs/make_results.py collect <storage root> <sweep name> <study>
                                            # a finished sweep's results.json -> docs/results/<study>/<sweep>.json
+    python docs/make_results.py steps      # each method's equal-compute steps (docs/run_studies.sh)
 
 A study is the ``results.json`` of one or more finished sweeps (``ito-sweep run ... --sweep-name <sweep>``): every
 grid point with its overrides, per-seed eval metrics and final losses. Tables are the sweep report's statistics
@@ -121,6 +122,33 @@ def labelled(points: list[dict[str, Any]], axis: str, label: Callable[[dict[str,
     return [{**p, "overrides": [f"{axis}={label(values_of(p))}", f"seed={values_of(p)['seed']}"]} for p in points]
 
 
+STEP_COST = RECORDS / "step_cost.json"  # bench/train_step.py --variants methods --model-config tiny --batch-size 128
+BENCH_NAMES = {"siglip": "SigLIP", "slip": "SLIP", "flair": "FLAIR", "oner": "OneR", "ito": "ITO"}
+
+
+def equal_compute_steps() -> dict[str, dict[str, int]]:
+    """Each method's steps at CLIP's compute of ``STEPS`` steps: by the FLOP ratio (analytic where ito_core.flops
+    counts the method, else torch's FLOP counter) and by the measured step-time ratio (median of per-round ratios)."""
+    ratios = json.loads(STEP_COST.read_text())["ratios"]
+    steps = {}
+    for method, name in BENCH_NAMES.items():
+        ratio = ratios[f"{name} / CLIP baseline (step time)"]
+        steps[method] = {"flops": round(int(STEPS) / ratio["analytic_flop_ratio"]),
+                         "time": round(int(STEPS) / ratio["median_per_round"])}
+    return steps
+
+
+def steps_table() -> str:
+    ratios = json.loads(STEP_COST.read_text())["ratios"]
+    rows = []
+    for method, steps in equal_compute_steps().items():
+        ratio = ratios[f"{BENCH_NAMES[method]} / CLIP baseline (step time)"]
+        rows.append({"method": method, "FLOPs / CLIP": f"{ratio['analytic_flop_ratio']:.2f}x",
+                     "step time / CLIP": f"{ratio['median_per_round']:.2f}x", "steps by FLOPs": steps["flops"],
+                     "steps by time": steps["time"]})
+    return to_markdown(rows)
+
+
 def equal_compute_points() -> list[dict[str, Any]]:
     """The comparison's arms at equal steps plus every method at its equal-compute steps (two sweeps per method:
     steps from analytic FLOPs and from measured step time), named ``<method> @ <steps>``."""
@@ -134,7 +162,7 @@ def blocks() -> dict[str, str]:
     methods_means, methods_diffs = arm_tables(load_points("methods"), "comparison", "clip")
     ablation_means, ablation_diffs = arm_tables(load_points("ablation"), "ablation", "clip")
     equal_means, equal_diffs = arm_tables(equal_compute_points(), "arm", f"clip @ {STEPS}")
-    return {"lr-sweep": lr_table(), "methods": methods_means, "methods-vs-clip": methods_diffs,
+    return {"lr-sweep": lr_table(), "equal-compute-steps": steps_table(), "methods": methods_means, "methods-vs-clip": methods_diffs,
             "equal-compute": equal_means, "equal-compute-vs-clip": equal_diffs,
             "ablation": ablation_means, "ablation-vs-clip": ablation_diffs}
 
@@ -169,6 +197,10 @@ def collect(root: str, sweep: str, study: str) -> None:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["collect"]:
         collect(*argv[1:4])
+        return 0
+    if argv[:1] == ["steps"]:  # docs/run_studies.sh: "<method> <steps,steps>" for the equal-compute sweeps
+        for method, steps in equal_compute_steps().items():
+            print(method, ",".join(str(s) for s in dict.fromkeys(steps.values()) if s != int(STEPS)))
         return 0
     text = RESULTS_MD.read_text()
     new = rebuilt(text, blocks())

@@ -121,7 +121,8 @@ def resolve_baseline(text: str, axes: dict[str, list[str]], replicate_axis: str)
     for axis, value in baseline.items():
         if axis not in arm_axes:
             raise ValueError(f"report.baseline={text!r}: {axis!r} is not an axis of this grid; use one of "
-                             f"{arm_axes or '(none: the grid varies only ' + replicate_axis + ')'}")
+                             f"{arm_axes or '(none: the grid varies only ' + replicate_axis + ')'}, or "
+                             "report.baseline='' for the first value of the first axis")
         if value not in axes[axis]:
             raise ValueError(f"report.baseline={text!r}: {axis} takes {axes[axis]} in this grid, not {value!r}")
     return baseline
