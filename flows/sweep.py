@@ -154,18 +154,18 @@ def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", s
         stage_logger().error("%s", err)
         quiet_returned_failures()
         return Failed(message=str(err))
-    logger = get_run_logger()
+    log = stage_logger()
     for finding in findings:
-        (logger.error if finding.failed else logger.info)("%s", finding.line())
+        (log.error if finding.failed else log.info)("%s", finding.line())
     keys, data_ids = [run_key(cfg) for cfg in configs], [data_id(cfg) for cfg in configs]  # ~10 ms each: once
     sweep = sweep_name_of(points, sweep_name)
-    if dry_run:
-        plan = plan_artifact(points, configs, keys, sweep, findings)
-        if not any(f.failed for f in findings):
-            return plan
-    if any(f.failed for f in findings):  # nothing submitted: each failure is one line of the state's message
+    plan = plan_artifact(points, configs, keys, sweep, findings) if dry_run else ""
+    if failures := [f.line() for f in findings if f.failed]:  # nothing submitted; one line per failed check
         quiet_returned_failures()
-        return Failed(message="\n".join(f.line() for f in findings if f.failed))
+        return Failed(message="\n".join(failures))
+    if dry_run:
+        return plan
+    logger = get_run_logger()
     for cfg in configs:
         cfg.wandb.group = cfg.wandb.group or sweep  # one W&B group per sweep
     axes = grid_axes(points)
