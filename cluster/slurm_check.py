@@ -67,7 +67,7 @@ def _association_problems(cfg: ClusterConfig) -> tuple[list[Finding], str]:
     if not (cfg.account or cfg.qos):
         return [], ""
     user = os.environ.get("USER") or getpass.getuser()
-    code, out, err = _query("sacctmgr", "-nP", "show", "assoc", f"where user={user}", "format=account,qos")
+    code, out, err = _query("sacctmgr", "-nP", "show", "assoc", "where", f"user={user}", "format=account,qos")
     rows = [line.split("|") for line in out.splitlines() if line.strip()]
     if code or not rows:
         return [], f" (associations not checked: {err if code else f'none listed for user {user}'})"
