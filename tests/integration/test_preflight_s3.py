@@ -15,7 +15,8 @@ from ito_core.preflight import check_inputs, check_storage, run_inputs
 
 
 @pytest.fixture(autouse=True)
-def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def cli_without_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cli.main's Prefect defaults kept out of other tests; prep, the first stage, must not start."""
     for name in cli.PREFECT_DEFAULTS:
         monkeypatch.setenv(name, os.environ.get(name, ""))
         monkeypatch.delenv(name)

@@ -5,25 +5,17 @@ with is named."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from fixtures.slurm_cluster import SlurmCluster
+from integration.test_preflight_s3 import cli_without_stages  # noqa: F401 - the fixture
 
 from cluster.slurm_check import check_slurm
 from flows import cli
 from ito_core.config import load_config
 
-pytestmark = pytest.mark.slurm
-
-
-@pytest.fixture(autouse=True)
-def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in cli.PREFECT_DEFAULTS:
-        monkeypatch.setenv(name, os.environ.get(name, ""))
-        monkeypatch.delenv(name)
-    monkeypatch.setattr("flows.stages.prep_task.fn", lambda *a, **kw: pytest.fail("prep started"))
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("cli_without_stages")]
 
 
 def test_a_partition_the_cluster_lacks_is_one_line_listing_the_real_ones(
