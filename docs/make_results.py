@@ -162,7 +162,8 @@ def blocks() -> dict[str, str]:
     methods_means, methods_diffs = arm_tables(load_points("methods"), "comparison", "clip")
     ablation_means, ablation_diffs = arm_tables(load_points("ablation"), "ablation", "clip")
     equal_means, equal_diffs = arm_tables(equal_compute_points(), "arm", f"clip @ {STEPS}")
-    return {"lr-sweep": lr_table(), "equal-compute-steps": steps_table(), "methods": methods_means, "methods-vs-clip": methods_diffs,
+    return {"lr-sweep": lr_table(), "equal-compute-steps": steps_table(),
+            "methods": methods_means, "methods-vs-clip": methods_diffs,
             "equal-compute": equal_means, "equal-compute-vs-clip": equal_diffs,
             "ablation": ablation_means, "ablation-vs-clip": ablation_diffs}
 

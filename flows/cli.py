@@ -5,8 +5,12 @@
   ito-sweep plan experiment=demo               # points, committed stages, sbatch script, GPU-hours; submits nothing
   ito-sweep prep|train|strip|eval [OVERRIDE...]  # one stage, for each grid point in turn (debugging)
   ito-sweep serve                              # serve deployments ito-sweep/local and ito-sweep/slurm
-                                               # (needs PREFECT_API_URL); then, from anywhere:
+                                               # (needs PREFECT_API_URL, and PREFECT_API_AUTH_STRING for a
+                                               # server with basic auth); then, from anywhere:
   prefect deployment run 'ito-sweep/slurm' --param overrides='["ito.images=1,2,4"]' --watch
+
+Every command first runs the preflight (docs/REFERENCE.md "Preflight"): store, inputs, SLURM settings, shard count,
+report patterns, Prefect server, in seconds; a failure prints one line naming the setting and the fix, and exits 2.
 """
 
 from __future__ import annotations
@@ -31,12 +35,16 @@ STAGES = ("prep", "train", "strip", "eval")
 COMMON = argparse.ArgumentParser(add_help=False)
 COMMON.add_argument("--config-name", default="config", help="configs/<name>.yaml to start from (default: config)")
 COMMON.add_argument("-m", "--multirun", action="store_true", help="accepted for Hydra habits; lists always expand")
+SKIP_CHECK = {"action": "append", "default": [], "metavar": "CHECK",
+              "help": "skip a preflight check: storage, inputs, slurm, shards, metrics, prefect, or all (repeatable)"}
+COMMON.add_argument("--skip-check", **SKIP_CHECK)
 COMMON.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                     help="Hydra overrides (optional), e.g. experiment=demo ito.images=1,2 model=vit_b_16")
 SWEEP_NAME = {"default": "", "help": "report folder sweeps/<name>/ (default: sweep-<hash of the grid>)"}
 COMMANDS = {"run": "run the sweep flow: every grid point's prep -> train -> strip -> eval, then the report",
             "plan": "print what `run` would do and cost, submitting nothing",
-            "serve": "serve deployments ito-sweep/local and ito-sweep/slurm on a Prefect server (PREFECT_API_URL)",
+            "serve": "serve deployments ito-sweep/local and ito-sweep/slurm on a Prefect server (PREFECT_API_URL; "
+                     "PREFECT_API_AUTH_STRING=user:password for a server with basic auth)",
             "prep": "prep of each grid point", "train": "prep + train of each grid point",
             "strip": "strip of each trained grid point", "eval": "eval of each stripped grid point"}
 STAGE_NOTE = " (debugging): lists expand as for `run`, and the points run one after another"
@@ -71,21 +79,42 @@ def _parser() -> argparse.ArgumentParser:
     sub["plan"].add_argument("--bench", help="price at the throughput a bench/train_step.py --json file measured "
                                              "(default: plan.bench)")
     sub["serve"].add_argument("--limit", type=int, default=None, help="flow runs at once (default: no limit)")
+    sub["serve"].add_argument("--skip-check", **SKIP_CHECK)
     return parser
 
 
-def _run_stage(stage: str, overrides: list[str], config_name: str) -> None:
+def _preflight(configs: list, command: str, skip: list[str]) -> list:
+    """The preflight's findings; on a failure its lines (one per failed check) are printed and it raises."""
+    from flows.preflight import PreflightFailed, preflight
+
+    findings = preflight(configs, command, skip)
+    if any(f.failed for f in findings):
+        raise PreflightFailed(findings)
+    for finding in findings:
+        print(finding.line(), file=sys.stderr)
+    return findings
+
+
+def _run_stage(stage: str, overrides: list[str], config_name: str, skip: list[str]) -> None:
     from flows.stage_command import run_stage_command
 
-    for line in run_stage_command(stage, overrides, config_name=config_name):
+    for line in run_stage_command(stage, overrides, config_name=config_name,
+                                  preflight=lambda configs: _preflight(configs, stage, skip)):
         print(line, flush=True)
 
 
-def _plan(args: argparse.Namespace) -> None:
-    from flows.plan import plan_sweep
+def _plan(args: argparse.Namespace) -> int:
+    """The plan, with the preflight's findings in it; exit 2 when a check failed (as `run` would refuse)."""
+    from flows.plan import checked_plan
+    from flows.preflight import PreflightFailed
 
-    print(plan_sweep(args.overrides, config_name=args.config_name, sweep_name=args.sweep_name, mfu=args.mfu,
-                     peak_tflops=args.peak_tflops, bench=args.bench))
+    plan, findings = checked_plan(args.overrides, config_name=args.config_name, sweep_name=args.sweep_name,
+                                  mfu=args.mfu, peak_tflops=args.peak_tflops, bench=args.bench,
+                                  skip_checks=args.skip_check)
+    print(plan)
+    if any(f.failed for f in findings):
+        raise PreflightFailed(findings)
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -98,20 +127,24 @@ def _run(args: argparse.Namespace) -> int:
     _, configs = validated_grid(args.overrides, config_name=args.config_name, sweep_name=args.sweep_name, **limit)
     for warning in dict.fromkeys(w for cfg in configs for w in config_warnings(cfg)):
         print(f"ito-sweep: warning: {warning}", file=sys.stderr)
+    _preflight(configs, "run", args.skip_check)  # before Prefect's server starts: a failure ends in seconds
     try:
-        print(ito_sweep(overrides=args.overrides, config_name=args.config_name, sweep_name=args.sweep_name, **limit))
+        print(ito_sweep(overrides=args.overrides, config_name=args.config_name, sweep_name=args.sweep_name,
+                        skip_checks=["all"], **limit))  # checked just now
     except SweepFailed as err:
         print(f"ito-sweep: {err}", file=sys.stderr)  # the report: failed points, their errors, how to resume
         return 1
     return 0
 
 
-def _serve(limit: int | None) -> None:
+def _serve(limit: int | None, skip: list[str]) -> None:
     """Register the deployments and run their flow runs (each in a subprocess) until interrupted."""
     from prefect import serve
     from prefect.types.entrypoint import EntrypointType
 
     from flows.sweep import DEPLOYMENTS, ito_sweep
+
+    _preflight([], "serve", skip)  # the server answers and accepts PREFECT_API_AUTH_STRING
 
     serve(*(ito_sweep.to_deployment(name=name, parameters=preset, entrypoint_type=EntrypointType.MODULE_PATH,
                                     description=f"ito-sweep with {preset}; pass overrides=[...] to set the grid")
@@ -128,16 +161,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per Prefect API request otherwise
+    from flows.preflight import PreflightFailed
+    from ito_core.storage import StorageError
+
     try:
         if args.command == "run":
             return _run(args)
         if args.command == "plan":
-            _plan(args)
-        elif args.command == "serve":
-            _serve(args.limit)
+            return _plan(args)
+        if args.command == "serve":
+            _serve(args.limit, args.skip_check)
         else:
-            _run_stage(args.command, args.overrides, args.config_name)
-    except ValueError as err:  # config errors: one clear line, no traceback
+            _run_stage(args.command, args.overrides, args.config_name, args.skip_check)
+    except PreflightFailed as err:  # one line per failed check, each naming the setting and the fix
+        for finding in err.findings:
+            if finding.failed:
+                print(f"ito-sweep: {finding.line()}", file=sys.stderr)
+        return 2
+    except (ValueError, StorageError) as err:  # config errors, an unusable store: one clear line, no traceback
         print(f"ito-sweep: {err}", file=sys.stderr)
         return 2
     return 0

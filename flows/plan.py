@@ -9,6 +9,7 @@ refuses is refused here with the same error.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ from flows.report import point_label
 from ito_core.artifacts import RunLayout, committed, prep_keys, run_key
 from ito_core.config import RunConfig, check_job_folder, config_warnings, validate_cluster
 from ito_core.eval.stage import committed_eval
+from ito_core.preflight import Finding
 from ito_core.storage import build_store
 
 STAGES = ("prep", "train", "strip", "eval")
 PROBE_DEADLINE_S = 10.0  # how long an S3 store may retry before plan reports its stages as unknown
+UNKNOWN = "unknown"  # a stage's status when the preflight found the store unusable
 
 
 @dataclass(frozen=True)
@@ -50,12 +53,14 @@ def stage_status(cfg: RunConfig, key: str) -> dict[str, str]:
 
 
 def plan_points(points: list[list[str]], configs: list[RunConfig], keys: list[str], axes: list[str], *,
-                mfu: float, peak_tflops: float = 0.0, bench: dict[str, Any] | None = None) -> list[PointPlan]:
+                mfu: float, peak_tflops: float = 0.0, bench: dict[str, Any] | None = None,
+                probe_store: bool = True) -> list[PointPlan]:
     plans, model = [], bench_model(bench) if bench else None  # composed once
     for point, cfg, key in zip(points, configs, keys, strict=True):
         rate = (measured_throughput(cfg, bench, model) if bench and model
                 else assumed_throughput(cfg, mfu=mfu, peak_tflops=peak_tflops))
-        plans.append(PointPlan(point_label(point, axes), key, stage_status(cfg, key), point_cost(cfg, rate),
+        stages = stage_status(cfg, key) if probe_store else dict.fromkeys(STAGES, UNKNOWN)
+        plans.append(PointPlan(point_label(point, axes), key, stages, point_cost(cfg, rate),
                                rate.source if rate else ""))
     return plans
 
@@ -79,12 +84,17 @@ def _hours(value: float | None) -> str:
     return "?" if value is None else f"{value:,.3g}"
 
 
-def render_plan(plans: list[PointPlan], configs: list[RunConfig], *, sweep: str, where: str) -> str:
-    """The plan as markdown: one row per point, the totals, and the sbatch script of the first SLURM point."""
+def render_plan(plans: list[PointPlan], configs: list[RunConfig], *, sweep: str, where: str,
+                findings: list[Finding] = ()) -> str:
+    """The plan as markdown: the preflight's findings, one row per point, the totals, and the sbatch script of the
+    first SLURM point."""
     cfg = configs[0]
-    lines = [f"# Plan of sweep {sweep}: {len(plans)} grid point{'s' * (len(plans) != 1)} (nothing submitted)", "",
-             f"Store `{where}`; cluster `{cfg.cluster.kind}`. Stages: done = committed, skipped; run = would run; "
-             "? = store unreadable.", "",
+    lines = [f"# Plan of sweep {sweep}: {len(plans)} grid point{'s' * (len(plans) != 1)} (nothing submitted)", ""]
+    if findings:
+        lines += ["Preflight (what `run` would check first; a failure stops it):", "",
+                  *(f"- {f.line()}" for f in findings), ""]
+    lines += [f"Store `{where}`; cluster `{cfg.cluster.kind}`. Stages: done = committed, skipped; run = would run; "
+              f"? = store unreadable; {UNKNOWN} = store not read, it failed the preflight storage check above.", "",
              "| # | point | run key | " + " | ".join(STAGES) + " | train PFLOP | device-hours | wall hours |",
              "|---|---|---|" + "---|" * len(STAGES) + "---|---|---|"]
     for number, plan in enumerate(plans, 1):
@@ -120,22 +130,36 @@ def render_plan(plans: list[PointPlan], configs: list[RunConfig], *, sweep: str,
 
 
 def plan_markdown(points: list[list[str]], configs: list[RunConfig], keys: list[str], *, sweep: str,
-                  mfu: float | None = None, peak_tflops: float = 0.0, bench: str | None = None) -> str:
-    """The plan of validated grid points as markdown. ``mfu`` and ``bench`` default to ``plan.mfu``/``plan.bench``."""
+                  mfu: float | None = None, peak_tflops: float = 0.0, bench: str | None = None,
+                  findings: list[Finding] | None = None) -> str:
+    """The plan of validated grid points as markdown. ``mfu`` and ``bench`` default to ``plan.mfu``/``plan.bench``.
+    With the preflight's ``findings``, they are listed, and a store that failed its check is not probed: its
+    stages read "unknown" (the finding says why)."""
     from flows.grid import grid_axes
 
     bench = configs[0].plan.bench if bench is None else bench
     mfu = configs[0].plan.mfu if mfu is None else mfu
+    unreadable = any(f.check == "storage" and f.failed for f in findings or [])
     plans = plan_points(points, configs, keys, grid_axes(points), peak_tflops=peak_tflops, mfu=mfu,
-                        bench=read_bench(Path(bench)) if bench else None)
-    return render_plan(plans, configs, sweep=sweep, where=build_store(configs[0].storage).url(""))
+                        bench=read_bench(Path(bench)) if bench else None, probe_store=not unreadable)
+    return render_plan(plans, configs, sweep=sweep, where=build_store(configs[0].storage).url(""),
+                       findings=findings or [])
 
 
-def plan_sweep(overrides: list[str], *, config_name: str = "config", sweep_name: str = "", mfu: float | None = None,
-               peak_tflops: float = 0.0, bench: str | None = None) -> str:
-    """The whole plan of ``ito-sweep run <overrides>``; ``ValueError`` for a grid ``run`` refuses."""
+def checked_plan(overrides: list[str], *, config_name: str = "config", sweep_name: str = "",
+                 mfu: float | None = None, peak_tflops: float = 0.0, bench: str | None = None,
+                 skip_checks: Collection[str] | None = ()) -> tuple[str, list[Finding]]:
+    """The whole plan of ``ito-sweep run <overrides>`` with the preflight's findings in it (none with
+    ``skip_checks=None``), and the findings; ``ValueError`` for a grid ``run`` refuses."""
     from flows.grid import sweep_name_of, validated_grid
+    from flows.preflight import preflight
 
     points, configs = validated_grid(overrides, config_name=config_name, sweep_name=sweep_name)
+    findings = None if skip_checks is None else preflight(configs, "plan", skip_checks)
     return plan_markdown(points, configs, [run_key(cfg) for cfg in configs], sweep=sweep_name_of(points, sweep_name),
-                         mfu=mfu, peak_tflops=peak_tflops, bench=bench)
+                         mfu=mfu, peak_tflops=peak_tflops, bench=bench, findings=findings), findings or []
+
+
+def plan_sweep(overrides: list[str], **options: Any) -> str:
+    """The plan of ``ito-sweep run <overrides>`` without the preflight (``checked_plan``'s options)."""
+    return checked_plan(overrides, **options, skip_checks=None)[0]

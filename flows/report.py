@@ -17,11 +17,9 @@ import re
 from typing import Any
 
 from flows.replicates import CONFIDENCE, POWER, arm_label, compare_arms, group_arms
+from ito_core.eval.names import LOSS_COLUMNS
 
 TABLE_METRICS = 6  # metric columns per markdown table
-# The last logged training losses: the total (align + lambda x fusion) and the alignment part alone, the one that
-# compares across fusion settings.
-LOSS_COLUMNS = ("final_loss", "final_align_loss")
 ERROR_TAIL_LINES = 15
 
 

@@ -9,7 +9,7 @@ train, eval before strip) is refused for every point before any work starts, nam
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flows.grid import grid_axes, validated_grid
@@ -67,9 +67,12 @@ def check_inputs(stage: str, configs: list[RunConfig], keys: list[str], *, overr
     raise StageNotReady(f"{stage}: {'; '.join(parts)} in {where}{of}; run `{todo}` first")
 
 
-def run_stage_command(stage: str, overrides: list[str], *, config_name: str) -> Iterator[str]:
-    """Run ``stage`` for each grid point in turn, yielding one line per point as it finishes."""
+def run_stage_command(stage: str, overrides: list[str], *, config_name: str,
+                      preflight: Callable[[list[RunConfig]], Any] = lambda configs: None) -> Iterator[str]:
+    """Run ``stage`` for each grid point in turn, yielding one line per point as it finishes; ``preflight`` (of every
+    point's config) raises before any work when a check fails."""
     points, configs = validated_grid(overrides, config_name=config_name)
+    preflight(configs)
     keys = [run_key(cfg) for cfg in configs]
     check_inputs(stage, configs, keys, overrides=overrides, config_name=config_name)
     axes = grid_axes(points)

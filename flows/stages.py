@@ -30,6 +30,7 @@ from cluster.prep_jobs import run_prep_array, run_prep_job
 from cluster.waiting import wait_streaming
 from ito_core.artifacts import RunLayout, committed, prep_keys, read_manifest
 from ito_core.config import RunConfig, as_dict, eval_executor
+from ito_core.data.order import check_shards
 from ito_core.eval.stage import committed_eval, run_eval
 from ito_core.prep import prepare, shard_list
 from ito_core.storage import ArtifactStore, build_store, export_shard_endpoint
@@ -105,6 +106,7 @@ def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str, label: str =
     def submit() -> submitit.Job:
         store.write_json(run.config, as_dict(cfg))
         shards, counts = shard_list(store, data_keys["train"])
+        check_shards(counts, world_size=cfg.cluster.nodes * cfg.cluster.tasks_per_node, lanes=1)  # before the queue
         return submit_training(cfg, shard_paths=shards, shard_samples=counts, run_key=key)
 
     return job_result("train", cfg, key, running_training(cfg, key), submit)

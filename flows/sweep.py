@@ -27,12 +27,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.grid import axis_values, sweep_name_of, validated_grid, with_presets
 from flows.plan import plan_markdown
 from flows.plots import plot_metrics
+from flows.preflight import preflight
 from flows.replicates import resolve_baseline
 from flows.report import metric_names, point_label, render_report, report_rows, sweep_statistics, to_csv
 from flows.stages import eval_task, prep_task, stage_logger, strip_task, train_task
 from ito_core.artifacts import RUNS, RunLayout, data_id, run_key, sweep_key
 from ito_core.config import RunConfig
 from ito_core.eval.suite import summary_metrics, summary_plots
+from ito_core.preflight import Finding
 from ito_core.storage import build_store
 
 # Deployments made by `ito-sweep serve` (and prefect.yaml): name -> the parameters it presets.
@@ -132,9 +134,10 @@ def artifact_key(sweep: str, kind: str = "sweep") -> str:
     return (f"{kind}-" + re.sub(r"[^a-z0-9-]+", "-", sweep.lower())).strip("-")[:60]
 
 
-def plan_artifact(points: list[list[str]], configs: list[RunConfig], keys: list[str], sweep: str) -> str:
-    """A deployment's dry run: the plan as the flow's result and as a Prefect artifact."""
-    markdown = plan_markdown(points, configs, keys, sweep=sweep)
+def plan_artifact(points: list[list[str]], configs: list[RunConfig], keys: list[str], sweep: str,
+                  findings: list[Finding]) -> str:
+    """A deployment's dry run: the plan (with the preflight's findings) as the flow's result and as an artifact."""
+    markdown = plan_markdown(points, configs, keys, sweep=sweep, findings=findings)
     get_run_logger().info("dry run, nothing submitted:\n%s", markdown)
     create_markdown_artifact(markdown=markdown, key=artifact_key(sweep, "plan"), description="ito-sweep plan")
     return markdown
@@ -143,27 +146,38 @@ def plan_artifact(points: list[list[str]], configs: list[RunConfig], keys: list[
 @flow(name="ito-sweep", log_prints=True, task_runner=ThreadPoolTaskRunner())
 def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", sweep_name: str = "",
               experiment: str = "", cluster: str = "", storage_root: str = "", max_concurrent_train: int = 4,
-              dry_run: bool = False) -> str | State:
+              dry_run: bool = False, skip_checks: list[str] | None = None) -> str | State:
     """Run every grid point of ``overrides`` (Hydra multirun syntax: ``ito.images=1,2,4``, ``seed=range(3)``)
     on ``configs/<config_name>.yaml`` (+ ``experiment=``, ``cluster=`` and ``storage.root=`` presets when set;
     an ``s3://`` root selects ``storage=s3``) with at most ``max_concurrent_train`` training jobs at once.
     Writes the report to ``<storage root>/sweeps/<sweep_name>/`` and returns it (markdown); a config error ends the
     run Failed with the error as the state's message. With ``dry_run``
-    submits nothing: returns (and files as artifact ``plan-<sweep_name>``) what ``ito-sweep plan`` prints."""
+    submits nothing: returns (and files as artifact ``plan-<sweep_name>``) what ``ito-sweep plan`` prints.
+    The preflight (``flows.preflight``) runs first, less the checks named in ``skip_checks`` (``["all"]``: none); a
+    failed check ends the run Failed, with one line per failure as the state's message, before anything is
+    submitted."""
     presets = {"experiment": experiment, "cluster": cluster, "storage.root": storage_root,
                "storage": "s3" if storage_root.startswith("s3://") else ""}
     try:
         points, configs = validated_grid(with_presets(list(overrides or []), presets), config_name=config_name,
                                          sweep_name=sweep_name, max_concurrent_train=max_concurrent_train)
+        findings = preflight(configs, "flow", skip_checks or ())
     except ValueError as err:  # a config error ends the run with its one line, not the engine's traceback
         stage_logger().error("%s", err)
         quiet_returned_failures()
         return Failed(message=str(err))
-    logger = get_run_logger()
+    log = stage_logger()
+    for finding in findings:
+        (log.error if finding.failed else log.info)("%s", finding.line())
     keys, data_ids = [run_key(cfg) for cfg in configs], [data_id(cfg) for cfg in configs]  # ~10 ms each: once
     sweep = sweep_name_of(points, sweep_name)
+    plan = plan_artifact(points, configs, keys, sweep, findings) if dry_run else ""
+    if failures := [f.line() for f in findings if f.failed]:  # nothing submitted; one line per failed check
+        quiet_returned_failures()
+        return Failed(message="\n".join(failures))
     if dry_run:
-        return plan_artifact(points, configs, keys, sweep)
+        return plan
+    logger = get_run_logger()
     for cfg in configs:
         cfg.wandb.group = cfg.wandb.group or sweep  # one W&B group per sweep
     axes = axis_values(points)

@@ -15,7 +15,13 @@ from typing import Any
 
 from ito_core.artifacts import committed, prep_keys, read_manifest
 from ito_core.config import DataConfig, EvalConfig
-from ito_core.data.embedded import Sample, embedded_eval_classes, fashion_mnist_samples, shapes_samples
+from ito_core.data.embedded import (
+    Sample,
+    embedded_eval_classes,
+    fashion_mnist_samples,
+    fashion_mnist_size,
+    shapes_samples,
+)
 from ito_core.data.eval_sets import EvalSource, check_eval_tasks, read_eval_source
 from ito_core.data.external import index_external
 from ito_core.data.raw_prep import prepare_raw
@@ -39,6 +45,13 @@ def _train_samples(data: DataConfig) -> Iterator[Sample]:
                                          image_size=data.image_size),
     }
     return _interleave([streams[src]() for src in data.sources])
+
+
+def train_sample_count(data: DataConfig) -> int:
+    """How many samples ``_train_samples`` yields for embedded data, known without reading any."""
+    limit = data.max_train_samples
+    counts = {"fashion_mnist": lambda: fashion_mnist_size("train"), "shapes": lambda: data.shapes_train}
+    return sum(min(limit, count) if limit > 0 else count for count in (counts[src]() for src in data.sources))
 
 
 def _eval_source(name: str, data: DataConfig, eval_cfg: EvalConfig) -> EvalSource:

@@ -53,6 +53,7 @@ MANAGED_SBATCH = {
     "array": "submitit's job arrays",
 }
 SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
+SLURM_NAME = re.compile(r"[A-Za-z0-9_.+@-]+")  # partition, account, QOS names (cluster/slurm_check.py: do they exist)
 
 
 def _require(ok: bool, key: str, problem: str, fix: str) -> None:
@@ -247,8 +248,13 @@ def validate_cluster(cfg: ClusterConfig) -> None:
                  f"{cfg.tasks_per_node} tasks for {cfg.gpus_per_node} GPUs per node (one training process per GPU)",
                  f"set cluster.tasks_per_node={cfg.gpus_per_node}")
     check_job_folder(Path(cfg.work_dir).resolve(), kind=cfg.kind)
-    for key in ("partition", "account", "qos", "constraint"):
-        _require("\n" not in getattr(cfg, key), f"cluster.{key}", "contains a newline", "remove it")
+    for key in ("partition", "account", "qos"):  # a partition may be a list: "gpu,gpu-long"
+        value = getattr(cfg, key)
+        names = value.split(",") if key == "partition" else [value]
+        _require(not value or all(SLURM_NAME.fullmatch(name) for name in names), f"cluster.{key}",
+                 f"{value!r} is not a SLURM {key} name",
+                 "use a name `sinfo`/`sacctmgr` lists (letters, digits, '_', '-', '.'), or '' for the default")
+    _require("\n" not in cfg.constraint, "cluster.constraint", "contains a newline", "remove it")
     for raw, value in cfg.extra_sbatch.items():
         key = str(raw).replace("_", "-")
         _require(bool(SBATCH_KEY.match(key)), f"cluster.extra_sbatch.{raw}", "is not an sbatch long option name",

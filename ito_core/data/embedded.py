@@ -69,6 +69,16 @@ def fashion_mnist_samples(split: str, *, limit: int = 0) -> Iterator[Sample]:
     return _fashion_mnist_iter(split, images_NHW[:count], labels_N[:count])
 
 
+def fashion_mnist_size(split: str) -> int:
+    """How many samples the split holds, from its label file's IDX header (without reading the images)."""
+    path = Path(f"{FASHION_MNIST_DIR / _FASHION_MNIST_FILES[split]}-labels-idx1-ubyte.gz")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: Fashion-MNIST comes from Debian; run `apt-get install "
+                                "dataset-fashion-mnist`")
+    with gzip.open(path, "rb") as f:
+        return int(np.frombuffer(f.read(8), dtype=">u4")[1])
+
+
 def _fashion_mnist_iter(split: str, images_NHW: np.ndarray, labels_N: np.ndarray) -> Iterator[Sample]:
     for i, (image_HW, label) in enumerate(zip(images_NHW, labels_N.tolist(), strict=True)):
         noun = _with_article(FASHION_MNIST_CLASSES[label])

@@ -27,6 +27,7 @@ from ito_core.data.tokenizer import build_tokenizer, trim_padding
 from ito_core.eval.features import compute_features, eval_mode, model_device
 from ito_core.eval.linear_probe import linear_probe_metrics, split_indices
 from ito_core.eval.modality_gap import modality_gap_metrics
+from ito_core.eval.names import TASKS, eval_plan
 from ito_core.eval.plots import plot_modality_umap
 from ito_core.eval.retrieval import retrieval_metrics
 from ito_core.eval.templates import OPENAI_IMAGENET_TEMPLATES
@@ -35,9 +36,6 @@ from ito_core.models.dual_encoder import DualEncoder
 
 log = logging.getLogger(__name__)
 
-# EvalConfig key -> CLIP_benchmark task name, in the order tasks run.
-TASKS = {"zero_shot": "zeroshot_classification", "retrieval": "zeroshot_retrieval",
-         "linear_probe": "linear_probe", "modality_gap": "modality_gap"}
 TEXT_TASKS = {"zeroshot_retrieval", "modality_gap"}  # tasks that need the captions encoded
 PROBE_SPLIT_SEED = 0  # fixed, so every grid point's probe sees the same split
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -82,15 +80,6 @@ class EvalSetReader:
     def text_to_image_T(self) -> torch.Tensor:
         """Image index of each caption, in ``caption_token_batches`` order."""
         return torch.tensor([i for i, caps in enumerate(self.captions) for _ in caps], dtype=torch.long)
-
-
-def eval_plan(eval_cfg: EvalConfig) -> dict[str, list[str]]:
-    """Eval set name -> CLIP_benchmark task names run on it."""
-    plan: dict[str, list[str]] = {}
-    for key, task in TASKS.items():
-        if name := getattr(eval_cfg, key):
-            plan.setdefault(name, []).append(task)
-    return plan
 
 
 def check_eval_config(eval_cfg: EvalConfig) -> None:

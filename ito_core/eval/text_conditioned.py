@@ -23,6 +23,7 @@ from ito_core.config import RunConfig
 from ito_core.data.augment import eval_transform
 from ito_core.data.tokenizer import build_tokenizer
 from ito_core.eval.features import compute_features, model_device
+from ito_core.eval.names import TC_TASKS
 from ito_core.eval.ranking import classification_metrics, true_class_ranks
 from ito_core.eval.suite import EvalSetReader, encoding, eval_plan, set_classnames
 from ito_core.eval.templates import OPENAI_IMAGENET_TEMPLATES
@@ -30,7 +31,6 @@ from ito_core.eval.zero_shot import build_zero_shot_classifier
 from ito_core.methods.flair import TextConditionedPool
 from ito_core.models.dual_encoder import DualEncoder
 
-TC_TASKS = ("zeroshot_classification", "zeroshot_retrieval")
 POOLED_FLOATS_PER_CHUNK = 2**24  # bounds the [n, q, E] pooled block (64 MiB in fp32)
 
 

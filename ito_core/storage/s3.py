@@ -165,6 +165,10 @@ class S3Store:
         self._s3 = S3Calls(endpoint_url=endpoint_url, region=region, retry_deadline_s=retry_deadline_s)
         self.client = self._s3.client
 
+    def has_credentials(self) -> bool:
+        """Whether boto3 finds credentials (env vars, profile files, instance role) for this store's calls."""
+        return self._s3.session.get_credentials() is not None
+
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{checked_key(key)}".strip("/")
 

@@ -5,6 +5,8 @@
   database. Task runs are named by the point's grid values. A config error ends a deployment run Failed
   with the one-line error as the state's message, no engine traceback; a dry run files the plan and submits
   nothing.
+- ``ito-sweep serve`` with a wrong or missing string ends in one line naming ``PREFECT_API_AUTH_STRING`` (the
+  preflight), not a 401 traceback.
 - After a completed sweep the server's database is deleted and a new server started: the same deployment
   run skips every stage (the cache lives in the store, not in Prefect).
 """
@@ -138,3 +140,16 @@ def test_a_new_server_on_an_empty_database_skips_every_committed_stage(
     assert submitted_jobs(sweep.work) == jobs, "no training job was submitted"
     assert log.count("/train already committed, skipping") == 2 and "submitted job" not in log, \
         "both trainings were skipped, found in the store"
+
+
+def test_serve_with_a_wrong_or_missing_auth_string_ends_in_one_line_naming_it(
+        guarded_prefect_server: PrefectServer) -> None:
+    server = guarded_prefect_server
+    anonymous = {k: v for k, v in server.env().items() if k != "PREFECT_API_AUTH_STRING"}
+    for env, state in ((server.env(PREFECT_API_AUTH_STRING="ito:wrong"), "was refused"), (anonymous, "is not set")):
+        done = subprocess.run([venv_script("ito-sweep"), "serve"], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done
+        assert done.stderr.splitlines() == [f"ito-sweep: preflight prefect: failed: PREFECT_API_URL={server.api_url} "
+                                            f"answered 401: PREFECT_API_AUTH_STRING {state}; set it to the server's "
+                                            "user:password (its PREFECT_SERVER_API_AUTH_STRING)"], done.stderr

@@ -13,7 +13,7 @@ from flows.sweep import DEPLOYMENTS, ito_sweep
 
 ROOT = Path(__file__).resolve().parents[3]
 PARAMETERS = {"overrides", "config_name", "sweep_name", "experiment", "cluster", "storage_root", "max_concurrent_train",
-              "dry_run"}
+              "dry_run", "skip_checks"}
 
 
 def test_prefect_yaml_matches_the_served_deployments() -> None:
