@@ -1,11 +1,12 @@
-"""``data=raw`` prep as a job array: task ``t`` of ``T`` writes the shards ``i % T == t``, a final step dedups.
+"""``data=raw`` prep as a job array: task ``t`` of ``T`` writes its share of the shards, a final step dedups.
 
 The shard plan is ``raw_prep.py``'s (shard ``i`` holds input records ``[i * S, (i + 1) * S)``), so what a shard
-holds never depends on ``T``. Each task lists the whole input but fetches, checks, transcodes and writes only
-its own shards (``raw_prep.write_raw_shards(part=(t, T))``), removing the duplicates it sees among them, and
-logs every record of each shard (``<shard>.records.json``: key, image hash, skip reason, admitted, source).
-A task's rerun skips its finished shards (tar + sidecar + log present), so a killed task redoes only the
-shards it had not finished; ``task-<t>-of-<T>.json`` marks a task done.
+holds never depends on ``T``; ``data/prep_parts.py`` says which shards are a task's (a contiguous block for
+img2dataset tars, whose other tars it never reads; else ``i % T == t``, listing the whole input). A task
+fetches, checks, transcodes and writes only its own shards (``raw_prep.write_raw_shards(part=(t, T))``),
+removing the duplicates it sees among them, and logs every record of each shard (``<shard>.records.json``:
+key, image hash, skip reason, admitted, source). A task's rerun skips its finished shards (tar + sidecar + log
+present), so a killed task redoes only the shards it had not finished; ``task-<t>-of-<T>.json`` marks a task done.
 
 The final step (``finish_array``) makes the result exactly a one-process prep's: duplicates across tasks are
 found from the logs (the first admission of an image hash in input order wins, as in one process) and dropped

@@ -49,6 +49,7 @@ from tqdm import tqdm
 from ito_core.artifacts import committed, raw_prep_config, read_manifest
 from ito_core.config import DataConfig, config_hash
 from ito_core.data.files import read_bytes
+from ito_core.data.prep_parts import TaskShards, task_shards
 from ito_core.data.shard_writer import (
     RECORDS_SUFFIX,
     SIDECAR_SUFFIX,
@@ -59,7 +60,7 @@ from ito_core.data.shard_writer import (
     write_shard,
 )
 from ito_core.data.shards import MANIFEST_VERSION, clean_captions
-from ito_core.data.sources import RawRecord, read_records
+from ito_core.data.sources import RawRecord, read_records, record_counts
 from ito_core.data.transcode import TranscodeOptions
 from ito_core.storage import ArtifactStore, commit
 
@@ -93,22 +94,29 @@ def write_raw_shards(data: DataConfig, store: ArtifactStore, key: str, *,
                                jpeg_quality=data.jpeg_quality, min_size=data.min_image_size,
                                max_aspect=data.max_aspect_ratio, max_pixels=data.max_pixels)
     in_flight = data.prep_workers + 1  # every worker busy, one shard queued for the next free one
+    counts = record_counts(data) if part is not None and part[1] > 1 else None  # one task reads it all
+    mine = None if part is None else task_shards(*part, num_records=None if counts is None else sum(counts),
+                                                 samples_per_shard=data.samples_per_shard)
+    first, stop = (0, None) if mine is None else mine.shard_span()
     with tempfile.TemporaryDirectory(prefix="ito-prep-") as tmp, _executor(data.prep_workers) as pool, \
             ThreadPoolExecutor(FETCH_THREADS) as fetchers, ThreadPoolExecutor(in_flight) as uploaders:
         run = _Run(store, key, Path(tmp), options, pool=pool, fetchers=fetchers, uploaders=uploaders,
-                   max_in_flight=in_flight, part=part)
-        return run.all_shards(read_records(data), data.samples_per_shard), run.num_shards, run.num_reused
+                   max_in_flight=in_flight, part=mine)
+        records = read_records(data, start=first * data.samples_per_shard, counts=counts)
+        sidecars = run.all_shards(records, data.samples_per_shard, shards=(first, stop))
+        num_shards = run.num_shards if counts is None else -(-sum(counts) // data.samples_per_shard)
+        return sidecars, num_shards, run.num_reused
 
 
 class _Run:
     """One pass over the input: admit records, hand shards to the pool, collect their sidecars.
 
-    ``part=(t, T)``: only the shards ``i % T == t`` (one task of a prep job array, ``prep_array.py``): the
-    others' records are listed but never fetched, and every shard also gets a record log for the final step."""
+    ``part``: only one prep array task's shards (``prep_parts.py``, ``prep_array.py``): the others' records
+    are listed but never fetched, or not read at all, and every shard also gets a record log for the final step."""
 
     def __init__(self, store: ArtifactStore, key: str, tmp: Path, options: TranscodeOptions, *, pool: Executor,
                  fetchers: Executor, uploaders: Executor, max_in_flight: int,
-                 part: tuple[int, int] | None = None) -> None:
+                 part: TaskShards | None = None) -> None:
         self.store, self.key, self.options, self.part = store, key, options, part
         self.pool, self.fetchers, self.uploaders = pool, fetchers, uploaders
         self.local = store.local_dir(key)  # None: stage locally, then upload
@@ -120,11 +128,13 @@ class _Run:
         self.in_flight: set[Future] = set()  # one per shard: its write (local) or its upload (S3)
         self.num_shards = self.num_reused = 0
 
-    def all_shards(self, records: Iterator[RawRecord], samples_per_shard: int) -> list[dict[str, Any]]:
+    def all_shards(self, records: Iterator[RawRecord], samples_per_shard: int, *,
+                   shards: tuple[int, int | None] = (0, None)) -> list[dict[str, Any]]:
+        """The shards ``[first, stop)`` (stop None: to the input's end); ``records`` starts at the first's."""
         with tqdm(unit="img", desc="prep", disable=None) as bar:
-            for index, chunk in _chunks(records, samples_per_shard):
+            for index, chunk in _chunks(records, samples_per_shard, *shards):
                 self.num_shards = index + 1
-                if self.part is not None and index % self.part[1] != self.part[0]:
+                if self.part is not None and not self.part.owns(index):
                     bar.update(sum(1 for _ in chunk))  # another task's shard
                     continue
                 finished = self._finished(index)
@@ -197,9 +207,11 @@ class _Run:
         return sidecar
 
 
-def _chunks(records: Iterator[RawRecord], size: int) -> Iterator[tuple[int, Iterator[RawRecord]]]:
-    """(shard index, its records) lazily: each chunk must be used up before the next is asked for."""
-    for index in itertools.count():
+def _chunks(records: Iterator[RawRecord], size: int, first: int,
+            stop: int | None) -> Iterator[tuple[int, Iterator[RawRecord]]]:
+    """(shard index, its records) lazily from shard ``first`` up to ``stop``: each chunk must be used up before
+    the next is asked for. Nothing past ``stop``'s first record is read."""
+    for index in itertools.count(first) if stop is None else range(first, stop):
         first = next(records, None)
         if first is None:
             return
