@@ -39,6 +39,7 @@ def check_views(cfg: RunConfig) -> None:
         raise ValueError(f"config ito.second_view_size: {size} is not a multiple of model.patch_size={m.patch_size} "
                          f"between {m.patch_size} and model.image_size={m.image_size}; use e.g. "
                          f"{max(m.patch_size, m.image_size // 2 // m.patch_size * m.patch_size)}, or 0 for full size")
+    size = 0 if size == m.image_size else size  # full size: no second-view option in effect
     if not (p or size):
         return
     option = f"ito.patch_dropout={p}" if p else f"ito.second_view_size={size}"

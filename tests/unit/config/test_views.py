@@ -30,9 +30,12 @@ def test_bad_view_options_name_the_key_and_the_fix(overrides: list[str], key: st
     assert message.startswith(f"config {key}") and fix in message and "\n" not in message
 
 
-@pytest.mark.parametrize("overrides", [["ito=clip", "ito.patch_dropout=0.5"], ["ito.fusion=none", "ito.fusion_weight=0",
-                                        "ito.second_view_size=16"], [CLS, "ito.patch_dropout=0.5",
-                                                                     "ito.second_view_size=24"]])
+@pytest.mark.parametrize("overrides", [
+    ["ito=clip", "ito.patch_dropout=0.5"],
+    ["ito.fusion=none", "ito.fusion_weight=0", "ito.second_view_size=16"],
+    [CLS, "ito.patch_dropout=0.5", "ito.second_view_size=24"],
+    ["ito.second_view_size=32"],  # model.image_size: no second-view option in effect, nothing to refuse
+])
 def test_good_view_options_load(overrides: list[str]) -> None:
     load_config(["model=tiny", *overrides])
 
