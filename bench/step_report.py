@@ -20,6 +20,12 @@ VARIANTS = {
     "ITO M=4 fusion": ["ito=ito", "ito.images=4"],
     "ITO fusion pool4": ["ito=ito", "ito.fusion_image_tokens=pool4"],
     "ITO fusion cls": ["ito=ito", "ito.fusion_image_tokens=cls"],
+    # Cheaper views (configs/ablation/ito_cheap_views.yaml), on the cls fusion; the 112 px second view needs a
+    # model of at least 112 px (vit_b_16).
+    "ITO cls patch dropout 0.5": ["ito=ito", "ito.fusion_image_tokens=cls", "ito.patch_dropout=0.5"],
+    "ITO cls 112px second view": ["ito=ito", "ito.fusion_image_tokens=cls", "ito.second_view_size=112"],
+    "ITO cls dropout 0.5 + 112px": ["ito=ito", "ito.fusion_image_tokens=cls", "ito.patch_dropout=0.5",
+                                    "ito.second_view_size=112"],
     # The methods as experiment=method_comparison trains them (its SLIP head is scaled to the model: see there).
     "SigLIP": ["experiment=method_comparison", "method=siglip"],
     "SLIP": ["experiment=method_comparison", "method=slip"],
@@ -32,6 +38,8 @@ VARIANT_SETS = {
     "ito": [BASELINE, "ITO M=2 fusion", "ITO M=2 no fusion", "ITO M=4 fusion"],
     "fusion": [BASELINE, "ITO M=2 no fusion", "ITO M=2 fusion", "ITO fusion pool4", "ITO fusion cls"],
     "methods": [BASELINE, "SigLIP", "SLIP", "FLAIR", "OneR", "ITO"],
+    "views": [BASELINE, "ITO fusion cls", "ITO cls patch dropout 0.5", "ITO cls 112px second view",
+              "ITO cls dropout 0.5 + 112px"],
 }
 ANALYTIC_METHODS = ("clip", "siglip", "ito")  # the methods ito_core.flops counts; the others report counted FLOPs
 

@@ -228,8 +228,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-config", default="tiny", help="configs/model/<name>.yaml")
     parser.add_argument("--variants", choices=sorted(VARIANT_SETS), default="ito",
                         help="models timed together: ito (CLIP vs ITO M=2/4, with and without fusion), fusion "
-                             "(ito.fusion_image_tokens all/pool4/cls) or methods (CLIP, SigLIP, SLIP, FLAIR, OneR, "
-                             "ITO)")
+                             "(ito.fusion_image_tokens all/pool4/cls), methods (CLIP, SigLIP, SLIP, FLAIR, OneR, "
+                             "ITO) or views (ITO cls with ito.patch_dropout / a 112 px ito.second_view_size: a "
+                             "model of >= 112 px, e.g. vit_b_16)")
     parser.add_argument("--batch-size", type=int, default=64, help="micro-batch of every model")
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds (one step of every model each)")
     parser.add_argument("--warmup", type=int, default=2,

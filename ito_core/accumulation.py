@@ -20,6 +20,10 @@ DeepSpeed drives it: ``gradient_accumulation_steps = accum``; each micro-batch c
 share) and ``engine.step()``, which reduces gradients and updates weights at the accumulation
 boundary only. ``accum = 1`` is the plain forward/backward, with no cache and no extra pass.
 
+Random draws inside the model (``ito.patch_dropout``'s patch choice) must be the same in both passes, else step 2
+would put live features of other patches in place of cached ones: each micro-batch's grad pass starts from the
+generator state its no-grad pass started from (a model that draws nothing is unaffected).
+
 Cost for ``accum > 1``: one extra forward per sample (without stored activations), and the
 cached features of the local batch (B x (M + N + K) x D floats).
 
@@ -57,6 +61,7 @@ class GradientAccumulation:
         self._loss: Tensor | None = None  # steps == 1: the live loss, backward pending
         self._micro: list[tuple[Tensor, Tensor]] = []
         self._cache: dict[str, list[Tensor]] = {}
+        self._rng: list[RngState] = []  # the generator state before each micro-batch's no-grad pass
 
     def forward(self, images_BMCHW: Tensor, tokens_BNL: Tensor) -> Outputs:
         """The losses of the whole local batch; :meth:`backward` must follow unless the step is skipped."""
@@ -66,7 +71,10 @@ class GradientAccumulation:
             return losses
         self._micro = list(zip(images_BMCHW.chunk(self.steps), tokens_BNL.chunk(self.steps), strict=True))
         with torch.no_grad():
-            outs = [self.engine(images_bMCHW, tokens_bNL) for images_bMCHW, tokens_bNL in self._micro]
+            outs = []
+            for images_bMCHW, tokens_bNL in self._micro:
+                self._rng.append(rng_state(images_bMCHW.device))
+                outs.append(self.engine(images_bMCHW, tokens_bNL))
             self._cache = {key: [out[key] for out in outs] for key, value in outs[0].items() if value.dim() > 0}
             return self.objective({**outs[0], **{key: torch.cat(parts) for key, parts in self._cache.items()}})
 
@@ -84,6 +92,7 @@ class GradientAccumulation:
             return self.engine.skipped_steps == skipped_before
         assert self._micro, "forward() first"
         for j, (images_bMCHW, tokens_bNL) in enumerate(self._micro):
+            set_rng_state(self._rng[j], images_bMCHW.device)
             out = self.engine(images_bMCHW, tokens_bNL)
             for key, value in out.items():
                 if key in self._cache:  # micro-batch j live, the others from the cache
@@ -93,9 +102,23 @@ class GradientAccumulation:
                     out[key] = split_gradient(value, self.steps)
             self.engine.backward(self.objective(out)["loss"], scale_wrt_gas=False)
             self.engine.step()
-        self._micro, self._cache = [], {}
+        self._micro, self._cache, self._rng = [], {}, []
         return self.engine.skipped_steps == skipped_before
 
     def skip(self) -> None:
         """Drop the pending step (non-finite loss): no backward, no update."""
-        self._loss, self._micro, self._cache = None, [], {}
+        self._loss, self._micro, self._cache, self._rng = None, [], {}, []
+
+
+RngState = tuple[Tensor, Tensor | None]
+
+
+def rng_state(device: torch.device) -> RngState:
+    """torch's CPU generator state and, for a CUDA device, that device's (where the model's draws come from)."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def set_rng_state(state: RngState, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)

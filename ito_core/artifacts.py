@@ -36,6 +36,9 @@ RUN_IDENTITY = ("model", "ito", "loss", "train", "deepspeed", "seed")
 # Methods that are ItoModel + ItoObjective under other ito/loss settings: those settings name their runs already
 # (method=clip is method=ito ito=clip), and leaving `method` out keeps the run keys from before it existed.
 ITO_FAMILY = ("clip", "siglip", "ito")
+# Options added after runs were first named, left out of a run's identity at their default (which trains as before
+# they existed), so those runs keep their keys: section -> option -> default.
+NEUTRAL_DEFAULTS = {"ito": {"patch_dropout": 0.0, "second_view_size": 0}}
 DATA_IDENTITY = ("data", "eval", "storage")  # what prep's artifacts depend on
 EVAL_ID_IGNORED = ("executor", "batch_size")  # where and in what chunks: the records do not depend on them
 
@@ -81,6 +84,8 @@ def run_key(cfg: RunConfig) -> str:
     """Runs are named by the hash of everything that changes their weights. The data enters as its prep
     key, so a new data option that leaves the shards alone (loader workers, eval sets) keeps run keys."""
     identity = {k: v for k, v in as_dict(cfg).items() if k in RUN_IDENTITY}
+    for section, defaults in NEUTRAL_DEFAULTS.items():
+        identity[section] = {k: v for k, v in identity[section].items() if k not in defaults or v != defaults[k]}
     identity["data"] = train_data_key(cfg.data)
     if cfg.method.name not in ITO_FAMILY:  # another model or objective: other weights from the same ito/loss
         identity["method"] = as_dict(cfg)["method"]

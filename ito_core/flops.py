@@ -7,7 +7,9 @@ projections and ``4 N^2 d`` in ``QK^T`` and ``AV``: ``24 N d^2 + 4 N^2 d`` for r
 
 One ITO sample is M image views, N captions and, with fusion, M x N fused pairs. With fusion the
 towers project every token to the joint space (the fusion module reads them); without, only the
-pooled one, as OpenCLIP: ViT-B/16 CLIP counts 35.13 + 5.96 GF, OpenCLIP's count (docs/REFERENCE.md).
+pooled one, as OpenCLIP: ViT-B/16 CLIP counts 35.13 + 5.96 GF, OpenCLIP's count (docs/REFERENCE.md). The cheaper
+training views (``ito_core.config.views``) are counted as they run: each view's patch embedding over all its patches
+at its own size, its tower over CLS + the patches patch dropout keeps.
 
 Training FLOPs are the forward plus a backward of 2x the forward (input and weight gradients),
 except the patch embedding, whose input (the pixels) needs no gradient: torch's FlopCounterMode
@@ -21,6 +23,7 @@ import os
 
 from ito_core.config import ItoConfig, ModelConfig, TrainConfig, fuses
 from ito_core.config.validation import fusion_image_tokens
+from ito_core.config.views import kept_patches, view_sizes
 
 PEAK_TFLOPS_ENV = "ITO_PEAK_TFLOPS"
 
@@ -37,10 +40,21 @@ def transformer_flops(*, tokens: int, width: int, layers: int, mlp_ratio: float,
     return (layers - 1) * full_block + last_block
 
 
-def patch_embedding_flops(model: ModelConfig) -> float:
-    """Forward FLOPs of the patch embedding of one image view."""
-    patches = (model.image_size // model.patch_size) ** 2
+def patch_embedding_flops(model: ModelConfig, image_size: int | None = None) -> float:
+    """Forward FLOPs of the patch embedding of one image view of ``image_size`` px (default ``model.image_size``)."""
+    patches = ((image_size or model.image_size) // model.patch_size) ** 2
     return 2 * patches * 3 * model.patch_size**2 * model.vision_width
+
+
+def image_view_flops(model: ModelConfig, *, image_size: int, patch_dropout: float, token_wise: bool,
+                     one_row_last_blocks: bool = True) -> float:
+    """Forward FLOPs of one training view: the patch embedding of every patch, the tower over CLS + the kept patches,
+    the projection of every token (``token_wise``: the fusion reads them) or of the pooled one."""
+    tokens = 1 + kept_patches((image_size // model.patch_size) ** 2, patch_dropout)
+    return (patch_embedding_flops(model, image_size)
+            + transformer_flops(tokens=tokens, width=model.vision_width, layers=model.vision_layers,
+                                mlp_ratio=model.mlp_ratio, out_rows=_read_rows(token_wise, one_row_last_blocks))
+            + 2 * (tokens if token_wise else 1) * model.vision_width * model.embed_dim)
 
 
 def forward_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens: int | None = None,
@@ -56,14 +70,12 @@ def forward_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens:
     # only that row is projected to the joint space and (ours) computed by the last block.
     keep = fusion_image_tokens(ito.fusion_image_tokens, grid=grid) if fuses(ito) else 0
     image_read, text_read = fuses(ito) and keep != 0, fuses(ito)
-    image = (patch_embedding_flops(model)
-             + transformer_flops(tokens=image_tokens, width=model.vision_width, layers=model.vision_layers,
-                                 mlp_ratio=model.mlp_ratio, out_rows=_read_rows(image_read, one_row_last_blocks))
-             + 2 * (image_tokens if image_read else 1) * model.vision_width * model.embed_dim)
+    image = sum(image_view_flops(model, image_size=size, patch_dropout=ito.patch_dropout, token_wise=image_read,
+                                 one_row_last_blocks=one_row_last_blocks) for size in view_sizes(model, ito))
     text = (transformer_flops(tokens=text_tokens, width=model.text_width, layers=model.text_layers,
                               mlp_ratio=model.mlp_ratio, out_rows=_read_rows(text_read, one_row_last_blocks))
             + 2 * (text_tokens if text_read else 1) * model.text_width * model.embed_dim)
-    parts = {"image": ito.images * image, "text": ito.texts * text, "fusion": 0.0}
+    parts = {"image": image, "text": ito.texts * text, "fusion": 0.0}
     if fuses(ito):
         width = ito.fusion_width or model.embed_dim
         fused_image_tokens = image_tokens if keep is None else 1 + keep
@@ -85,10 +97,10 @@ def _read_rows(token_wise: bool, one_row_last_blocks: bool) -> int | None:
 
 def train_flops_per_sample(model: ModelConfig, ito: ItoConfig, *, text_tokens: int | None = None,
                            one_row_last_blocks: bool = True) -> float:
-    """Forward + backward FLOPs of one sample: 3x the forward, less the patch embedding's input gradient."""
+    """Forward + backward FLOPs of one sample: 3x the forward, less the patch embeddings' input gradients."""
     forward = forward_flops_per_sample(model, ito, text_tokens=text_tokens,
                                        one_row_last_blocks=one_row_last_blocks)["total"]
-    return 3 * forward - ito.images * patch_embedding_flops(model)
+    return 3 * forward - sum(patch_embedding_flops(model, size) for size in view_sizes(model, ito))
 
 
 def peak_flops(train: TrainConfig) -> float | None:

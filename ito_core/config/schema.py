@@ -49,6 +49,13 @@ class ItoConfig:
     # Image tokens entering the fusion module: all (CLS + every patch) | cls (CLS only) | pool<k> (CLS + the patch
     # grid average-pooled to k tokens, k a square number, e.g. pool4)
     fusion_image_tokens: str = "all"
+    # Cheaper training views (docs/METHOD.md), training only: the stripped model and eval see every patch at
+    # model.image_size. Share of each view's patch tokens dropped at random, CLS kept (FLIP; OpenCLIP's
+    # patch_dropout): 0 = none, 0.5 = FLIP's
+    patch_dropout: float = 0.0
+    # Pixel side of image views 2..M, resized from the augmented crop (multi-crop; position embeddings
+    # interpolated to the smaller grid): 0 = model.image_size, else a multiple of model.patch_size
+    second_view_size: int = 0
 
 
 @dataclass

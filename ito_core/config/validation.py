@@ -18,6 +18,7 @@ from ito_core.config.schema import (
     TrainConfig,
     fuses,
 )
+from ito_core.config.views import check_views
 from ito_core.storage.s3 import split_s3_url
 
 METHODS = ("clip", "siglip", "slip", "flair", "oner", "ito")
@@ -82,6 +83,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _validate_ito(cfg.ito, cfg.model)
     _choice(cfg.loss.name, "loss.name", LOSS_NAMES)
     check_method(cfg)
+    check_views(cfg)
     validate_cluster(cfg.cluster)
     _validate_train(cfg.train, world_size=cfg.cluster.nodes * cfg.cluster.tasks_per_node)
     _require(cfg.deepspeed.zero_stage in (0, 1, 2, 3), "deepspeed.zero_stage",

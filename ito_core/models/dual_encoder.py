@@ -12,9 +12,10 @@ from ito_core.models.vision import VisionTransformer
 
 
 class DualEncoder(nn.Module):
-    def __init__(self, cfg: ModelConfig, *, logit_bias: float | None = None) -> None:
+    def __init__(self, cfg: ModelConfig, *, logit_bias: float | None = None, patch_dropout: float = 0.0) -> None:
+        """``patch_dropout``: the image tower's training-only patch dropout (``ito.patch_dropout``); no weights."""
         super().__init__()
-        self.visual = VisionTransformer(cfg)
+        self.visual = VisionTransformer(cfg, patch_dropout=patch_dropout)
         self.text = TextTransformer(cfg)
         # Shape [1], not OpenCLIP's []: DeepSpeed cannot broadcast 0-dim parameters (export reshapes).
         self.logit_scale = nn.Parameter(torch.tensor([cfg.init_logit_scale]))

@@ -267,6 +267,31 @@ def test_history_rows_carry_logit_scale_throughput_and_mfu(
         assert row["samples_per_s"] > 0 and row["mfu"] > 0
 
 
+def test_cheap_views_replay_their_patches_in_the_engine(tmp_path: Path) -> None:
+    """ito.patch_dropout + a lower-resolution second view on the real engine in bf16 with 2 micro-batches: each grad
+    pass draws the patches of its no-grad pass, so the full-batch loss it backwards is the one that was logged."""
+    cfg = options(tmp_path, "ito.fusion_image_tokens=cls", "ito.patch_dropout=0.5", "ito.second_view_size=16",
+                  "deepspeed.precision=bf16", "train.micro_batch_size=8")
+    backwarded = []
+
+    def recording(objective: ItoObjective) -> Callable[[dict], dict]:
+        def losses_of(out: dict) -> dict:
+            losses = objective(out)
+            backwarded.append(losses["loss"].item())
+            return losses
+        return losses_of
+
+    with one_rank_group() as env:
+        engine = build_engine(cfg, env)
+        objective = build_objective(cfg.loss, cfg.ito, rank=env.rank, world_size=env.world_size)
+        accum = GradientAccumulation(engine, recording(objective), steps=2)
+        images, tokens = fixed_batch()
+        logged = accum.forward(images.to(torch.bfloat16), tokens)["loss"].item()
+        assert accum.backward() and engine.global_steps == 1
+        assert all(torch.isfinite(w).all() for w in full_params(engine).values())
+    assert backwarded[1:] == pytest.approx([logged, logged], rel=1e-6) and len(backwarded) == 3
+
+
 # ------------------------------------------------------------------------------ model switches
 
 @pytest.mark.parametrize(("stage", "micro"), [(2, 16), (3, 8)])  # ZeRO-3 with 2 accumulation steps

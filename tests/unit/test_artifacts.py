@@ -48,6 +48,15 @@ def test_what_changes_a_key(override: str, changes_run: bool, changes_eval: bool
     assert (run_key(base) != run_key(other), eval_id(base) != eval_id(other)) == (changes_run, changes_eval)
 
 
+@pytest.mark.parametrize(("overrides", "key"), [([], "runs/be382c5921cbaa0f"), (["ito=clip"], "runs/d4002c104e525076")])
+def test_options_added_later_keep_the_run_keys_from_before_them_at_their_default(overrides: list[str],
+                                                                                 key: str) -> None:
+    """The keys these configs had before ito.patch_dropout and ito.second_view_size existed (issue 26)."""
+    assert run_key(load_config(overrides)) == key
+    assert run_key(load_config([*overrides, "ito.fusion_image_tokens=cls", "ito.patch_dropout=0.5"])) != run_key(
+        load_config([*overrides, "ito.fusion_image_tokens=cls"]))
+
+
 def test_committed_means_the_manifest_was_written(tmp_path: Path) -> None:
     store, key = LocalStore(tmp_path), RunLayout("runs/abc").train
     store.write_json(f"{key}/history.json", [1])
