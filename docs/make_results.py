@@ -161,11 +161,13 @@ def equal_compute_points() -> list[dict[str, Any]]:
 def blocks() -> dict[str, str]:
     methods_means, methods_diffs = arm_tables(load_points("methods"), "comparison", "clip")
     ablation_means, ablation_diffs = arm_tables(load_points("ablation"), "ablation", "clip")
+    fusion_points = [p for p in load_points("ablation") if values_of(p)["ablation"] != "clip"]
+    _, fusion_diffs = arm_tables(fusion_points, "ablation", "multi_align")  # fusion on vs off, both at M=2
     equal_means, equal_diffs = arm_tables(equal_compute_points(), "arm", f"clip @ {STEPS}")
     return {"lr-sweep": lr_table(), "equal-compute-steps": steps_table(),
             "methods": methods_means, "methods-vs-clip": methods_diffs,
             "equal-compute": equal_means, "equal-compute-vs-clip": equal_diffs,
-            "ablation": ablation_means, "ablation-vs-clip": ablation_diffs}
+            "ablation": ablation_means, "ablation-vs-clip": ablation_diffs, "ablation-vs-multi-align": fusion_diffs}
 
 
 def rebuilt(text: str, tables: dict[str, str]) -> str:
