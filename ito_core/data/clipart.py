@@ -1,4 +1,4 @@
-"""Clip-art PNGs as training and eval images: transparency onto white, and a near-duplicate check across packages.
+"""Clip-art PNGs as training and eval images: transparency flattened, and a near-duplicate check across packages.
 
 Many Tux Paint stamps were drawn from the Open Clip Art Library, so the same drawing can sit in both Debian
 packages at other sizes, crops or mirrored. ``NearDuplicateIndex`` finds them by a fingerprint: the drawing
@@ -14,6 +14,7 @@ Shape legend: F = fingerprint values (16 x 16 x 3), R = reference fingerprints.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,24 +26,43 @@ FINGERPRINT_SIDE = 16
 MAX_RELATIVE_DISTANCE = 0.3  # RMS fingerprint difference / mean ink of the pair
 MAX_LOG_ASPECT = 0.2  # |log(aspect a / aspect b)| of the inked boxes
 MIN_INK = 2.0  # mean ink (0-255) below which a drawing is too faint to compare
+LIGHT_DRAWING = 224  # mean grey (0-255) of the drawn pixels above which a drawing goes onto black
 _INK_LEVEL = 8  # a pixel this much darker than white (in grey) counts as ink
 
 
-def open_on_white(path: Path) -> Image.Image:
-    """The PNG at ``path`` as RGB, transparent parts white; ``ValueError`` beyond ``MAX_PIXELS`` (checked before
-    decoding), ``OSError`` for an unreadable file."""
-    with Image.open(path) as image:
+class BlankImageError(ValueError):
+    """A PNG whose every pixel is fully transparent (nothing was drawn; several openclipart gradients)."""
+
+
+def open_flattened(path: Path) -> Image.Image:
+    """The PNG at ``path`` as a square RGB image: transparency flattened onto white, or onto black for a light
+    drawing (a white-on-transparent stamp would vanish on white), padded square with that background so prep's
+    centre crop keeps the whole drawing. ``BlankImageError`` when nothing is drawn, ``ValueError`` beyond
+    ``MAX_PIXELS`` (checked before decoding), ``OSError`` for an unreadable file."""
+    try:
+        with warnings.catch_warnings():  # PIL warns from MAX_PIXELS up and raises at twice that: one limit, ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path}: {err}") from None
+    with image:
         width, height = image.size
         if width * height > MAX_PIXELS:
             raise ValueError(f"{path}: {width}x{height} pixels is over the {MAX_PIXELS} pixel limit")
         rgba = image.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    white.alpha_composite(rgba)
-    return white.convert("RGB")
+    alpha_HW = np.asarray(rgba.getchannel("A"), dtype=np.float64)
+    if not alpha_HW.any():
+        raise BlankImageError(f"{path}: every pixel is transparent")
+    grey_HW = np.asarray(rgba.convert("L"), dtype=np.float64)
+    light = (grey_HW * alpha_HW).sum() / alpha_HW.sum() > LIGHT_DRAWING
+    side = max(width, height)
+    background = Image.new("RGBA", (side, side), (0, 0, 0, 255) if light else (255, 255, 255, 255))
+    background.alpha_composite(rgba, dest=((side - width) // 2, (side - height) // 2))
+    return background.convert("RGB")
 
 
 def pad_square(image: Image.Image) -> Image.Image:
-    """White-pad to a square, so prep's centre crop keeps the whole drawing."""
+    """White-pad to a square."""
     width, height = image.size
     side = max(width, height)
     if width == height:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ito_core.data.clipart import open_on_white, pad_square
+from ito_core.data.clipart import open_flattened
 from ito_core.data.embedded import Sample, UnreadableImage
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,10 @@ def tuxpaint_stamps(root: Path | None = None, *, skipped: Counter[str] | None = 
 
 
 def stamp_image(stamp: Stamp) -> Image.Image | UnreadableImage:
-    """The stamp on white, padded square; an unreadable one becomes a stand-in that prep skips and counts."""
+    """The stamp flattened and padded square (``clipart.open_flattened``); an unreadable or blank one becomes a
+    stand-in that prep skips and counts as a bad image."""
     try:
-        return pad_square(open_on_white(stamp.path))
+        return open_flattened(stamp.path)
     except (OSError, SyntaxError, ValueError) as err:
         return UnreadableImage(str(stamp.path), err)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ito_core.data.openclipart import OPENCLIPART_PACKAGE
+from ito_core.data.tuxpaint import TUXPAINT_PACKAGE
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -22,3 +25,9 @@ def test_readme_has_exactly_two_setup_commands() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     _, tests = _readme_commands()
     assert tests in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_both_setup_commands_install_the_embedded_data_packages() -> None:
+    for command in _readme_commands():
+        assert all(f" {package} " in command for package in ("dataset-fashion-mnist", OPENCLIPART_PACKAGE,
+                                                              TUXPAINT_PACKAGE))

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from ito_core.data import clipart, openclipart, tuxpaint
-from ito_core.data.clipart import NearDuplicateIndex, open_on_white, pad_square
+from ito_core.data.clipart import BlankImageError, NearDuplicateIndex, open_flattened, pad_square
 from ito_core.data.openclipart import captions_for, openclipart_files, openclipart_samples, title_words
 from ito_core.data.tuxpaint import TUXPAINT_CLASSNAMES, class_label, tuxpaint_samples, tuxpaint_stamps
 from tests.fixtures.drawings import drawing
@@ -22,14 +22,21 @@ def on_white(image: Image.Image) -> Image.Image:
     return white.convert("RGB")
 
 
-def test_transparency_becomes_white_and_pixels_are_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transparency_is_flattened_square_and_pixels_are_capped(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     drawing("house").save(tmp_path / "house.png")
-    image = open_on_white(tmp_path / "house.png")
-    assert image.mode == "RGB" and image.getpixel((0, 0)) == (255, 255, 255)
-    assert pad_square(image).size == (120, 120) and pad_square(image).getpixel((60, 2)) == (255, 255, 255)
+    image = open_flattened(tmp_path / "house.png")
+    assert image.mode == "RGB" and image.size == (120, 120)  # padded square: prep's centre crop keeps it all
+    assert image.getpixel((0, 0)) == image.getpixel((60, 2)) == (255, 255, 255)
+    drawing("ball", colour="white").save(tmp_path / "white.png")
+    flat = open_flattened(tmp_path / "white.png")
+    assert flat.getpixel((0, 0)) == (0, 0, 0) and flat.getpixel((60, 60)) == (255, 255, 255)  # visible on black
+    Image.new("RGBA", (30, 30), (255, 0, 0, 0)).save(tmp_path / "blank.png")
+    with pytest.raises(BlankImageError, match="every pixel is transparent"):
+        open_flattened(tmp_path / "blank.png")
     monkeypatch.setattr(clipart, "MAX_PIXELS", 100)
     with pytest.raises(ValueError, match="pixel limit"):
-        open_on_white(tmp_path / "house.png")
+        open_flattened(tmp_path / "house.png")
 
 
 def test_a_rescaled_padded_or_mirrored_copy_is_a_near_duplicate() -> None:
@@ -127,13 +134,14 @@ def test_near_duplicates_of_eval_stamps_leave_training_and_are_counted(tmp_path:
     write_stamp(root, "buildings/homes/house_jon_phillips_01.png", drawing("house", size=(240, 160)), None)
     write_stamp(root, "plants/tree.png", drawing("ball", colour="green"), None)
     (root / "plants/corrupt.png").write_bytes(b"\x89PNG broken")
-    held_out = NearDuplicateIndex([open_on_white(s.path) for s in tuxpaint_stamps(stamps_root)
+    write_stamp(root, "special/gradient.png", Image.new("RGBA", (30, 30), (0, 0, 0, 0)), None)  # nothing drawn
+    held_out = NearDuplicateIndex([open_flattened(s.path) for s in tuxpaint_stamps(stamps_root)
                                    if s.path.name != "broken.png"])
     counts: Counter[str] = Counter()
     samples = list(openclipart_samples(openclipart_files(root), root=root, held_out=held_out, counts=counts))
-    assert counts == {"near_duplicate_of_eval": 1}
+    assert counts == {"near_duplicate_of_eval": 1, "blank_image": 1}
     assert [s.key for s in samples] == ["openclipart-00001", "openclipart-00002"]  # the house is gone
-    assert "tree" in samples[1].captions[0] or "tree" in " ".join(samples[1].captions)
+    assert all("tree" in caption for caption in samples[1].captions)
     with pytest.raises(OSError):
         samples[0].image.convert("RGB")  # corrupt: counted as a bad image by prep
 
