@@ -19,7 +19,6 @@ from ito_core.config import EMBEDDED_EVAL_SETS, DataConfig, EvalConfig
 from ito_core.data.clipart import NearDuplicateIndex
 from ito_core.data.embedded import (
     Sample,
-    UnreadableImage,
     embedded_eval_classes,
     fashion_mnist_samples,
     shapes_samples,
@@ -29,7 +28,7 @@ from ito_core.data.external import index_external
 from ito_core.data.openclipart import openclipart_files, openclipart_samples
 from ito_core.data.raw_prep import prepare_raw
 from ito_core.data.shards import write_shards
-from ito_core.data.tuxpaint import TUXPAINT_CLASSNAMES, stamp_image, tuxpaint_samples, tuxpaint_stamps
+from ito_core.data.tuxpaint import TUXPAINT_CLASSNAMES, stamp_drawings, tuxpaint_samples, tuxpaint_stamps
 from ito_core.storage import ArtifactStore, commit, disk_full_error
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ def _openclipart_train(limit: int, meta: dict[str, Any]) -> Iterator[Sample]:
     """Open Clip Art drawings without the near-duplicates of any Tux Paint stamp (the held-out eval set), which
     are dropped whether or not tuxpaint is evaluated: the training data must not depend on eval settings."""
     stamps = tuxpaint_stamps()
-    held_out = NearDuplicateIndex([im for im in map(stamp_image, stamps) if not isinstance(im, UnreadableImage)])
+    held_out = NearDuplicateIndex(stamp_drawings(stamps))
     dropped: Counter[str] = Counter()
     meta["dedupe"] = {"against": "tuxpaint", "reference_images": len(stamps), "dropped": dropped}
     files = openclipart_files()

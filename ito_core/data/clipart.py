@@ -1,13 +1,13 @@
 """Clip-art PNGs as training and eval images: transparency flattened, and a near-duplicate check across packages.
 
 Many Tux Paint stamps were drawn from the Open Clip Art Library, so the same drawing can sit in both Debian
-packages at other sizes, crops or mirrored. ``NearDuplicateIndex`` finds them by a fingerprint: the drawing
-cropped to its ink (non-white pixels), padded square, shrunk to 16x16 RGB. Two drawings are near-duplicates
-when their ink aspect ratios agree within ``MAX_LOG_ASPECT`` and the RMS difference of their fingerprints is
-below ``MAX_RELATIVE_DISTANCE`` of their mean ink (so faint line art is not matched by its white space), the
-reference also compared mirrored. The thresholds were set on the two packages (docs/DATA.md): every true pair
-found by eye lies below 0.3, and what else lies there is mostly round things (coins against planets), which
-costs a training image each; a missed pair would put an eval image into training.
+packages at other sizes, crops or mirrored. ``NearDuplicateIndex`` finds them by a fingerprint: the drawing's ink
+(its difference from the background) cropped to the inked box, padded square, shrunk to 16x16 RGB. Two drawings
+are near-duplicates when their ink aspect ratios agree within ``MAX_LOG_ASPECT`` and the RMS difference of their
+fingerprints is below ``MAX_RELATIVE_DISTANCE`` of their mean ink (so faint line art is not matched by its empty
+space), the reference also compared mirrored. The thresholds were set on the two packages (docs/DATA.md): every
+true pair found by eye lies below 0.3, and what else lies there is mostly round things (coins against planets),
+which costs a training image each; a missed pair would put an eval image into training.
 
 Shape legend: F = fingerprint values (16 x 16 x 3), R = reference fingerprints.
 """
@@ -27,15 +27,26 @@ MAX_RELATIVE_DISTANCE = 0.3  # RMS fingerprint difference / mean ink of the pair
 MAX_LOG_ASPECT = 0.2  # |log(aspect a / aspect b)| of the inked boxes
 MIN_INK = 2.0  # mean ink (0-255) below which a drawing is too faint to compare
 LIGHT_DRAWING = 224  # mean grey (0-255) of the drawn pixels above which a drawing goes onto black
-_INK_LEVEL = 8  # a pixel this much darker than white (in grey) counts as ink
+_INK_LEVEL = 8  # a pixel this far from the background (in its most different channel) counts as ink
+
+
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
+# What a missing, corrupt, oversized or blank PNG raises (PIL: OSError, SyntaxError, ValueError).
+BAD_PNG = (OSError, SyntaxError, ValueError)
 
 
 class BlankImageError(ValueError):
     """A PNG whose every pixel is fully transparent (nothing was drawn; several openclipart gradients)."""
 
 
-def open_flattened(path: Path) -> Image.Image:
-    """The PNG at ``path`` as a square RGB image: transparency flattened onto white, or onto black for a light
+@dataclass(frozen=True)
+class Drawing:
+    image: Image.Image  # RGB, square
+    background: tuple[int, int, int]  # what transparency became: ink is the difference from it
+
+
+def open_drawing(path: Path) -> Drawing:
+    """The PNG at ``path`` as a square RGB drawing: transparency flattened onto white, or onto black for a light
     drawing (a white-on-transparent stamp would vanish on white), padded square with that background so prep's
     centre crop keeps the whole drawing. ``BlankImageError`` when nothing is drawn, ``ValueError`` beyond
     ``MAX_PIXELS`` (checked before decoding), ``OSError`` for an unreadable file."""
@@ -54,27 +65,16 @@ def open_flattened(path: Path) -> Image.Image:
     if not alpha_HW.any():
         raise BlankImageError(f"{path}: every pixel is transparent")
     grey_HW = np.asarray(rgba.convert("L"), dtype=np.float64)
-    light = (grey_HW * alpha_HW).sum() / alpha_HW.sum() > LIGHT_DRAWING
+    colour = BLACK if (grey_HW * alpha_HW).sum() / alpha_HW.sum() > LIGHT_DRAWING else WHITE
     side = max(width, height)
-    background = Image.new("RGBA", (side, side), (0, 0, 0, 255) if light else (255, 255, 255, 255))
-    background.alpha_composite(rgba, dest=((side - width) // 2, (side - height) // 2))
-    return background.convert("RGB")
-
-
-def pad_square(image: Image.Image) -> Image.Image:
-    """White-pad to a square."""
-    width, height = image.size
-    side = max(width, height)
-    if width == height:
-        return image
-    square = Image.new("RGB", (side, side), (255, 255, 255))
-    square.paste(image, ((side - width) // 2, (side - height) // 2))
-    return square
+    square = Image.new("RGBA", (side, side), (*colour, 255))
+    square.alpha_composite(rgba, dest=((side - width) // 2, (side - height) // 2))
+    return Drawing(square.convert("RGB"), colour)
 
 
 @dataclass(frozen=True)
 class Fingerprint:
-    ink_F: np.ndarray  # 255 - pixel of the inked box, padded square, shrunk; float32
+    ink_F: np.ndarray  # |pixel - background| of the inked box, padded square, shrunk; float32
     aspect: float  # width / height of the inked box
 
     @property
@@ -82,30 +82,35 @@ class Fingerprint:
         return float(self.ink_F.mean())
 
 
-def fingerprint(image: Image.Image) -> Fingerprint:
-    """The drawing's fingerprint: cropped to its ink, padded square with white, box-shrunk to 16x16 RGB."""
-    inked = ImageOps.invert(image.convert("L")).point(lambda v: 255 if v > _INK_LEVEL else 0).getbbox()
-    if inked:
-        image = image.crop(inked)
-    square = pad_square(image.convert("RGB"))
-    small = square.resize((FINGERPRINT_SIDE, FINGERPRINT_SIDE), Image.Resampling.BOX)
-    ink_F = 255.0 - np.asarray(small, dtype=np.float32).reshape(-1)
-    return Fingerprint(ink_F, image.width / max(image.height, 1))
+def fingerprint(drawing: Drawing) -> Fingerprint:
+    """The drawing's fingerprint: its ink (difference from the background) cropped to the inked box, padded
+    square with no ink, box-shrunk to 16x16 RGB."""
+    ink_HWC = np.abs(np.asarray(drawing.image, dtype=np.int16) - np.array(drawing.background, dtype=np.int16))
+    rows, cols = np.nonzero(ink_HWC.max(axis=-1) > _INK_LEVEL)
+    if len(rows):
+        ink_HWC = ink_HWC[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+    height, width = ink_HWC.shape[:2]
+    side = max(height, width)
+    square_HWC = np.zeros((side, side, 3), dtype=np.uint8)
+    top, left = (side - height) // 2, (side - width) // 2
+    square_HWC[top: top + height, left: left + width] = ink_HWC
+    small = Image.fromarray(square_HWC, mode="RGB").resize((FINGERPRINT_SIDE, FINGERPRINT_SIDE), Image.Resampling.BOX)
+    return Fingerprint(np.asarray(small, dtype=np.float32).reshape(-1), width / height)
 
 
 class NearDuplicateIndex:
     """Reference drawings (each also mirrored) that ``matches`` compares a drawing against."""
 
-    def __init__(self, images: list[Image.Image]) -> None:
-        prints = [fingerprint(view) for image in images for view in (image, ImageOps.mirror(image))]
-        prints = [p for p in prints if p.ink >= MIN_INK]
+    def __init__(self, drawings: list[Drawing]) -> None:
+        views = [view for d in drawings for view in (d, Drawing(ImageOps.mirror(d.image), d.background))]
+        prints = [p for p in map(fingerprint, views) if p.ink >= MIN_INK]
         self._ink_RF = np.stack([p.ink_F for p in prints]) if prints else np.zeros((0, 3 * FINGERPRINT_SIDE ** 2))
         self._log_aspect_R = np.log([p.aspect for p in prints]) if prints else np.zeros(0)
         self._sq_norm_R = (self._ink_RF ** 2).sum(axis=1)
 
-    def matches(self, image: Image.Image) -> bool:
-        """Whether ``image`` is a near-duplicate of a reference drawing (mirrored or not)."""
-        probe = fingerprint(image)
+    def matches(self, drawing: Drawing) -> bool:
+        """Whether ``drawing`` is a near-duplicate of a reference drawing (mirrored or not)."""
+        probe = fingerprint(drawing)
         if probe.ink < MIN_INK or not len(self._ink_RF):
             return False
         # Squared distances by the expansion |a|^2 + |b|^2 - 2ab: one matrix-vector product per probe.

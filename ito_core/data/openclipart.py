@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ito_core.data.clipart import BlankImageError, NearDuplicateIndex, open_flattened
+from ito_core.data.clipart import BAD_PNG, BlankImageError, NearDuplicateIndex, open_drawing
 from ito_core.data.embedded import Sample, UnreadableImage
 from ito_core.data.tuxpaint import require_dir
 
@@ -93,21 +93,22 @@ def openclipart_files(root: Path | None = None) -> list[Path]:
 def openclipart_samples(files: list[Path], *, root: Path | None = None, held_out: NearDuplicateIndex,
                         counts: Counter[str]) -> Iterator[Sample]:
     """Training samples of ``files`` (under ``root``, default ``OPENCLIPART_DIR``), each drawing flattened and
-    padded square (``clipart.open_flattened``); near-duplicates of a ``held_out`` image are dropped, counted in
+    padded square (``clipart.open_drawing``); near-duplicates of a ``held_out`` image are dropped, counted in
     ``counts["near_duplicate_of_eval"]``, and so are drawings with no visible pixel (``counts["blank_image"]``)."""
     root = OPENCLIPART_DIR if root is None else root
     for index, path in enumerate(files):
         image: Image.Image | UnreadableImage
         try:
-            image = open_flattened(path)
+            drawing = open_drawing(path)
         except BlankImageError:
             counts["blank_image"] += 1
             continue
-        except (OSError, SyntaxError, ValueError) as err:  # prep counts the stand-in as a bad image
+        except BAD_PNG as err:  # prep counts the stand-in as a bad image
             image = UnreadableImage(str(path), err)
         else:
-            if held_out.matches(image):
+            if held_out.matches(drawing):
                 counts["near_duplicate_of_eval"] += 1
                 continue
+            image = drawing.image
         yield Sample(key=f"openclipart-{index:05d}", image=image, captions=captions_for(path.relative_to(root),
                                                                                           index=index))

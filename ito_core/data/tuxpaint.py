@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ito_core.data.clipart import open_flattened
+from ito_core.data.clipart import BAD_PNG, Drawing, open_drawing
 from ito_core.data.embedded import Sample, UnreadableImage
 
 log = logging.getLogger(__name__)
@@ -103,12 +103,23 @@ def tuxpaint_stamps(root: Path | None = None, *, skipped: Counter[str] | None = 
 
 
 def stamp_image(stamp: Stamp) -> Image.Image | UnreadableImage:
-    """The stamp flattened and padded square (``clipart.open_flattened``); an unreadable or blank one becomes a
+    """The stamp flattened and padded square (``clipart.open_drawing``); an unreadable or blank one becomes a
     stand-in that prep skips and counts as a bad image."""
     try:
-        return open_flattened(stamp.path)
-    except (OSError, SyntaxError, ValueError) as err:
+        return open_drawing(stamp.path).image
+    except BAD_PNG as err:
         return UnreadableImage(str(stamp.path), err)
+
+
+def stamp_drawings(stamps: list[Stamp]) -> list[Drawing]:
+    """The stamps as drawings, for the near-duplicate check; the unreadable ones (skipped by prep) left out."""
+    drawings = []
+    for stamp in stamps:
+        try:
+            drawings.append(open_drawing(stamp.path))
+        except BAD_PNG:
+            log.warning("tuxpaint: %s is unreadable; the eval set skips it", stamp.path)
+    return drawings
 
 
 def tuxpaint_samples(stamps: list[Stamp]) -> Iterator[Sample]:

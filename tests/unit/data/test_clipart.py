@@ -7,52 +7,67 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ito_core.data import clipart, openclipart, tuxpaint
-from ito_core.data.clipart import BlankImageError, NearDuplicateIndex, open_flattened, pad_square
+from ito_core.data.clipart import BLACK, WHITE, BlankImageError, Drawing, NearDuplicateIndex, open_drawing
 from ito_core.data.openclipart import captions_for, openclipart_files, openclipart_samples, title_words
-from ito_core.data.tuxpaint import TUXPAINT_CLASSNAMES, class_label, tuxpaint_samples, tuxpaint_stamps
+from ito_core.data.tuxpaint import (
+    TUXPAINT_CLASSNAMES,
+    class_label,
+    stamp_drawings,
+    tuxpaint_samples,
+    tuxpaint_stamps,
+)
 from tests.fixtures.drawings import drawing
 
 
-def on_white(image: Image.Image) -> Image.Image:
-    white = Image.new("RGBA", image.size, "white")
-    white.alpha_composite(image)
-    return white.convert("RGB")
+def flat(image: Image.Image, background: tuple[int, int, int] = WHITE) -> Drawing:
+    """``image`` flattened onto ``background`` (not padded: the fingerprint must not care)."""
+    canvas = Image.new("RGBA", image.size, (*background, 255))
+    canvas.alpha_composite(image)
+    return Drawing(canvas.convert("RGB"), background)
 
 
 def test_transparency_is_flattened_square_and_pixels_are_capped(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     drawing("house").save(tmp_path / "house.png")
-    image = open_flattened(tmp_path / "house.png")
-    assert image.mode == "RGB" and image.size == (120, 120)  # padded square: prep's centre crop keeps it all
-    assert image.getpixel((0, 0)) == image.getpixel((60, 2)) == (255, 255, 255)
+    house = open_drawing(tmp_path / "house.png")
+    assert house.background == WHITE and house.image.mode == "RGB"
+    assert house.image.size == (120, 120)  # padded square: prep's centre crop keeps it all
+    assert house.image.getpixel((0, 0)) == house.image.getpixel((60, 2)) == WHITE
     drawing("ball", colour="white").save(tmp_path / "white.png")
-    flat = open_flattened(tmp_path / "white.png")
-    assert flat.getpixel((0, 0)) == (0, 0, 0) and flat.getpixel((60, 60)) == (255, 255, 255)  # visible on black
+    white = open_drawing(tmp_path / "white.png")
+    assert white.background == BLACK and white.image.getpixel((60, 60)) == WHITE  # visible on black
     Image.new("RGBA", (30, 30), (255, 0, 0, 0)).save(tmp_path / "blank.png")
     with pytest.raises(BlankImageError, match="every pixel is transparent"):
-        open_flattened(tmp_path / "blank.png")
+        open_drawing(tmp_path / "blank.png")
     monkeypatch.setattr(clipart, "MAX_PIXELS", 100)
     with pytest.raises(ValueError, match="pixel limit"):
-        open_flattened(tmp_path / "house.png")
+        open_drawing(tmp_path / "house.png")
 
 
-def test_a_rescaled_padded_or_mirrored_copy_is_a_near_duplicate() -> None:
-    index = NearDuplicateIndex([on_white(drawing("house")), on_white(drawing("flag"))])
-    house = on_white(drawing("house", size=(300, 200)))  # drawn at another size
-    assert index.matches(house)
-    assert index.matches(pad_square(house))  # padding changes nothing: the ink is compared
-    assert index.matches(ImageOps.mirror(on_white(drawing("flag", size=(60, 40)))))
+def test_a_rescaled_padded_or_mirrored_copy_is_a_near_duplicate(tmp_path: Path) -> None:
+    index = NearDuplicateIndex([flat(drawing("house")), flat(drawing("flag"))])
+    assert index.matches(flat(drawing("house", size=(300, 200))))  # drawn at another size
+    drawing("house", size=(300, 200)).save(tmp_path / "house.png")
+    assert index.matches(open_drawing(tmp_path / "house.png"))  # padded square: the ink is compared
+    assert index.matches(flat(drawing("flag", size=(60, 40)).transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
 
 
 def test_other_drawings_colours_and_faint_images_are_not() -> None:
-    index = NearDuplicateIndex([on_white(drawing("house")), on_white(drawing("flag"))])
-    assert not index.matches(on_white(drawing("ball")))
-    assert not index.matches(on_white(drawing("house", colour="blue")))
-    assert not index.matches(Image.new("RGB", (50, 50), "white"))  # no ink to compare
-    assert not NearDuplicateIndex([]).matches(on_white(drawing("house")))
+    index = NearDuplicateIndex([flat(drawing("house")), flat(drawing("flag"))])
+    assert not index.matches(flat(drawing("ball")))
+    assert not index.matches(flat(drawing("house", colour="blue")))
+    assert not index.matches(flat(Image.new("RGBA", (50, 50))))  # no ink to compare
+    assert not NearDuplicateIndex([]).matches(flat(drawing("house")))
+
+
+def test_ink_is_measured_from_the_background_so_light_drawings_on_black_do_not_all_match() -> None:
+    index = NearDuplicateIndex([flat(drawing("house", colour="white"), BLACK)])
+    assert index.matches(flat(drawing("house", colour="white", size=(240, 160)), BLACK))
+    assert not index.matches(flat(drawing("flag", colour="white"), BLACK))
+    assert not index.matches(flat(drawing("ball", colour="white"), BLACK))
 
 
 REAL_TUXPAINT = tuxpaint.TUXPAINT_DIR.is_dir()
@@ -135,8 +150,7 @@ def test_near_duplicates_of_eval_stamps_leave_training_and_are_counted(tmp_path:
     write_stamp(root, "plants/tree.png", drawing("ball", colour="green"), None)
     (root / "plants/corrupt.png").write_bytes(b"\x89PNG broken")
     write_stamp(root, "special/gradient.png", Image.new("RGBA", (30, 30), (0, 0, 0, 0)), None)  # nothing drawn
-    held_out = NearDuplicateIndex([open_flattened(s.path) for s in tuxpaint_stamps(stamps_root)
-                                   if s.path.name != "broken.png"])
+    held_out = NearDuplicateIndex(stamp_drawings(tuxpaint_stamps(stamps_root)))
     counts: Counter[str] = Counter()
     samples = list(openclipart_samples(openclipart_files(root), root=root, held_out=held_out, counts=counts))
     assert counts == {"near_duplicate_of_eval": 1, "blank_image": 1}
