@@ -53,8 +53,9 @@ def _openclipart_train(limit: int, meta: dict[str, Any]) -> Iterator[Sample]:
     held_out = NearDuplicateIndex(stamp_drawings(stamps))
     dropped: Counter[str] = Counter()
     meta["dedupe"] = {"against": "tuxpaint", "reference_images": len(stamps), "dropped": dropped}
-    files = openclipart_files()
-    yield from openclipart_samples(files[:limit] if limit > 0 else files, held_out=held_out, counts=dropped)
+    files = openclipart_files()  # in path order, so category by category: a cap keeps an even spread
+    yield from openclipart_samples([files[i] for i in spread_indices(len(files), limit)], held_out=held_out,
+                                   counts=dropped)
 
 
 def _train_samples(data: DataConfig, meta: dict[str, Any]) -> Iterator[Sample]:
