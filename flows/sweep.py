@@ -88,7 +88,9 @@ def point_result(key: str, overrides: list[str], stages: dict[str, PrefectFuture
     history = outputs["train"].get("history") or [{}]
     eval_key = RunLayout(key).eval
     plots = {name: f"{eval_key}/{path}" for name, path in summary_plots(outputs["eval"]).items()}
+    held_in = sorted({r["dataset"] for r in outputs["eval"] if r.get("in_distribution")})  # marked in the report
     return {**result, "status": "ok", "metrics": summary_metrics(outputs["eval"]), "plots": plots,
+            "in_distribution": held_in,
             "final_loss": history[-1].get("loss", ""), "final_align_loss": history[-1].get("align_loss", "")}
 
 

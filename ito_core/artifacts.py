@@ -20,12 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ito_core.config import DataConfig, EvalConfig, RunConfig, as_dict, config_hash
+from ito_core.config import DataConfig, EvalConfig, RunConfig, as_dict, config_hash, eval_task_sets
+from ito_core.config.validation import EVAL_TASK_KEYS
 from ito_core.storage import ArtifactStore, manifest_key
 
 RUNS, DATA, SWEEPS = "runs", "data", "sweeps"  # the store's top-level folders
 # Bump when the bytes prep writes change for the same config (new resize, new caption templates).
-PREP_VERSION = 1
+PREP_VERSION = 2  # 2: shapes never draw the held-out colour x shape pairs; data=embedded gains openclipart
 RAW_PREP_VERSION = 2  # data=raw; 2: folders and img2dataset tars also take .ppm .pgm .tif .tiff images
 # data=raw fields that shape the output bytes (not prep_workers / num_workers: they change no byte).
 RAW_FIELDS = ("name", "input_kind", "input", "caption_columns", "image_column", "image_size", "resize_mode",
@@ -75,8 +76,7 @@ def eval_data_key(name: str, data: DataConfig, eval_cfg: EvalConfig) -> str:
 
 def prep_keys(data: DataConfig, eval_cfg: EvalConfig) -> dict[str, str]:
     """What prep commits: ``train`` and each eval set the eval tasks name -> its store key."""
-    sets = (eval_cfg.zero_shot, eval_cfg.retrieval, eval_cfg.linear_probe, eval_cfg.modality_gap)
-    names = dict.fromkeys(filter(None, sets))
+    names = dict.fromkeys(name for task in EVAL_TASK_KEYS for name in eval_task_sets(eval_cfg, task))
     return {"train": train_data_key(data), **{name: eval_data_key(name, data, eval_cfg) for name in names}}
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import itertools
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ito_core.artifacts import committed, prep_keys, read_manifest
-from ito_core.config import DataConfig, EvalConfig
+from ito_core.config import EMBEDDED_EVAL_SETS, DataConfig, EvalConfig
+from ito_core.data.clipart import NearDuplicateIndex
 from ito_core.data.embedded import (
     Sample,
     embedded_eval_classes,
@@ -22,10 +24,12 @@ from ito_core.data.embedded import (
     fashion_mnist_size,
     shapes_samples,
 )
-from ito_core.data.eval_sets import EvalSource, check_eval_tasks, read_eval_source
+from ito_core.data.eval_sets import EvalSource, check_eval_tasks, read_eval_source, spread_indices
 from ito_core.data.external import index_external
+from ito_core.data.openclipart import openclipart_files, openclipart_samples
 from ito_core.data.raw_prep import prepare_raw
 from ito_core.data.shards import write_shards
+from ito_core.data.tuxpaint import TUXPAINT_CLASSNAMES, stamp_drawings, tuxpaint_samples, tuxpaint_stamps
 from ito_core.storage import ArtifactStore, commit, disk_full_error
 
 log = logging.getLogger(__name__)
@@ -37,43 +41,81 @@ def _interleave(streams: list[Iterator[Sample]]) -> Iterator[Sample]:
         yield from (s for s in group if s is not sentinel)
 
 
-def _train_samples(data: DataConfig) -> Iterator[Sample]:
+def _counted(samples: Iterator[Sample], counts: Counter[str], source: str) -> Iterator[Sample]:
+    for sample in samples:
+        counts[source] += 1
+        yield sample
+
+
+def _openclipart_train(limit: int, meta: dict[str, Any]) -> Iterator[Sample]:
+    """Open Clip Art drawings without the near-duplicates of any Tux Paint stamp (the held-out eval set), which
+    are dropped whether or not tuxpaint is evaluated: the training data must not depend on eval settings."""
+    stamps = tuxpaint_stamps()
+    held_out = NearDuplicateIndex(stamp_drawings(stamps))
+    dropped: Counter[str] = Counter()
+    meta["dedupe"] = {"against": "tuxpaint", "reference_images": len(stamps), "dropped": dropped}
+    files = openclipart_files()  # in path order, so category by category: a cap keeps an even spread
+    yield from openclipart_samples([files[i] for i in spread_indices(len(files), limit)], held_out=held_out,
+                                   counts=dropped)
+
+
+def _train_samples(data: DataConfig, meta: dict[str, Any]) -> Iterator[Sample]:
+    """The embedded sources interleaved; ``meta`` gets the samples read per source (and openclipart's dedupe
+    counts) while they are read."""
     limit = data.max_train_samples
-    streams = {
+    streams: dict[str, Callable[[], Iterator[Sample]]] = {
         "fashion_mnist": lambda: fashion_mnist_samples("train", limit=limit),
         "shapes": lambda: shapes_samples("train", num_samples=min(data.shapes_train, limit or data.shapes_train),
                                          image_size=data.image_size),
+        "openclipart": lambda: _openclipart_train(limit, meta),
     }
-    return _interleave([streams[src]() for src in data.sources])
+    per_source: Counter[str] = Counter()
+    meta["sources"] = per_source
+    return _interleave([_counted(streams[src](), per_source, src) for src in data.sources])
 
 
 def train_sample_count(data: DataConfig) -> int:
-    """How many samples ``_train_samples`` yields for embedded data, known without reading any."""
+    """How many samples ``_train_samples`` yields for embedded data, known without reading any image: at most
+    that many, as Open Clip Art's near-duplicates of the held-out stamps (a few dozen) are found while reading."""
     limit = data.max_train_samples
-    counts = {"fashion_mnist": lambda: fashion_mnist_size("train"), "shapes": lambda: data.shapes_train}
+    counts = {"fashion_mnist": lambda: fashion_mnist_size("train"), "shapes": lambda: data.shapes_train,
+              "openclipart": lambda: len(openclipart_files())}
     return sum(min(limit, count) if limit > 0 else count for count in (counts[src]() for src in data.sources))
 
 
-def _eval_source(name: str, data: DataConfig, eval_cfg: EvalConfig) -> EvalSource:
+def _embedded_eval_source(name: str, data: DataConfig, eval_cfg: EvalConfig) -> tuple[EvalSource, dict[str, Any]]:
+    """An embedded eval set and what its manifest records beyond class names (stamps left out)."""
+    max_samples, shapes = eval_cfg.max_samples, min(data.shapes_eval, eval_cfg.max_samples or data.shapes_eval)
+    if name == "fashion_mnist":
+        return EvalSource(embedded_eval_classes(name), True, fashion_mnist_samples("test", limit=max_samples)), {}
+    if name in ("shapes", "shapes_heldout"):
+        split = "eval" if name == "shapes" else "heldout"
+        samples = shapes_samples(split, num_samples=shapes, image_size=data.image_size)
+        return EvalSource(embedded_eval_classes(name), True, samples), {}
+    assert name == "tuxpaint", name  # validation admits only EMBEDDED_EVAL_SETS
+    left_out: Counter[str] = Counter()
+    stamps = tuxpaint_stamps(skipped=left_out)
+    stamps = [stamps[i] for i in spread_indices(len(stamps), max_samples)]
+    return EvalSource(TUXPAINT_CLASSNAMES, True, tuxpaint_samples(stamps)), {"left_out": dict(left_out)}
+
+
+def _eval_source(name: str, data: DataConfig, eval_cfg: EvalConfig) -> tuple[EvalSource, dict[str, Any]]:
     if name in eval_cfg.datasets:
-        source = read_eval_source(name, eval_cfg.datasets[name], max_samples=eval_cfg.max_samples)
-    elif name == "fashion_mnist":
-        source = EvalSource(embedded_eval_classes(name), True,
-                            fashion_mnist_samples("test", limit=eval_cfg.max_samples))
-    elif name == "shapes":
-        source = EvalSource(embedded_eval_classes(name), True, shapes_samples(
-            "eval", num_samples=min(data.shapes_eval, eval_cfg.max_samples), image_size=data.image_size))
+        source, meta = read_eval_source(name, eval_cfg.datasets[name], max_samples=eval_cfg.max_samples), {}
+    elif name in EMBEDDED_EVAL_SETS:
+        source, meta = _embedded_eval_source(name, data, eval_cfg)
     else:
-        raise ValueError(f"eval set {name!r} is neither embedded (fashion_mnist, shapes) nor a key of eval.datasets; "
-                         f"add +eval.datasets.{name}=<layout>:<path>")
+        raise ValueError(f"eval set {name!r} is neither embedded {list(EMBEDDED_EVAL_SETS)} nor a key of "
+                         f"eval.datasets; add +eval.datasets.{name}=<layout>:<path>")
     # Before any image is read: a task the set cannot serve must fail here, not after training.
     check_eval_tasks(name, classnames=source.classnames, captioned=source.captioned, eval_cfg=eval_cfg)
-    return source
+    return source, {**source.manifest_fields(), **meta}
 
 
 def _write(store: ArtifactStore, key: str, samples: Iterable[Sample], data: DataConfig,
            meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write and commit shards; ``meta`` adds fields to the manifest (an eval set's class names)."""
+    """Write and commit shards; ``meta`` adds fields to the manifest (an eval set's class names, the counts a
+    sample stream fills in while it is read)."""
     local = store.local_dir(key)
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = local or Path(tmp)
@@ -107,11 +149,13 @@ def prepare(data: DataConfig, eval_cfg: EvalConfig, store: ArtifactStore) -> dic
     elif data.name == "raw":
         prepare_raw(data, store, keys["train"])
     else:
-        _write(store, keys["train"], _train_samples(data), data)
+        meta: dict[str, Any] = {}
+        _write(store, keys["train"], _train_samples(data, meta), data, meta)
+        log.info("prep: train samples read per source %s; %s", dict(meta["sources"]), meta.get("dedupe", "no dedupe"))
     for name, key in keys.items():
         if name != "train" and not committed(store, key):  # reading a user set's listing or index is not free
-            source = _eval_source(name, data, eval_cfg)
-            _write(store, key, source.samples, data, source.manifest_fields())
+            source, fields = _eval_source(name, data, eval_cfg)
+            _write(store, key, source.samples, data, fields)
     return keys
 
 

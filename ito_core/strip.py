@@ -118,8 +118,10 @@ def _eval_summary(records: list[dict[str, Any]] | None) -> str:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
         # Plots live in the run's eval/ folder, beside this model/ folder.
         plots = "".join(f" ([{name}](../eval/{file}))" for name, file in r.get("plots", {}).items())
-        lines.append(f"| {r['dataset']} | {r['task']} | {metrics}{plots} |")
-    return "\n".join(lines)
+        dataset = f"{r['dataset']} (in-distribution)" if r.get("in_distribution") else r["dataset"]
+        lines.append(f"| {dataset} | {r['task']} | {metrics}{plots} |")
+    note = "In-distribution: the training data holds other samples of that set's source (same classes)."
+    return "\n".join(lines) + (f"\n\n{note}" if any(r.get("in_distribution") for r in records) else "")
 
 
 def _count(n: int, noun: str) -> str:

@@ -30,9 +30,11 @@ from ito_core.config.schema import (
     TrainConfig,
     WandbConfig,
     eval_executor,
+    eval_task_sets,
     fuses,
 )
 from ito_core.config.validation import (
+    EMBEDDED_EVAL_SETS,
     EMBEDDED_SOURCES,
     EVAL_LAYOUTS,
     accumulation_steps,
@@ -42,9 +44,9 @@ from ito_core.config.validation import (
     validate_cluster,
 )
 
-__all__ = ["CONFIG_DIR", "EMBEDDED_SOURCES", "EVAL_LAYOUTS", "PLOT_METRICS", "ClusterConfig", "DataConfig",
-           "DeepSpeedConfig", "EvalConfig", "ItoConfig", "LossConfig", "MethodConfig", "ModelConfig", "PlanConfig",
-           "ReportConfig", "RunConfig", "StorageConfig", "TrainConfig", "WandbConfig", "accumulation_steps", "as_dict",
-           "check_job_folder", "check_known_keys", "config_hash", "config_warnings", "eval_executor", "fuses",
-           "hydra_sweeper_params", "load_config", "load_grid", "override_key", "to_run_config", "unknown_keys",
-           "validate", "validate_cluster"]
+__all__ = ["CONFIG_DIR", "EMBEDDED_EVAL_SETS", "EMBEDDED_SOURCES", "EVAL_LAYOUTS", "PLOT_METRICS", "ClusterConfig",
+           "DataConfig", "DeepSpeedConfig", "EvalConfig", "ItoConfig", "LossConfig", "MethodConfig", "ModelConfig",
+           "PlanConfig", "ReportConfig", "RunConfig", "StorageConfig", "TrainConfig", "WandbConfig",
+           "accumulation_steps", "as_dict", "check_job_folder", "check_known_keys", "config_hash", "config_warnings",
+           "eval_executor", "eval_task_sets", "fuses", "hydra_sweeper_params", "load_config", "load_grid",
+           "override_key", "to_run_config", "unknown_keys", "validate", "validate_cluster"]

@@ -87,13 +87,13 @@ class LossConfig:
 @dataclass
 class DataConfig:
     name: str = MISSING
-    sources: list[str] = field(default_factory=list)  # embedded sets: fashion_mnist, shapes
+    sources: list[str] = field(default_factory=list)  # embedded training sets: fashion_mnist, shapes, openclipart
     shards: list[str] = field(default_factory=list)  # webdataset shard URLs (name=webdataset)
     image_size: int = 64  # prep stores images at this size (shorter side)
     samples_per_shard: int = 2000
     max_train_samples: int = 0  # 0 = all; caps each embedded source
     shapes_train: int = 12000  # procedural shapes generated for training
-    shapes_eval: int = 1000  # held-out procedural shapes for retrieval
+    shapes_eval: int = 1000  # procedural shapes in each shapes eval set (shapes, shapes_heldout)
     jpeg_quality: int = 95
     num_workers: int = 1  # DataLoader workers of each training process
     # name=raw: prep reads your images + captions and writes the shards (ito_core/data/raw_prep.py).
@@ -171,12 +171,19 @@ class StorageConfig:
     retry_deadline_s: float = 120.0  # how long S3 calls retry transient failures before failing
 
 
+# Defaults of the task keys of EvalConfig: each names a list of eval sets, or one set as a string.
+ZERO_SHOT_SETS = ["fashion_mnist", "tuxpaint", "shapes_heldout"]
+RETRIEVAL_SETS = ["shapes", "tuxpaint"]
+
+
 @dataclass
 class EvalConfig:
-    zero_shot: str = "fashion_mnist"  # zero-shot set: embedded or a key of eval.datasets ("" to skip)
-    retrieval: str = "shapes"  # captioned retrieval set: embedded or a key of eval.datasets ("" to skip)
-    linear_probe: str = "fashion_mnist"  # labelled set for the logistic-regression probe on image features ("" to skip)
-    modality_gap: str = "shapes"  # captioned set for the modality-gap metrics and UMAP plot ("" to skip)
+    # Each task key names the eval sets it scores: a list, or one name (eval.zero_shot=imagenet); a set is embedded
+    # (fashion_mnist, shapes, shapes_heldout, tuxpaint) or a key of eval.datasets; "" or [] skips the task.
+    zero_shot: Any = field(default_factory=lambda: list(ZERO_SHOT_SETS))  # labelled sets with class names
+    retrieval: Any = field(default_factory=lambda: list(RETRIEVAL_SETS))  # captioned sets
+    linear_probe: Any = field(default_factory=lambda: ["fashion_mnist"])  # labelled sets, logistic regression
+    modality_gap: Any = field(default_factory=lambda: ["shapes"])  # captioned sets: gap metrics + UMAP plot
     probe_val_fraction: float = 0.2  # share of each class the probe's C is picked on
     probe_test_fraction: float = 0.5  # share of each class the probe is scored on (never fit on)
     probe_c_grid: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0])  # C sweep
@@ -247,6 +254,13 @@ def _register_schemas() -> None:
 
 
 _register_schemas()
+
+
+def eval_task_sets(eval_cfg: EvalConfig, task: str) -> list[str]:
+    """The eval sets ``eval.<task>`` names, as a list: it holds a list or one name ("" = none)."""
+    value = getattr(eval_cfg, task)
+    names = [value] if isinstance(value, str) else list(value)
+    return [name for name in names if name]
 
 
 def eval_executor(cfg: RunConfig) -> str:

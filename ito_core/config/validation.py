@@ -16,6 +16,7 @@ from ito_core.config.schema import (
     RunConfig,
     StorageConfig,
     TrainConfig,
+    eval_task_sets,
     fuses,
 )
 from ito_core.config.views import check_views
@@ -33,7 +34,8 @@ READOUTS = ("cls", "mean", "token")
 LOSS_NAMES = ("clip", "siglip")
 CLUSTER_KINDS = ("local", "debug", "slurm")
 STORAGE_KINDS = ("local", "s3")
-EMBEDDED_SOURCES = ("fashion_mnist", "shapes")
+EMBEDDED_SOURCES = ("fashion_mnist", "shapes", "openclipart")  # data=embedded training sources
+EMBEDDED_EVAL_SETS = ("fashion_mnist", "shapes", "shapes_heldout", "tuxpaint")  # ito_core/prep.py
 DATA_NAMES = ("embedded", "webdataset", "raw")
 RAW_INPUT_KINDS = ("img2dataset", "table", "folder")
 RESIZE_MODES = ("center_crop", "shorter_side")
@@ -325,15 +327,19 @@ def _validate_eval(ev: EvalConfig) -> None:
         key = f"eval.datasets.{name}"
         _require(re.fullmatch(r"[A-Za-z0-9_-]+", name) is not None, key, "the set name must be a store-key segment",
                  "use letters, digits, '_' and '-' only")
-        _require(name not in EMBEDDED_SOURCES, key, f"{name!r} is an embedded set", "pick another name")
+        _require(name not in EMBEDDED_EVAL_SETS, key, f"{name!r} is an embedded set", "pick another name")
         layout, sep, path = spec.partition(":")
         _require(bool(sep and path) and layout in EVAL_LAYOUTS, key, f"{spec!r} is not '<layout>:<path>' with a "
                  "known layout", f"write e.g. imagenet:/data/imagenet/val; layouts: {list(EVAL_LAYOUTS)}")
     for task in EVAL_TASK_KEYS:
-        name = getattr(ev, task)
-        _require(not name or name in EMBEDDED_SOURCES or name in ev.datasets, f"eval.{task}",
-                 f"{name!r} is neither an embedded set {list(EMBEDDED_SOURCES)} nor a key of eval.datasets",
-                 f"add +eval.datasets.{name}=<layout>:<path>, or set eval.{task}='' to skip the task")
+        value = getattr(ev, task)
+        _require(isinstance(value, str) or (isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)),
+                 f"eval.{task}", f"{value!r} is not a set name or a list of set names",
+                 f"write eval.{task}=<set> or eval.{task}=[<set>,<set>]")
+        for name in eval_task_sets(ev, task):
+            _require(name in EMBEDDED_EVAL_SETS or name in ev.datasets, f"eval.{task}",
+                     f"{name!r} is neither an embedded set {list(EMBEDDED_EVAL_SETS)} nor a key of eval.datasets",
+                     f"add +eval.datasets.{name}=<layout>:<path>, or leave it out of eval.{task} ('' skips the task)")
 
 
 def _validate_data(data: DataConfig) -> None:

@@ -3,7 +3,9 @@
 - Fashion-MNIST from the Debian package ``dataset-fashion-mnist`` (70 000 real 28x28 photos,
   10 classes), captioned from varied templates.
 - Procedural shapes: 1-2 coloured shapes drawn with PIL, captioned compositionally
-  ("a large red circle at the top left and a small blue square at the bottom right").
+  ("a large red circle at the top left and a small blue square at the bottom right"). Six colour x kind pairs
+  (``HELD_OUT_PAIRS``) are never drawn in the train and eval splits; the ``heldout`` split draws only those,
+  one shape per image, so zero-shot on it measures composition of a colour and a kind seen apart, not recall.
 
 Both are deterministic: the same arguments give the same samples, byte for byte.
 """
@@ -26,6 +28,17 @@ class Sample:
     image: Image.Image  # RGB
     captions: list[str]
     label: int = -1  # class index for zero-shot / linear probe; -1 = none
+
+
+class UnreadableImage:
+    """Stands in for an image that could not be read or decoded: ``write_shards`` converts every image, so the
+    sample is skipped there and counted as ``bad_image``, like any corrupt image."""
+
+    def __init__(self, where: str, error: BaseException | str) -> None:
+        self.where, self.error = where, error
+
+    def convert(self, mode: str) -> Image.Image:
+        raise OSError(f"{self.where}: {self.error!r}")
 
 
 # --------------------------------------------------------------------------- Fashion-MNIST
@@ -127,8 +140,17 @@ SHAPE_POSITIONS = {
     "bottom right": (0.73, 0.73), "center": (0.5, 0.5),
 }  # fmt: skip
 _CORNERS = [p for p in SHAPE_POSITIONS if p != "center"]  # two-shape images avoid overlap
-# Disjoint seed streams and background levels make train and eval images differ by construction.
-_SHAPES_SPLITS = {"train": 0, "eval": 1}
+# Colour x kind pairs left out of the train and eval splits: one per kind, each colour at most once, so every
+# colour and every kind is still seen in training, only never together in these pairs.
+HELD_OUT_PAIRS = (("red", "star"), ("green", "circle"), ("blue", "triangle"), ("yellow", "cross"),
+                  ("orange", "square"), ("purple", "diamond"))
+SEEN_PAIRS = tuple((c, k) for c in SHAPE_COLOURS for k in SHAPE_KINDS if (c, k) not in HELD_OUT_PAIRS)
+# Zero-shot classes of the heldout split: every colour x kind pair, so naming the colour or the kind alone is
+# not enough (colour alone leaves 6 candidates, kind alone 8).
+SHAPE_PAIR_CLASSES = [f"{colour} {kind}" for colour in SHAPE_COLOURS for kind in SHAPE_KINDS]
+# Disjoint seed streams make the splits differ; train and eval also differ in background level (even / odd),
+# heldout in its colour x kind pairs.
+_SHAPES_SPLITS = {"train": 0, "eval": 1, "heldout": 2}
 _SUPERSAMPLE = 2  # draw at 2x, then box-downsample: cheap anti-aliasing
 
 
@@ -144,9 +166,10 @@ class _Shape:
 
 
 def shapes_samples(split: str, *, num_samples: int, image_size: int, seed: int = 0) -> Iterator[Sample]:
-    """``num_samples`` procedural shape images of ``split`` ("train" or "eval"), generated lazily.
+    """``num_samples`` procedural shape images of ``split`` ("train", "eval" or "heldout"), generated lazily.
 
-    label = index in ``SHAPE_KINDS`` of the first shape (the one every caption names first).
+    train / eval: 1-2 shapes of ``SEEN_PAIRS``; label = index in ``SHAPE_KINDS`` of the first shape (the one every
+    caption names first). heldout: one shape of ``HELD_OUT_PAIRS``; label = its index in ``SHAPE_PAIR_CLASSES``.
     """
     if split not in _SHAPES_SPLITS:
         raise ValueError(f"shapes split={split!r}; choose one of {sorted(_SHAPES_SPLITS)}")
@@ -160,34 +183,34 @@ def _shapes_iter(split: str, *, num_samples: int, image_size: int, seed: int) ->
     for i in range(num_samples):
         # One generator per index: sample i is the same whatever num_samples is.
         rng = np.random.default_rng([seed, split_id, i])
-        shapes = _draw_layout(rng)
+        heldout = split == "heldout"
+        shapes = _draw_layout(rng, HELD_OUT_PAIRS if heldout else SEEN_PAIRS, max_shapes=1 if heldout else 2)
+        first = shapes[0]
+        label = SHAPE_PAIR_CLASSES.index(f"{first.colour} {first.kind}") if heldout else SHAPE_KINDS.index(first.kind)
         yield Sample(
             key=f"shapes-{split}-{seed}-{i:06d}",
             image=_render(shapes, rng, image_size=image_size, split_id=split_id),
             captions=_shape_captions(shapes),
-            label=SHAPE_KINDS.index(shapes[0].kind),
+            label=label,
         )
 
 
-def _draw_layout(rng: np.random.Generator) -> list[_Shape]:
-    num_shapes = int(rng.integers(1, 3))
+def _draw_layout(rng: np.random.Generator, pairs: tuple[tuple[str, str], ...], *, max_shapes: int) -> list[_Shape]:
+    num_shapes = int(rng.integers(1, max_shapes + 1))
     positions = list(SHAPE_POSITIONS) if num_shapes == 1 else _CORNERS
     picked = rng.choice(len(positions), size=num_shapes, replace=False)
-    return [
-        _Shape(
-            kind=SHAPE_KINDS[int(rng.integers(len(SHAPE_KINDS)))],
-            colour=list(SHAPE_COLOURS)[int(rng.integers(len(SHAPE_COLOURS)))],
-            size=list(SHAPE_SIZES)[int(rng.integers(len(SHAPE_SIZES)))],
-            position=positions[int(p)],
-        )
-        for p in picked
-    ]
+    shapes = []
+    for p in picked:
+        colour, kind = pairs[int(rng.integers(len(pairs)))]
+        size = list(SHAPE_SIZES)[int(rng.integers(len(SHAPE_SIZES)))]
+        shapes.append(_Shape(kind=kind, colour=colour, size=size, position=positions[int(p)]))
+    return shapes
 
 
 def _render(shapes: list[_Shape], rng: np.random.Generator, *, image_size: int, split_id: int) -> Image.Image:
     side = image_size * _SUPERSAMPLE
     # Dark backgrounds so every colour (white included) stays visible; train levels are even, eval odd.
-    level = 2 * int(rng.integers(0, 30)) + split_id
+    level = 2 * int(rng.integers(0, 30)) + split_id % 2
     image = Image.new("RGB", (side, side), (level, level, level))
     draw = ImageDraw.Draw(image)
     for shape in shapes:
@@ -245,7 +268,7 @@ def _shape_captions(shapes: list[_Shape]) -> list[str]:
 
 # --------------------------------------------------------------------------- eval helpers
 
-_EVAL_CLASSES = {"fashion_mnist": FASHION_MNIST_CLASSES, "shapes": SHAPE_KINDS}
+_EVAL_CLASSES = {"fashion_mnist": FASHION_MNIST_CLASSES, "shapes": SHAPE_KINDS, "shapes_heldout": SHAPE_PAIR_CLASSES}
 
 
 def embedded_eval_classes(name: str) -> list[str]:

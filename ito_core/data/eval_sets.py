@@ -46,8 +46,8 @@ import numpy as np
 from braceexpand import braceexpand
 from PIL import Image
 
-from ito_core.config import EvalConfig
-from ito_core.data.embedded import Sample
+from ito_core.config import EvalConfig, eval_task_sets
+from ito_core.data.embedded import Sample, UnreadableImage
 from ito_core.data.files import is_image_name, is_s3, list_files, read_bytes
 from ito_core.data.loader import iter_shard_samples
 
@@ -109,15 +109,15 @@ def read_eval_source(name: str, spec: str, *, max_samples: int) -> EvalSource:
 
 def check_eval_tasks(name: str, *, classnames: list[str], captioned: bool, eval_cfg: EvalConfig) -> None:
     """Fail naming the key when a task is pointed at a set that cannot serve it."""
-    if name == eval_cfg.zero_shot and not classnames:
+    if name in eval_task_sets(eval_cfg, "zero_shot") and not classnames:
         raise ValueError(f"config eval.zero_shot={name!r}: the set has no class names; a wds set needs a "
                          f"{CLASSNAMES_FILE} (one name per line, in label order) next to its shards or one folder up, "
                          "a karpathy set has no classes (use it for eval.retrieval)")
     for task in ("retrieval", "modality_gap"):
-        if name == getattr(eval_cfg, task) and not captioned:
+        if name in eval_task_sets(eval_cfg, task) and not captioned:
             raise ValueError(f"config eval.{task}={name!r}: the set has no captions of its own (only class-name "
-                             f"stand-ins); pick a captioned set (karpathy, or folder/wds with captions) or set "
-                             f"eval.{task}=''")
+                             f"stand-ins); pick a captioned set (karpathy, or folder/wds with captions) or leave "
+                             f"it out of eval.{task}")
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -148,17 +148,6 @@ def _list_files(source: SourceSpec, root: str) -> list[str]:
     return files
 
 
-class _UnreadableImage:
-    """Stands in for an image that could not be read or decoded: ``write_shards`` converts every image, so the
-    sample is skipped there and counted as ``bad_image``, like any corrupt image."""
-
-    def __init__(self, where: str, error: BaseException | str) -> None:
-        self.where, self.error = where, error
-
-    def convert(self, mode: str) -> Image.Image:
-        raise OSError(f"{self.where}: {self.error!r}")
-
-
 # What a missing or corrupt file raises (PIL: OSError, SyntaxError, ValueError, decompression bombs);
 # a store that stays unreachable raises StorageError, which must stop prep rather than count as bad images.
 _BAD_FILE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -166,22 +155,22 @@ _BAD_FILE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 def _decode_image(data: bytes | None, where: str) -> Image.Image:
     if data is None:
-        return _UnreadableImage(where, "no image member")  # type: ignore[return-value]
+        return UnreadableImage(where, "no image member")  # type: ignore[return-value]
     try:
         return Image.open(io.BytesIO(data))
     except _BAD_FILE as err:
-        return _UnreadableImage(where, err)  # type: ignore[return-value]
+        return UnreadableImage(where, err)  # type: ignore[return-value]
 
 
 def _open_image(path: str) -> Image.Image:
     try:
         data = read_bytes(path)
     except _BAD_FILE as err:
-        return _UnreadableImage(path, err)  # type: ignore[return-value]
+        return UnreadableImage(path, err)  # type: ignore[return-value]
     return _decode_image(data, path)
 
 
-def _spread(count: int, max_samples: int) -> list[int]:
+def spread_indices(count: int, max_samples: int) -> list[int]:
     """Indices of ``max_samples`` evenly spaced items of ``count`` (all of them when max_samples <= 0)."""
     if max_samples <= 0 or max_samples >= count:
         return list(range(count))
@@ -189,7 +178,7 @@ def _spread(count: int, max_samples: int) -> list[int]:
 
 
 def _picked(source: SourceSpec, count: int, max_samples: int) -> list[int]:
-    indices = _spread(count, max_samples)
+    indices = spread_indices(count, max_samples)
     log.info("eval set %s (%s): %d samples, keeping %d (eval.max_samples=%d)", source.name, source.layout, count,
              len(indices), max_samples)
     return indices

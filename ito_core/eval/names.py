@@ -7,7 +7,7 @@ runs each one and compares).
 
 from __future__ import annotations
 
-from ito_core.config import EvalConfig
+from ito_core.config import EvalConfig, eval_task_sets
 
 # EvalConfig key -> CLIP_benchmark task name, in the order tasks run.
 TASKS = {"zero_shot": "zeroshot_classification", "retrieval": "zeroshot_retrieval",
@@ -33,7 +33,7 @@ def eval_plan(eval_cfg: EvalConfig) -> dict[str, list[str]]:
     """Eval set name -> CLIP_benchmark task names run on it."""
     plan: dict[str, list[str]] = {}
     for key, task in TASKS.items():
-        if name := getattr(eval_cfg, key):
+        for name in eval_task_sets(eval_cfg, key):
             plan.setdefault(name, []).append(task)
     return plan
 

@@ -4,6 +4,8 @@ Shape legend: Q = queries, C = candidates (classes, images or texts), D = embedd
 N = classified samples.
 """
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -15,18 +17,31 @@ def best_match_ranks(
     candidate_ids_C: torch.Tensor,
     chunk_size: int = 4096,
 ) -> torch.Tensor:
+    """``match_ranks`` where a candidate matches a query when their ids are equal."""
+    return match_ranks(queries_QD, candidates_CD, chunk_size=chunk_size,
+                       matches=lambda rows: query_ids_Q[rows, None] == candidate_ids_C[None, :])
+
+
+def match_ranks(
+    queries_QD: torch.Tensor,
+    candidates_CD: torch.Tensor,
+    *,
+    matches: Callable[[slice], torch.Tensor],
+    chunk_size: int = 4096,
+) -> torch.Tensor:
     """For each query, how many non-matching candidates score at least as high as its best matching one.
 
-    Scores are dot products; a candidate matches a query when their ids are equal. A query is a hit at k
-    when its rank is < k. Ties count against the query, so a collapsed model (all scores equal) gets 0
-    rather than 1; without ties this is CLIP_benchmark's top-k. NaN scores count as the worst score.
-    Queries go in chunks to bound the [q, C] score matrix.
+    Scores are dot products; ``matches(rows)`` is the [q, C] bool matrix of which candidates match the queries
+    ``rows``. A query is a hit at k when its rank is < k. Ties count against the query, so a collapsed model
+    (all scores equal) gets 0 rather than 1; without ties this is CLIP_benchmark's top-k. NaN scores count as
+    the worst score. Queries go in chunks to bound the [q, C] score matrix.
     """
     ranks_Q = []
     for start in range(0, len(queries_QD), chunk_size):
-        scores_qC = queries_QD[start : start + chunk_size] @ candidates_CD.T
+        rows = slice(start, start + chunk_size)
+        scores_qC = queries_QD[rows] @ candidates_CD.T
         scores_qC = scores_qC.masked_fill(scores_qC.isnan(), float("-inf"))
-        match_qC = query_ids_Q[start : start + chunk_size, None] == candidate_ids_C[None, :]
+        match_qC = matches(rows)
         best_match_q = scores_qC.masked_fill(~match_qC, float("-inf")).amax(dim=1)
         ranks_Q.append(((scores_qC >= best_match_q[:, None]) & ~match_qC).sum(dim=1))
     return torch.cat(ranks_Q)

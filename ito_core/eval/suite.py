@@ -3,8 +3,13 @@
 Each eval set is encoded once per model (images, plus captions when a task needs them) and every task on
 that set reads the same features. Results use CLIP_benchmark's record layout (``dataset``, ``model``,
 ``pretrained``, ``task``, ``metrics``) so they can sit beside CLIP_benchmark outputs; a modality-gap record
-also names its UMAP plot under ``plots``. Encoding runs on the model's device under ``eval.precision``
-(autocast; features are float32), with a progress bar on a terminal.
+also names its UMAP plot under ``plots``, and every record says whether its set is ``in_distribution``: drawn
+from a source the training data holds (``in_distribution``), so its zero-shot score is recall rather than
+transfer. Encoding runs on the model's device under ``eval.precision`` (autocast; features are float32), with a
+progress bar on a terminal.
+
+Each task key of ``EvalConfig`` names a list of sets (or one set); a set is encoded once for all its tasks.
+Zero-shot scores the samples with a label (a set may hold unclassed samples for retrieval: Tux Paint).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ito_core.config import EMBEDDED_SOURCES, EvalConfig, RunConfig
+from ito_core.config import EMBEDDED_EVAL_SETS, EvalConfig, RunConfig, eval_task_sets
 from ito_core.data.augment import eval_transform
 from ito_core.data.embedded import embedded_eval_classes
 from ito_core.data.eval_sets import check_eval_tasks
@@ -39,6 +44,9 @@ log = logging.getLogger(__name__)
 TEXT_TASKS = {"zeroshot_retrieval", "modality_gap"}  # tasks that need the captions encoded
 PROBE_SPLIT_SEED = 0  # fixed, so every grid point's probe sees the same split
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Embedded eval set -> the data=embedded training source it is drawn from (same distribution, other samples).
+# shapes_heldout (unseen colour x shape pairs) and tuxpaint (another package, deduplicated) have none.
+EVAL_SET_SOURCES = {"fashion_mnist": "fashion_mnist", "shapes": "shapes"}
 
 
 @dataclass
@@ -49,6 +57,7 @@ class EvalFeatures:
     labels_N: torch.Tensor  # -1 where a sample has no label
     texts_TD: torch.Tensor | None = None  # every caption of every image, when a task needs them
     text_to_image_T: torch.Tensor | None = None  # image index of each caption
+    text_ids_T: torch.Tensor | None = None  # equal for captions with the same tokens (tie-aware retrieval)
     classnames: list[str] = field(default_factory=list)  # the set's class names in label order (zero-shot)
 
 
@@ -61,6 +70,7 @@ class EvalSetReader:
     cfg: RunConfig
     captions: list[list[str]] = field(default_factory=list)  # per image read so far
     labels: list[torch.Tensor] = field(default_factory=list)  # per batch read so far
+    _tokens: torch.Tensor | None = None
 
     def pixel_batches(self) -> Iterator[torch.Tensor]:
         eval_cfg = self.cfg.eval
@@ -72,23 +82,47 @@ class EvalSetReader:
     def labels_N(self) -> torch.Tensor:
         return torch.cat(self.labels)
 
+    def caption_tokens(self) -> torch.Tensor:
+        """Every caption of the images read, tokenized (once)."""
+        if self._tokens is None:
+            texts = [text for caps in self.captions for text in caps]
+            self._tokens = build_tokenizer(self.cfg.model.context_length)(texts)
+        return self._tokens
+
     def caption_token_batches(self) -> Iterator[torch.Tensor]:
-        """Every caption of the images read, tokenized, in batches of ``eval.batch_size`` with padding trimmed."""
-        tokens = build_tokenizer(self.cfg.model.context_length)([text for caps in self.captions for text in caps])
-        return map(trim_padding, tokens.split(self.cfg.eval.batch_size))
+        """``caption_tokens`` in batches of ``eval.batch_size`` with padding trimmed."""
+        return map(trim_padding, self.caption_tokens().split(self.cfg.eval.batch_size))
+
+    def text_ids_T(self) -> torch.Tensor:
+        """One id per caption, equal for captions the text tower cannot tell apart (the same tokens)."""
+        return torch.unique(self.caption_tokens(), dim=0, return_inverse=True)[1]
 
     def text_to_image_T(self) -> torch.Tensor:
         """Image index of each caption, in ``caption_token_batches`` order."""
         return torch.tensor([i for i, caps in enumerate(self.captions) for _ in caps], dtype=torch.long)
 
 
+def in_distribution(name: str, cfg: RunConfig) -> bool:
+    """Whether eval set ``name`` is drawn from a source in the training data (data=embedded's ``sources``): its
+    zero-shot and probe scores then measure recall of the training distribution, not transfer. A user set
+    (eval.datasets) is reported as held out: nothing here knows what the user's training data holds."""
+    source = EVAL_SET_SOURCES.get(name)
+    return cfg.data.name == "embedded" and source is not None and source in cfg.data.sources
+
+
+def summary_in_distribution(records: list[dict[str, Any]]) -> dict[str, bool]:
+    """``<dataset>/<metric>`` -> the record's ``in_distribution`` flag, keyed like ``summary_metrics`` (records
+    from before the flag count as held out)."""
+    return {f"{r['dataset']}/{k}": bool(r.get("in_distribution", False)) for r in records for k in r["metrics"]}
+
+
 def check_eval_config(eval_cfg: EvalConfig) -> None:
     """Raise ``ValueError`` naming the key and the fix for eval settings no task could run with."""
     val, test = eval_cfg.probe_val_fraction, eval_cfg.probe_test_fraction
-    if eval_cfg.linear_probe and not (val > 0 and test > 0 and val + test < 1):
+    if eval_task_sets(eval_cfg, "linear_probe") and not (val > 0 and test > 0 and val + test < 1):
         raise ValueError(f"config eval.probe_val_fraction={val}, eval.probe_test_fraction={test}: the probe needs "
                          "both > 0 with a sum < 1 (the rest is its training split)")
-    if eval_cfg.linear_probe and (not eval_cfg.probe_c_grid or min(eval_cfg.probe_c_grid) <= 0):
+    if eval_task_sets(eval_cfg, "linear_probe") and (not eval_cfg.probe_c_grid or min(eval_cfg.probe_c_grid) <= 0):
         raise ValueError(f"config eval.probe_c_grid={list(eval_cfg.probe_c_grid)}: list one or more C > 0")
     if eval_cfg.umap_points < 0 or eval_cfg.batch_size < 1:
         raise ValueError(f"config eval.umap_points={eval_cfg.umap_points}, eval.batch_size={eval_cfg.batch_size}: "
@@ -132,6 +166,7 @@ def encode_eval_set(model: DualEncoder, shards: list[str], cfg: RunConfig, *, wi
         features.texts_TD = _encode(model, model.encode_text, reader.caption_token_batches(), cfg,
                                     desc=f"{name} captions")
         features.text_to_image_T = reader.text_to_image_T()
+        features.text_ids_T = reader.text_ids_T()
     return features
 
 
@@ -139,26 +174,31 @@ def set_classnames(name: str, manifest: dict[str, Any]) -> list[str]:
     """Class names from the set's prep manifest; embedded sets prepared before manifests had them use their own."""
     if manifest.get("classnames"):
         return list(manifest["classnames"])
-    return embedded_eval_classes(name) if name in EMBEDDED_SOURCES else []
+    return embedded_eval_classes(name) if name in EMBEDDED_EVAL_SETS else []
 
 
 def zero_shot_task(model: DualEncoder, name: str, feats: EvalFeatures, cfg: RunConfig) -> dict[str, float]:
+    labelled_N = feats.labels_N >= 0
+    if not labelled_N.any():
+        raise ValueError(f"config eval.zero_shot names {name!r}, whose samples have no labels; leave it out of "
+                         "eval.zero_shot")
     with encoding(model, cfg.eval.precision):
         classifier = build_zero_shot_classifier(model, feats.classnames, OPENAI_IMAGENET_TEMPLATES,
                                                 build_tokenizer(cfg.model.context_length),
                                                 batch_size=cfg.eval.batch_size)
-    return zero_shot_metrics(feats.images_ND, feats.labels_N, classifier)
+    return zero_shot_metrics(feats.images_ND[labelled_N.to(feats.images_ND.device)], feats.labels_N[labelled_N],
+                             classifier)
 
 
 def retrieval_task(model: DualEncoder, name: str, feats: EvalFeatures, cfg: RunConfig) -> dict[str, float]:
     assert feats.texts_TD is not None and feats.text_to_image_T is not None
-    return retrieval_metrics(feats.images_ND, feats.texts_TD, feats.text_to_image_T)
+    return retrieval_metrics(feats.images_ND, feats.texts_TD, feats.text_to_image_T, text_ids_T=feats.text_ids_T)
 
 
 def linear_probe_task(model: DualEncoder, name: str, feats: EvalFeatures, cfg: RunConfig) -> dict[str, float]:
     if (feats.labels_N < 0).any():
-        raise ValueError(f"eval.linear_probe={name!r}: {(feats.labels_N < 0).sum()} samples have no label; "
-                         "pick a labelled eval set or set eval.linear_probe=''")
+        raise ValueError(f"config eval.linear_probe names {name!r}: {(feats.labels_N < 0).sum()} samples have no "
+                         "label; pick a labelled eval set or leave it out of eval.linear_probe")
     splits = split_indices(feats.labels_N, val_fraction=cfg.eval.probe_val_fraction,
                            test_fraction=cfg.eval.probe_test_fraction, seed=PROBE_SPLIT_SEED)
     return linear_probe_metrics(feats.images_ND, feats.labels_N, splits=splits, c_grid=cfg.eval.probe_c_grid)
@@ -182,7 +222,8 @@ def evaluate(model: DualEncoder, cfg: RunConfig, eval_shards: dict[str, list[str
     ``eval.umap_points`` > 0) the modality-gap record names its ``umap-<set>.png`` written there."""
     check_eval_config(cfg.eval)
     plan = eval_plan(cfg.eval)
-    missing = {name: [k for k in TASKS if getattr(cfg.eval, k) == name] for name in plan if name not in eval_shards}
+    missing = {name: [k for k in TASKS if name in eval_task_sets(cfg.eval, k)] for name in plan
+               if name not in eval_shards}
     if missing:
         raise ValueError(f"no eval data for {missing} (eval set -> config keys); prepared sets: {sorted(eval_shards)}. "
                          "Run prep for them or point those eval.* keys at a prepared set ('' skips a task)")
@@ -198,7 +239,7 @@ def evaluate(model: DualEncoder, cfg: RunConfig, eval_shards: dict[str, list[str
         feats.classnames = classnames[name]
         for task in tasks:
             record = {"dataset": name, "model": model_name, "pretrained": pretrained, "task": task,
-                      "metrics": TASK_FNS[task](model, name, feats, cfg)}
+                      "in_distribution": in_distribution(name, cfg), "metrics": TASK_FNS[task](model, name, feats, cfg)}
             if task == "modality_gap" and plot_dir is not None and cfg.eval.umap_points > 0:
                 assert feats.texts_TD is not None
                 plot = plot_modality_umap(feats.images_ND, feats.texts_TD, Path(plot_dir) / f"umap-{name}.png",

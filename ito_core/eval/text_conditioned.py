@@ -25,7 +25,8 @@ from ito_core.data.tokenizer import build_tokenizer
 from ito_core.eval.features import compute_features, model_device
 from ito_core.eval.names import TC_TASKS
 from ito_core.eval.ranking import classification_metrics, true_class_ranks
-from ito_core.eval.suite import EvalSetReader, encoding, eval_plan, set_classnames
+from ito_core.eval.retrieval import dense_text_ids, describes
+from ito_core.eval.suite import EvalSetReader, encoding, eval_plan, in_distribution, set_classnames
 from ito_core.eval.templates import OPENAI_IMAGENET_TEMPLATES
 from ito_core.eval.zero_shot import build_zero_shot_classifier
 from ito_core.methods.flair import TextConditionedPool
@@ -59,10 +60,12 @@ def ranks_from_scores(scores_QC: torch.Tensor, match_QC: torch.Tensor) -> torch.
     return ((scores_QC >= best_Q[:, None]) & ~match_QC).sum(dim=1)
 
 
-def tc_retrieval_metrics(scores_NT: torch.Tensor, text_to_image_T: torch.Tensor,
-                         ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
-    """``retrieval.retrieval_metrics``' recalls from an [images, captions] score matrix."""
-    match_NT = torch.arange(len(scores_NT))[:, None] == text_to_image_T[None, :]
+def tc_retrieval_metrics(scores_NT: torch.Tensor, text_to_image_T: torch.Tensor, *,
+                         text_ids_T: torch.Tensor | None = None, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """``retrieval.retrieval_metrics``' recalls from an [images, captions] score matrix (a caption matches every
+    image it describes: the same text, by ``text_ids_T``)."""
+    text_ids_T = dense_text_ids(text_ids_T, len(text_to_image_T), device=text_to_image_T.device)
+    match_NT = (describes(text_ids_T, text_to_image_T, len(scores_NT)).to_dense() > 0).T[:, text_ids_T]
     text_query_ranks_T = ranks_from_scores(scores_NT.T, match_NT.T)
     image_query_ranks_N = ranks_from_scores(scores_NT, match_NT)
     metrics = {}
@@ -96,6 +99,7 @@ def _encode_set(model: DualEncoder, shards: list[str], cfg: RunConfig, *, with_t
             out["texts_TE"] = compute_features(model.encode_text, reader.caption_token_batches(), device=device,
                                                desc="captions (tc)")
             out["text_to_image_T"] = reader.text_to_image_T()
+            out["text_ids_T"] = reader.text_ids_T()
     return out
 
 
@@ -118,12 +122,14 @@ def evaluate_text_conditioned(model: DualEncoder, pool: TextConditionedPool, cfg
                     classifier_EC = build_zero_shot_classifier(
                         model, classnames, OPENAI_IMAGENET_TEMPLATES, build_tokenizer(cfg.model.context_length),
                         batch_size=cfg.eval.batch_size)
-                    scores_NC = tc_scores(pool, feats["patches_NPE"], classifier_EC.T).cpu()
-                    metrics = classification_metrics(true_class_ranks(scores_NC, feats["labels_N"]),
-                                                      feats["labels_N"], len(classnames))
+                    labelled_N = feats["labels_N"] >= 0  # a set's unclassed samples sit out zero-shot
+                    scores_NC = tc_scores(pool, feats["patches_NPE"][labelled_N], classifier_EC.T).cpu()
+                    labels_N = feats["labels_N"][labelled_N]
+                    metrics = classification_metrics(true_class_ranks(scores_NC, labels_N), labels_N, len(classnames))
                 else:
                     scores_NT = tc_scores(pool, feats["patches_NPE"], feats["texts_TE"]).cpu()
-                    metrics = tc_retrieval_metrics(scores_NT, feats["text_to_image_T"])
+                    metrics = tc_retrieval_metrics(scores_NT, feats["text_to_image_T"], text_ids_T=feats["text_ids_T"])
             records.append({"dataset": name, "model": model_name, "pretrained": pretrained, "task": f"{task}_tc",
+                            "in_distribution": in_distribution(name, cfg),
                             "metrics": {f"tc_{k}": v for k, v in metrics.items()}})
     return records

@@ -26,7 +26,8 @@ def test_keys_have_their_documented_shapes() -> None:
     assert re.fullmatch(r"runs/[0-9a-f]{16}", key)
     assert re.fullmatch(r"data/train-[0-9a-f]{16}", train_data_key(cfg.data))
     keys = prep_keys(cfg.data, cfg.eval)
-    assert keys["train"] == train_data_key(cfg.data) and list(keys) == ["train", "fashion_mnist", "shapes"]
+    assert keys["train"] == train_data_key(cfg.data)
+    assert list(keys) == ["train", "fashion_mnist", "tuxpaint", "shapes_heldout", "shapes"]
     assert re.fullmatch(r"data/eval-shapes-[0-9a-f]{16}", keys["shapes"])
     run = RunLayout(key)
     assert (run.config, run.checkpoints, run.train, run.model, run.eval, run.checkpoint("step_00000004")) == (

@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ito_core.data.openclipart import OPENCLIPART_PACKAGE
+from ito_core.data.tuxpaint import TUXPAINT_PACKAGE
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -42,3 +45,9 @@ def test_the_readme_cost_figures_are_what_plan_computes() -> None:
                                f"{point_cost(clip, None).train_flops_per_sample / 1e9:.1f}",
                                f"{ito.total_flops:.3g}", f"{ito.device_hours:.1f}", f"{at_15.device_hours:.1f}",
                                f"{big.total_flops / ito.total_flops:.1f}", f"{big.device_hours:.0f}")
+
+
+def test_both_setup_commands_install_the_embedded_data_packages() -> None:
+    for command in _readme_commands():
+        assert all(f" {package} " in command for package in ("dataset-fashion-mnist", OPENCLIPART_PACKAGE,
+                                                              TUXPAINT_PACKAGE))

@@ -98,3 +98,29 @@ def test_eval_classes() -> None:
     assert embedded_eval_classes("shapes") == SHAPE_KINDS
     with pytest.raises(ValueError, match="choose one of"):
         embedded_eval_classes("imagenet")
+
+
+def _pairs(caption: str) -> set[tuple[str, str]]:
+    """(colour, kind) of every shape a caption names."""
+    words = caption.replace(",", "").split()
+    return {(words[i - 1], w) for i, w in enumerate(words) if w in SHAPE_KINDS}
+
+
+def test_no_held_out_colour_shape_pair_is_drawn_outside_the_heldout_split() -> None:
+    held_out = set(embedded.HELD_OUT_PAIRS)
+    for split in ("train", "eval"):
+        seen = {p for s in shapes_samples(split, num_samples=400, image_size=8) for c in s.captions for p in _pairs(c)}
+        assert not seen & held_out
+        assert {c for c, _ in seen} == set(embedded.SHAPE_COLOURS) and {k for _, k in seen} == set(SHAPE_KINDS)
+
+
+def test_heldout_split_draws_one_held_out_pair_labelled_by_pair_class() -> None:
+    samples = list(shapes_samples("heldout", num_samples=120, image_size=16))
+    classes = embedded_eval_classes("shapes_heldout")
+    assert len(classes) == len(embedded.SHAPE_COLOURS) * len(SHAPE_KINDS)
+    for s in samples:
+        (pair,) = {p for c in s.captions for p in _pairs(c)}
+        assert pair in embedded.HELD_OUT_PAIRS and classes[s.label] == " ".join(pair)
+    assert {s.label for s in samples} == {classes.index(" ".join(p)) for p in embedded.HELD_OUT_PAIRS}
+    again = list(shapes_samples("heldout", num_samples=5, image_size=16))
+    assert [s.image.tobytes() for s in again] == [s.image.tobytes() for s in samples[:5]]

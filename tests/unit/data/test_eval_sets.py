@@ -13,7 +13,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from ito_core.config import EVAL_LAYOUTS, load_config, validate
+from ito_core.config import EVAL_LAYOUTS, eval_task_sets, load_config, validate
 from ito_core.data import eval_sets
 from ito_core.data.eval_sets import IMAGENET_NUM_CLASSES, check_eval_tasks, read_eval_source
 from ito_core.data.shards import write_shards
@@ -44,7 +44,7 @@ def test_readers_cover_every_configurable_layout() -> None:
 @pytest.mark.parametrize(("count", "k", "picked"), [(10, 0, list(range(10))), (10, 20, list(range(10))),
                                                      (10, 5, [0, 2, 4, 6, 8]), (50_000, 2000, None)])
 def test_max_samples_keeps_an_even_spread(count: int, k: int, picked: list[int] | None) -> None:
-    indices = eval_sets._spread(count, k)
+    indices = eval_sets.spread_indices(count, k)
     if picked is not None:
         assert indices == picked
     else:  # ImageNet val: 50 images per class stored class by class -> exactly 2 of every class
@@ -124,6 +124,30 @@ def test_config_checks_specs_and_set_names_before_any_job() -> None:
         load_config(["eval.zero_shot=in1k"])
     with pytest.raises(ValueError, match=r"eval\.datasets\.shapes.*embedded set"):
         load_config(["+eval.datasets.shapes=folder:/data"])
+    with pytest.raises(ValueError, match=r"eval\.datasets\.tuxpaint.*embedded set"):
+        load_config(["+eval.datasets.tuxpaint=folder:/data"])
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    (["eval.zero_shot=[fashion_mnist,in1k]"], r"^config eval\.zero_shot: 'in1k' is neither an embedded set"),
+    (["eval.retrieval=[shapes,3]"], r"^config eval\.retrieval: \['shapes', 3\] is not a set name or a list"),
+    (["eval.linear_probe=5"], r"^config eval\.linear_probe: 5 is not a set name"),
+])
+def test_task_keys_take_a_name_or_a_list_and_fail_in_one_line(overrides: list[str], match: str) -> None:
+    with pytest.raises(ValueError, match=match) as err:
+        load_config(overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_task_keys_take_one_name_as_the_readme_writes_it() -> None:
+    cfg = load_config(["+eval.datasets.in1k=imagenet:/data/imagenet/val", "eval.zero_shot=in1k"])
+    assert eval_task_sets(cfg.eval, "zero_shot") == ["in1k"]
+    cfg = load_config(["eval.zero_shot=[tuxpaint,shapes_heldout]", "eval.retrieval="])
+    assert eval_task_sets(cfg.eval, "zero_shot") == ["tuxpaint", "shapes_heldout"]
+    assert eval_task_sets(cfg.eval, "retrieval") == []
+
+
+def test_validation_rejects_bad_set_names_before_any_job() -> None:
     cfg = load_config([])
     cfg.eval.datasets = {"my set/1": "folder:/data"}  # Hydra's override grammar cannot even spell this key
     with pytest.raises(ValueError, match=r"eval\.datasets\.my set/1.*letters, digits"):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ito_core.eval.ranking import best_match_ranks
 from ito_core.eval.retrieval import retrieval_metrics
@@ -115,3 +116,58 @@ def test_chunked_ranks_equal_unchunked() -> None:
 def test_rejects_bad_inputs(text_to_image: list[int], ks: tuple[int, ...], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         retrieval_metrics(torch.eye(3), torch.eye(3), torch.tensor(text_to_image), ks=ks)
+
+
+def naive_tie_aware_recalls(scores: list[list[float]], captions: list[tuple[int, str]], k: int
+                            ) -> tuple[float, float]:
+    """(image retrieval, text retrieval) recall@k where caption text, not index, decides a match: image n is
+    correct for caption t when t's text is one of n's captions. Ranks count every wrong candidate scoring at least
+    the best correct one (ties against the query), by plain loops over strings."""
+    num_images = len(scores[0])
+    texts_of = [{text for n, text in captions if n == image} for image in range(num_images)]
+
+    def hit(query_scores: list[float], correct: list[bool]) -> bool:
+        best = max(s for s, ok in zip(query_scores, correct, strict=True) if ok)
+        return sum(1 for s, ok in zip(query_scores, correct, strict=True) if not ok and s >= best) < k
+
+    image_hits = sum(hit(scores[t], [text in texts_of[n] for n in range(num_images)])
+                     for t, (_, text) in enumerate(captions))
+    text_hits = sum(hit([scores[t][n] for t in range(len(captions))], [text in texts_of[n] for _, text in captions])
+                    for n in range(num_images))
+    return image_hits / len(captions), text_hits / num_images
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_tied_captions_match_a_brute_force_reference(k: int) -> None:
+    generator = torch.Generator().manual_seed(10 + k)
+    words = ["a red circle", "a blue square", "A  red circle", "a green star", "a pumpkin"]
+    # 30 images, 1-2 captions each drawn from few texts: many images share a text or their whole caption set.
+    captions = [(n, words[int(i)]) for n in range(30)
+                for i in torch.randint(len(words), (1 + n % 2,), generator=generator)]
+    text_to_image_T = torch.tensor([n for n, _ in captions])
+    normalised = [" ".join(text.lower().split()) for _, text in captions]  # as the tokenizer sees them
+    text_ids_T = torch.tensor([sorted(set(normalised)).index(text) for text in normalised])
+    images_ND = torch.randn(30, 6, generator=generator)
+    texts_TD = images_ND[text_to_image_T] + torch.randn(len(captions), 6, generator=generator)
+    metrics = retrieval_metrics(images_ND, texts_TD, text_to_image_T, text_ids_T=text_ids_T, ks=(k,))
+    scores = (F.normalize(texts_TD, dim=-1) @ F.normalize(images_ND, dim=-1).T).tolist()
+    by_text = [(n, text) for (n, _), text in zip(captions, normalised, strict=True)]
+    image_recall, text_recall = naive_tie_aware_recalls(scores, by_text, k)
+    assert metrics[f"image_retrieval_recall@{k}"] == pytest.approx(image_recall)
+    assert metrics[f"text_retrieval_recall@{k}"] == pytest.approx(text_recall)
+
+
+def test_images_sharing_a_caption_set_are_both_right() -> None:
+    # Images 0 and 1 look the same and share their captions (two identical shape layouts); image 2 differs.
+    images_ND = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    texts_TD = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    text_to_image_T = torch.tensor([0, 1, 2])
+    by_index = retrieval_metrics(images_ND, texts_TD, text_to_image_T, ks=(1,))
+    by_text = retrieval_metrics(images_ND, texts_TD, text_to_image_T, text_ids_T=torch.tensor([7, 7, 3]), ks=(1,))
+    assert by_index["image_retrieval_recall@1"] == pytest.approx(1 / 3)  # the tie cost both shared captions
+    assert by_text == {"image_retrieval_recall@1": 1.0, "text_retrieval_recall@1": 1.0}
+
+
+def test_text_ids_need_one_per_caption() -> None:
+    with pytest.raises(ValueError, match="2 text ids for 3 captions"):
+        retrieval_metrics(torch.eye(3), torch.eye(3), torch.arange(3), text_ids_T=torch.tensor([0, 1]))

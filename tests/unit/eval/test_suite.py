@@ -65,9 +65,29 @@ def test_features_are_computed_once_per_set_and_shared_by_every_task(
 def test_eval_plan_groups_tasks_by_set() -> None:
     cfg = load_config([])
     assert suite.eval_plan(cfg.eval) == {"fashion_mnist": ["zeroshot_classification", "linear_probe"],
+                                         "tuxpaint": ["zeroshot_classification", "zeroshot_retrieval"],
+                                         "shapes_heldout": ["zeroshot_classification"],
                                          "shapes": ["zeroshot_retrieval", "modality_gap"]}
-    cfg = load_config(["eval.linear_probe=", "eval.modality_gap=", "eval.retrieval="])
+    cfg = load_config(["eval.linear_probe=", "eval.modality_gap=", "eval.retrieval=", "eval.zero_shot=fashion_mnist"])
     assert suite.eval_plan(cfg.eval) == {"fashion_mnist": ["zeroshot_classification"]}
+    cfg = load_config(["eval.linear_probe=[]", "eval.modality_gap=", "eval.retrieval=[shapes,tuxpaint]",
+                       "eval.zero_shot=[tuxpaint]"])
+    assert suite.eval_plan(cfg.eval) == {"tuxpaint": ["zeroshot_classification", "zeroshot_retrieval"],
+                                         "shapes": ["zeroshot_retrieval"]}
+
+
+def test_in_distribution_marks_sets_drawn_from_a_training_source() -> None:
+    cfg = load_config([])
+    flags = {name: suite.in_distribution(name, cfg) for name in ("fashion_mnist", "shapes", "shapes_heldout",
+                                                                  "tuxpaint", "my_imagenet")}
+    assert flags == {"fashion_mnist": True, "shapes": True, "shapes_heldout": False, "tuxpaint": False,
+                     "my_imagenet": False}
+    assert not suite.in_distribution("fashion_mnist", load_config(["data.sources=[shapes,openclipart]"]))
+    records = [{"dataset": "fashion_mnist", "in_distribution": True, "metrics": {"acc1": 0.5, "acc5": 0.9}},
+               {"dataset": "tuxpaint", "in_distribution": False, "metrics": {"acc1": 0.1}},
+               {"dataset": "old", "metrics": {"acc1": 0.2}}]
+    assert suite.summary_in_distribution(records) == {"fashion_mnist/acc1": True, "fashion_mnist/acc5": True,
+                                                      "tuxpaint/acc1": False, "old/acc1": False}
 
 
 def test_missing_eval_data_names_the_config_keys(shapes_shards: list[str]) -> None:
@@ -111,3 +131,10 @@ def test_modality_gap_record_links_its_umap_png(shapes_shards: list[str], tmp_pa
     assert png.name == "umap-shapes.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 5_000
     assert suite.summary_plots(records) == {"shapes/umap": "umap-shapes.png"}
+
+
+def test_caption_ids_are_equal_exactly_when_the_tokens_are() -> None:
+    reader = suite.EvalSetReader([], load_config(["model=tiny"]))
+    reader.captions = [["A red circle.", "a  red   circle."], ["a red circle"], ["A red circle."]]
+    ids = reader.text_ids_T().tolist()
+    assert ids[0] == ids[1] == ids[3] != ids[2]  # case and spacing fold away; the full stop is a token

@@ -107,4 +107,4 @@ def test_the_eval_stage_adds_tc_records_when_the_model_folder_has_the_pooler(tmp
     assert [r["task"] for r in records] == ["zeroshot_classification", "zeroshot_retrieval",
                                             "zeroshot_classification_tc", "zeroshot_retrieval_tc"]
     card = (Path(store.url("runs/flair")) / "model" / "README.md").read_text()
-    assert "| shapes | zeroshot_retrieval_tc | tc_image_retrieval_recall@1" in card
+    assert "| shapes (in-distribution) | zeroshot_retrieval_tc | tc_image_retrieval_recall@1" in card

@@ -15,6 +15,7 @@ from flows.stages import train_task
 from flows.sweep import ito_sweep
 from ito_core.artifacts import train_data_key
 from ito_core.config import StorageConfig, load_config
+from ito_core.data.openclipart import openclipart_files
 from ito_core.eval.linear_probe import linear_probe_metrics, split_indices
 from ito_core.eval.modality_gap import modality_gap_metrics
 from ito_core.eval.names import TASK_METRICS, expected_metrics
@@ -81,8 +82,17 @@ def test_inputs_of_every_kind_must_exist_and_hold_something(tmp_path: Path) -> N
 
 
 def test_the_embedded_count_is_what_prep_writes() -> None:
-    data = load_config(["data.max_train_samples=700", "data.shapes_train=500"]).data
-    assert train_sample_count(data) == sum(1 for _ in _train_samples(data)) == 1200
+    data = load_config(["data.max_train_samples=700", "data.shapes_train=500",
+                        "data.sources=[fashion_mnist,shapes]"]).data
+    assert train_sample_count(data) == sum(1 for _ in _train_samples(data, {})) == 1200
+
+
+def test_the_open_clip_art_count_is_its_files_under_the_cap() -> None:
+    """Not read: near-duplicates of eval stamps are dropped while prep reads, so the count is an upper bound."""
+    capped = load_config(["data.max_train_samples=700", "data.sources=[openclipart]"]).data
+    assert train_sample_count(capped) == 700
+    everything = load_config(["data.sources=[openclipart]"]).data
+    assert train_sample_count(everything) == len(openclipart_files())
 
 
 def test_shards_come_from_the_committed_manifest_when_there_is_one(tmp_path: Path) -> None:
