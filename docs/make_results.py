@@ -44,6 +44,7 @@ METRICS = {
 }
 LR_SELECTION_METRIC = "fashion_mnist/acc1"  # in-distribution: the held-out sets stay unseen by the tuning
 STEPS = "100"  # experiment=method_comparison's train.steps: the equal-step arms
+CHEAP_VIEWS = ("ito_fusion_cls", "ito_cheap_views")  # ITO with full views, then with half of each view's patches
 
 
 def load_points(study: str) -> list[dict[str, Any]]:
@@ -163,11 +164,14 @@ def blocks() -> dict[str, str]:
     ablation_means, ablation_diffs = arm_tables(load_points("ablation"), "ablation", "clip")
     fusion_points = [p for p in load_points("ablation") if values_of(p)["ablation"] != "clip"]
     _, fusion_diffs = arm_tables(fusion_points, "ablation", "multi_align")  # fusion on vs off, both at M=2
+    cheap_points = [p for p in load_points("ablation") if values_of(p)["ablation"] in CHEAP_VIEWS]
+    _, cheap_diffs = arm_tables(cheap_points, "ablation", CHEAP_VIEWS[0])  # half the patches vs every patch
     equal_means, equal_diffs = arm_tables(equal_compute_points(), "arm", f"clip @ {STEPS}")
     return {"lr-sweep": lr_table(), "equal-compute-steps": steps_table(),
             "methods": methods_means, "methods-vs-clip": methods_diffs,
             "equal-compute": equal_means, "equal-compute-vs-clip": equal_diffs,
-            "ablation": ablation_means, "ablation-vs-clip": ablation_diffs, "ablation-vs-multi-align": fusion_diffs}
+            "ablation": ablation_means, "ablation-vs-clip": ablation_diffs, "ablation-vs-multi-align": fusion_diffs,
+            "cheap-views": cheap_diffs}
 
 
 def rebuilt(text: str, tables: dict[str, str]) -> str:

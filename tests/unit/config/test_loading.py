@@ -120,11 +120,14 @@ def test_ablation_grid_points_all_validate() -> None:
     from flows.grid import expand_grid
 
     points = expand_grid(["experiment=ito_ablation"])
-    assert {p[-1] for p in points} == {f"ablation={a}" for a in ("clip", "multi_align", "ito", "ito_lambda05")}
-    assert len(points) == 4 * 5
+    arms = ("clip", "multi_align", "ito", "ito_lambda05", "ito_fusion_cls", "ito_cheap_views")
+    assert {p[-1] for p in points} == {f"ablation={a}" for a in arms}
+    assert len(points) == 6 * 5
     configs = [C.load_config(p) for p in points if "seed=0" in p]
-    assert {(c.ito.images, c.ito.fusion, c.ito.fusion_weight) for c in configs} == {
-        (1, "none", 0.0), (2, "none", 0.0), (2, "transformer", 2.0), (2, "transformer", 0.5)}
+    assert {(c.ito.images, c.ito.fusion, c.ito.fusion_weight, c.ito.fusion_image_tokens, c.ito.patch_dropout)
+            for c in configs} == {(1, "none", 0.0, "all", 0.0), (2, "none", 0.0, "all", 0.0),
+                                  (2, "transformer", 2.0, "all", 0.0), (2, "transformer", 0.5, "all", 0.0),
+                                  (2, "transformer", 2.0, "cls", 0.0), (2, "transformer", 2.0, "cls", 0.5)}
     assert {(c.train.steps, c.train.lr, c.method.name) for c in configs} == {
         (100, C.load_config(["comparison=ito"]).train.lr, "ito")}, "equal steps, ITO's tuned learning rate"
     assert all(C.CONFIG_DIR.joinpath("ablation", f"{a}.yaml").exists() for a in ("clip", "ito_m4", "ito_lambda4"))
