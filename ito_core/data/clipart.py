@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 MAX_PIXELS = 89_478_485  # PIL's decompression-bomb limit (data.max_pixels' default): larger PNGs are skipped
+MAX_SIDE = 512  # drawings are box-shrunk to at most this side: prep stores data.image_size (32 in the demo)
 FINGERPRINT_SIDE = 16
 MAX_RELATIVE_DISTANCE = 0.3  # RMS fingerprint difference / mean ink of the pair
 MAX_LOG_ASPECT = 0.2  # |log(aspect a / aspect b)| of the inked boxes
@@ -48,8 +49,9 @@ class Drawing:
 def open_drawing(path: Path) -> Drawing:
     """The PNG at ``path`` as a square RGB drawing: transparency flattened onto white, or onto black for a light
     drawing (a white-on-transparent stamp would vanish on white), padded square with that background so prep's
-    centre crop keeps the whole drawing. ``BlankImageError`` when nothing is drawn, ``ValueError`` beyond
-    ``MAX_PIXELS`` (checked before decoding), ``OSError`` for an unreadable file."""
+    centre crop keeps the whole drawing, and shrunk by an integer factor to at most ``MAX_SIDE``.
+    ``BlankImageError`` when nothing is drawn, ``ValueError`` beyond ``MAX_PIXELS`` (checked before decoding),
+    ``OSError`` for an unreadable file."""
     try:
         with warnings.catch_warnings():  # PIL warns from MAX_PIXELS up and raises at twice that: one limit, ours
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -61,15 +63,19 @@ def open_drawing(path: Path) -> Drawing:
         if width * height > MAX_PIXELS:
             raise ValueError(f"{path}: {width}x{height} pixels is over the {MAX_PIXELS} pixel limit")
         rgba = image.convert("RGBA")
-    alpha_HW = np.asarray(rgba.getchannel("A"), dtype=np.float64)
-    if not alpha_HW.any():
+    factor = -(-max(width, height) // MAX_SIDE)  # ceil: integer box shrinks are cheap and exact
+    # Statistics on a shrunk copy: numpy over a 3500 px drawing costs more than decoding it.
+    small = rgba.reduce(factor) if factor > 1 else rgba
+    alpha_HW = np.asarray(small.getchannel("A"), dtype=np.float64)
+    if rgba.getchannel("A").getbbox() is None:
         raise BlankImageError(f"{path}: every pixel is transparent")
-    grey_HW = np.asarray(rgba.convert("L"), dtype=np.float64)
-    colour = BLACK if (grey_HW * alpha_HW).sum() / alpha_HW.sum() > LIGHT_DRAWING else WHITE
+    grey_HW = np.asarray(small.convert("L"), dtype=np.float64)
+    colour = BLACK if (grey_HW * alpha_HW).sum() / max(alpha_HW.sum(), 1e-9) > LIGHT_DRAWING else WHITE
     side = max(width, height)
     square = Image.new("RGBA", (side, side), (*colour, 255))
     square.alpha_composite(rgba, dest=((side - width) // 2, (side - height) // 2))
-    return Drawing(square.convert("RGB"), colour)
+    flat = square.convert("RGB")
+    return Drawing(flat.reduce(factor) if factor > 1 else flat, colour)
 
 
 @dataclass(frozen=True)

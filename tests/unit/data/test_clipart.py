@@ -39,6 +39,8 @@ def test_transparency_is_flattened_square_and_pixels_are_capped(tmp_path: Path,
     drawing("ball", colour="white").save(tmp_path / "white.png")
     white = open_drawing(tmp_path / "white.png")
     assert white.background == BLACK and white.image.getpixel((60, 60)) == WHITE  # visible on black
+    drawing("house", size=(1200, 800)).save(tmp_path / "large.png")
+    assert open_drawing(tmp_path / "large.png").image.size == (400, 400)  # box-shrunk by 3 to <= MAX_SIDE
     Image.new("RGBA", (30, 30), (255, 0, 0, 0)).save(tmp_path / "blank.png")
     with pytest.raises(BlankImageError, match="every pixel is transparent"):
         open_drawing(tmp_path / "blank.png")
