@@ -26,7 +26,7 @@ equal_compute() {  # each method at CLIP's compute, steps by FLOPs and by step t
 }
 
 case ${1:-} in
-    lr) sweep lr-sweep lr_sweep experiment=method_comparison seed=0 train.lr=5e-4,1e-3,2e-3 ;;
+    lr) sweep lr-sweep lr_sweep experiment=method_comparison seed=0 train.lr=1e-3,2e-3,4e-3,8e-3 ;;
     studies)
         # The ablation's ito arm is the comparison's ito run (one run key): it starts once the comparison is done.
         (sweep methods methods experiment=method_comparison && sweep ablation ablation experiment=ito_ablation) &

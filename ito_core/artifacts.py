@@ -26,7 +26,8 @@ from ito_core.storage import ArtifactStore, manifest_key
 
 RUNS, DATA, SWEEPS = "runs", "data", "sweeps"  # the store's top-level folders
 # Bump when the bytes prep writes change for the same config (new resize, new caption templates).
-PREP_VERSION = 2  # 2: shapes never draw the held-out colour x shape pairs; data=embedded gains openclipart
+PREP_VERSION = 3  # 2: shapes never draw the held-out colour x shape pairs; data=embedded gains openclipart;
+# 3: Open Clip Art drawings are box-shrunk to at most 512 px before prep resizes them
 RAW_PREP_VERSION = 2  # data=raw; 2: folders and img2dataset tars also take .ppm .pgm .tif .tiff images
 # data=raw fields that shape the output bytes (not prep_workers / num_workers: they change no byte).
 RAW_FIELDS = ("name", "input_kind", "input", "caption_columns", "image_column", "image_size", "resize_mode",
