@@ -102,7 +102,7 @@ def preflight(configs: list[RunConfig], command: str, skip: Collection[str] = ()
                "prefect": lambda: [check_prefect_server(needed=command == "serve")]}
     for name in COMMAND_CHECKS[command]:
         if name in skips:
-            found.append(skipped(name, f"on request (--skip-check {name})"))
+            found.append(skipped(name, f"on request (--skip-check {name}, or the flow's skip_checks)"))
             continue
         try:
             found += runners[name]()

@@ -133,10 +133,10 @@ def metric_tables(rows: list[dict[str, Any]], keys: list[str], names: list[str],
     parts = []
     for eval_set, members in by_set.items():
         for start in range(0, len(members), TABLE_METRICS):
-            chunk = members[start:start + TABLE_METRICS]
+            chunk, more = members[start:start + TABLE_METRICS], " (continued)" if start else ""
             table = [{**{k: row.get(k, "") for k in keys}, **{n.split("/", 1)[-1]: cell(row, n) for n in chunk}}
                      for row in rows]
-            parts.append(f"### {set_heading(eval_set, in_distribution)}\n\n{to_markdown(table)}")
+            parts.append(f"### {set_heading(eval_set, in_distribution)}{more}\n\n{to_markdown(table)}")
     return "\n".join(parts)
 
 

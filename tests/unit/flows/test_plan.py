@@ -136,7 +136,7 @@ def test_cc12m_plans_with_a_shell_brace_pattern_and_prints_gpu_hours(capsys: pyt
     assert cli.main(["plan", "experiment=ito_cc12m", "data.input=/data/cc12m/{00000..01242}.tar",
                      "--skip-check", "inputs", "--skip-check", "slurm"]) == 0
     out = capsys.readouterr().out
-    assert "- preflight inputs: skipped: on request (--skip-check inputs)" in out
+    assert "- preflight inputs: skipped: on request (--skip-check inputs, or the flow's skip_checks)" in out
     assert re.search(r"\*\*GPU-hours: [\d.,]+ for the grid", out) and "40 % MFU of 989 TFLOP/s" in out
 
 
