@@ -162,5 +162,5 @@ def test_item11_too_few_shards_for_the_ranks_is_caught_before_prep(tmp_path: Pat
     assert cli.main(["run", "--skip-check", "slurm", "cluster=slurm", "cluster.nodes=2", "data.max_train_samples=512",
                      *where(tmp_path)]) == 2
     assert ("the training data has 1 shard(s) (at most 1536 samples at data.samples_per_shard=2000) for 2 ranks, "
-            "and each rank reads whole shards; set data.samples_per_shard <= 768, or a larger data.max_train_samples (now 512), "
-            "or fewer ranks (cluster.nodes=2 x cluster.tasks_per_node=1)") in one_line(capsys)
+            "and each rank reads whole shards; set data.samples_per_shard <= 768, or a larger data.max_train_samples "
+            "(now 512), or fewer ranks (cluster.nodes=2 x cluster.tasks_per_node=1)") in one_line(capsys)
