@@ -31,7 +31,7 @@ def test_a_sweep_on_a_user_set_reports_its_metrics(prefect_home: Path) -> None: 
 
     report = prefect_home / "store" / "sweeps" / "mine"
     rows = list(csv.DictReader(io.StringIO((report / "report.csv").read_text())))
-    assert [(r["ito.images"], r["seed"]) for r in rows] == [("1", "0"), ("2", "0"), ("1", "1"), ("2", "1")]
+    assert [(r["ito.images"], r["seed"]) for r in rows] == [("1", "0"), ("1", "1"), ("2", "0"), ("2", "1")]
     assert {r["status"] for r in rows} == {"ok"}
     for metric in ("colours/acc1", "colours/image_retrieval_recall@1", "colours/centroid_distance"):
         assert all(float(r[metric]) >= 0.0 for r in rows), metric
