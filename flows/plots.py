@@ -30,11 +30,11 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def _ordered(values: set[str]) -> list[str]:
-    """Numeric axis values in numeric order, anything else alphabetically."""
+def _ordered(values: list[str]) -> list[str]:
+    """Numeric axis values in numeric order, anything else in grid order (the baseline arm first)."""
     if all(_number(v) is not None for v in values):
         return sorted(values, key=float)
-    return sorted(values)
+    return list(values)
 
 
 def _lines(rows: list[dict[str, Any]], axis: str, axes: list[str], metric: str, replicate_axis: str = "seed"
@@ -68,7 +68,7 @@ def plot_axis(rows: list[dict[str, Any]], axis: str, axes: list[str], path: Path
     """One PNG for ``axis``, a panel per metric; False (nothing written) when there is no metric."""
     if not metrics:
         return False
-    xs = _ordered({row[axis] for row in rows})
+    xs = _ordered(list(dict.fromkeys(row[axis] for row in rows)))
     from matplotlib.figure import Figure  # here: ~0.35 s CPU, needed only once a sweep has metrics to plot
 
     ncols = min(COLUMNS, len(metrics))
@@ -82,7 +82,9 @@ def plot_axis(rows: list[dict[str, Any]], axis: str, axes: list[str], path: Path
             errors = [s.half_width or 0.0 for _, s in points]
             panel.errorbar([xs.index(x) for x, _ in points], [s.mean for _, s in points], yerr=errors, marker="o",
                            capsize=3, label=label)
-        panel.set(xlabel=axis, xticks=range(len(xs)), xticklabels=xs)
+        panel.set(xlabel=axis, xticks=range(len(xs)))
+        long = sum(map(len, xs)) > 24  # names that would overlap side by side
+        panel.set_xticklabels(xs, rotation=30 if long else 0, ha="right" if long else "center")
         panel.set_title(_title(metric, lines), fontsize="medium")
         panel.grid(alpha=0.3)
     for panel in panels[len(metrics):]:
