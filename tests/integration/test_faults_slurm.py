@@ -41,7 +41,8 @@ pytestmark = [pytest.mark.slurm, pytest.mark.distributed]
 # on 64 Fashion-MNIST images, then retrieval on 64 shapes.
 EVAL_RUN = ("cluster=slurm", "train.steps=2", "train.checkpoint_every=2", "data.sources=[shapes]",
             "data.shapes_train=128", "data.shapes_eval=64", "data.samples_per_shard=64", "eval.max_samples=64",
-            "eval.linear_probe=", "eval.modality_gap=", "eval.executor=job")
+            "eval.zero_shot=fashion_mnist", "eval.retrieval=shapes", "eval.linear_probe=", "eval.modality_gap=",
+            "eval.executor=job")
 
 
 @pytest.mark.timeout(300)
