@@ -166,7 +166,8 @@ def test_crashed_rank_ends_the_job_and_is_reported(slurm_cluster: SlurmCluster, 
 # the tiny model 2 steps on embedded shapes, eval is zero-shot on 64 Fashion-MNIST images, retrieval on shapes.
 POINT = ("cluster=slurm", "train.steps=2", "train.checkpoint_every=2", "data.sources=[shapes]",
          "data.shapes_train=128", "data.shapes_eval=64", "data.samples_per_shard=64", "eval.max_samples=64",
-         "eval.linear_probe=", "eval.modality_gap=", "eval.umap_points=0")
+         "eval.zero_shot=fashion_mnist", "eval.retrieval=shapes", "eval.linear_probe=", "eval.modality_gap=",
+         "eval.umap_points=0")
 
 
 @pytest.mark.timeout(420)
