@@ -25,6 +25,7 @@ from typing import Any
 from flows.grid import axis_values
 from flows.plots import plot_metrics
 from flows.report import report_rows, sweep_statistics, to_markdown
+from ito_core.config import load_config
 
 DOCS = Path(__file__).resolve().parent
 RECORDS = DOCS / "results"
@@ -43,7 +44,7 @@ METRICS = {
     "fashion_mnist/lp_acc1": "F-MNIST LP acc1 (in-dist.)",
 }
 LR_SELECTION_METRIC = "fashion_mnist/acc1"  # in-distribution: the held-out sets stay unseen by the tuning
-STEPS = "100"  # experiment=method_comparison's train.steps: the equal-step arms
+STEPS = str(load_config(["experiment=method_comparison"]).train.steps)  # the equal-step arms' steps
 CHEAP_VIEWS = ("ito_fusion_cls", "ito_cheap_views")  # ITO with full views, then with half of each view's patches
 
 
