@@ -230,16 +230,16 @@ def statistics_section(stats: dict[str, Any], names: list[str], in_distribution:
 
 def render_report(results: list[dict[str, Any]], axes: list[str], *, sweep: str, where: str, plots: list[str],
                   resume: str, metrics: list[str] = (), replicate_axis: str = "seed",
-                  baseline: dict[str, str] | None = None) -> str:
+                  baseline: dict[str, str] | None = None, stats: dict[str, Any] | None = None) -> str:
     """The whole report.md: with a replicate axis, the arms (mean ± interval) and their comparison with the baseline
-    (``statistics_section``); then the points (status, losses), the metrics of each point, the plot files, the
-    failed points."""
+    (``statistics_section`` of ``stats``, the ``sweep_statistics`` the caller already has, else computed here);
+    then the points (status, losses), the metrics of each point, the plot files, the failed points."""
     ok = sum(r["status"] == "ok" for r in results)
     rows, keys, names = report_rows(results, axes, metrics), row_axes(results, axes), metric_names(results, metrics)
     head = f"# Sweep {sweep}\n\n{ok}/{len(results)} grid points ok; files in `{where}`.\n\n"
     marks = in_distribution_sets(results)
     if replicate_axis in axes:
-        stats = sweep_statistics(rows, axes, names, replicate_axis=replicate_axis, baseline=baseline or {})
+        stats = stats or sweep_statistics(rows, axes, names, replicate_axis=replicate_axis, baseline=baseline or {})
         head += statistics_section(stats, names, marks)
     elif axes:
         head += (f"No replicate axis: `report.replicate_axis={replicate_axis}` is not an axis of this grid, so each "
