@@ -50,6 +50,11 @@ def committed(store: ArtifactStore, key: str) -> bool:
     return store.exists(manifest_key(key))
 
 
+def checkpoint_key(checkpoints: str, tag: str) -> str:
+    """The folder of one checkpoint tag under a run's ``checkpoints`` key (``RunLayout.checkpoints``)."""
+    return f"{checkpoints}/{tag}"
+
+
 def read_manifest(store: ArtifactStore, key: str) -> Any:
     """The committed artifact's manifest; ``FileNotFoundError`` if it is not committed."""
     return store.read_json(manifest_key(key))
@@ -135,4 +140,4 @@ class RunLayout:
         return f"{self.key}/eval"
 
     def checkpoint(self, tag: str) -> str:
-        return f"{self.checkpoints}/{tag}"
+        return checkpoint_key(self.checkpoints, tag)
