@@ -176,8 +176,8 @@ class CheckpointSaver:
         if not all_ranks(ok, self.engine.device):
             if pending.upload is not None and pending.upload.error is not None:
                 raise pending.upload.error
-            raise RuntimeError(f"checkpoint {url} was not committed: another node's upload failed (its log names "
-                               "the error); the newest committed checkpoint is untouched: resume from it")
+            raise RuntimeError(f"checkpoint {url} was not committed: a node's upload failed (its local rank 0 "
+                               "logs the error); the newest committed checkpoint is untouched: resume from it")
         if dist.get_rank() == 0:
             commit(self.store, checkpoint_key(self.key, pending.tag), pending.manifest)
             prune(self.store, self.key, keep=self.keep)
@@ -276,8 +276,19 @@ def to_universal(tag_dir: Path, out_dir: Path) -> None:
 
 
 def _weights_finite(engine: Any) -> bool:
-    # ZeRO-3 keeps only this rank's partition of each parameter, in ``ds_tensor``.
-    return all(bool(torch.isfinite(getattr(p, "ds_tensor", p)).all()) for p in engine.module.parameters())
+    return all(bool(torch.isfinite(own_weights(p)).all()) for p in engine.module.parameters())
+
+
+def own_weights(param: torch.Tensor) -> torch.Tensor:
+    """The weights of ``param`` this rank holds. ZeRO-3 keeps only this rank's partition, in ``ds_tensor``; the
+    partition of the last rank(s) ends in padding that DeepSpeed allocates with ``torch.empty`` and never writes
+    (a 1-element parameter such as the logit scale is all padding on rank 1 of 2). That garbage can be NaN or inf
+    (freed attention masks hold -inf), so it is left out, else a healthy run sometimes refuses to save."""
+    part = getattr(param, "ds_tensor", None)
+    if part is None:
+        return param
+    start = part.ds_numel * param.ds_zero_partition_rank  # partition size x this rank's place in the ZeRO group
+    return part.narrow(0, 0, max(0, min(part.ds_numel, param.ds_numel - start)))
 
 
 def _local_rank() -> int:
