@@ -45,7 +45,8 @@ LAYERS = (
     ("ito_core.artifacts", "ito_core.distributed", "ito_core.flops", "ito_core.shapes",
      "ito_core.tracking"),  # keys, process group, input checks
     ("ito_core.models", "ito_core.losses", "ito_core.data", "ito_core.eval", "ito_core.accumulation",
-     "ito_core.activation_checkpointing", "ito_core.checkpoint", "ito_core.export", "ito_core.methods"),  # components
+     "ito_core.activation_checkpointing", "ito_core.checkpoint", "ito_core.export", "ito_core.methods",
+     "ito_core.train_state"),  # components
     ("ito_core.prep", "ito_core.prep_array", "ito_core.train", "ito_core.strip", "ito_core.eval.stage",
      "ito_core.preflight"),  # stages
     ("cluster",),
