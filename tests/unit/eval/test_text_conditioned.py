@@ -4,13 +4,13 @@ and encodes each set once for its own tasks and the text-conditioned ones togeth
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures.stripped_model import commit_model_folder
 from fixtures.tiny_run import write_shapes_shards
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
@@ -22,11 +22,10 @@ from ito_core.eval.retrieval import retrieval_metrics
 from ito_core.eval.stage import run_eval
 from ito_core.eval.suite import evaluate
 from ito_core.methods import build_model
-from ito_core.methods.flair import TextConditionedPool, save_pooler
+from ito_core.methods.flair import TextConditionedPool
 from ito_core.models.dual_encoder import DualEncoder
 from ito_core.prep import prepare
-from ito_core.storage import LocalStore, commit
-from ito_core.strip import encoder_state, write_model_folder
+from ito_core.storage import LocalStore
 
 NUM_SAMPLES = 24
 
@@ -126,16 +125,7 @@ def test_the_eval_stage_adds_tc_records_when_the_model_folder_has_the_pooler(tmp
     store = LocalStore(cfg.storage.root)
     keys = prepare(cfg.data, cfg.eval, store)
     torch.manual_seed(0)
-    full = build_model(cfg).state_dict()
-    state = encoder_state(full)
-    manifest = {"checkpoint": "random-init", "num_parameters": sum(v.numel() for v in state.values()),
-                "dropped_parameters": 0, "steps": 0, "final_loss": None, "data_key": "none",
-                "data_manifest_sha256": "unknown", "source_checkpoint": "none"}
-    with tempfile.TemporaryDirectory() as tmp:
-        write_model_folder(state, cfg, Path(tmp), manifest)
-        save_pooler(full, Path(tmp), dim=cfg.model.embed_dim, heads=cfg.method.flair_heads)
-        store.upload_dir(Path(tmp), "runs/flair/model")
-    commit(store, "runs/flair/model", manifest)
+    commit_model_folder(store, cfg, build_model(cfg).state_dict(), run_key="runs/flair", steps=0)
 
     records = run_eval(cfg, store=store, run_key="runs/flair", data_keys=keys, staging=tmp_path / "staging")
 

@@ -2,8 +2,8 @@
 text-conditioned ones included) as float hex, bitwise on CPU with one thread. They were written by the eval path
 before it read and encoded each eval set once (issue 24), so the test holds that restructuring to equal numbers.
 
-``python tests/unit/eval/golden/eval_numerics.py --write`` rewrites ``eval_numerics.json``: only when a change is
-meant to alter the numbers, saying so in the commit message."""
+``PYTHONPATH=.:tests python tests/unit/eval/golden/eval_numerics.py --write`` rewrites ``eval_numerics.json``:
+only when a change is meant to alter the numbers, saying so in the commit message."""
 
 from __future__ import annotations
 
@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fixtures.stripped_model import commit_model_folder
 
 from ito_core.config import load_config
 from ito_core.data.tokenizer import build_tokenizer
 from ito_core.eval.stage import run_eval
 from ito_core.methods import build_augment, build_model, build_objective
-from ito_core.methods.flair import save_pooler
 from ito_core.prep import prepare
-from ito_core.storage import LocalStore, commit
-from ito_core.strip import encoder_state, write_model_folder
+from ito_core.storage import LocalStore
 
 GOLDEN = Path(__file__).with_name("eval_numerics.json")
 METHODS = ("clip", "flair")
@@ -60,16 +59,7 @@ def eval_records(method: str, root: Path) -> list[dict[str, Any]]:
     torch.set_num_threads(1)  # the sums' order, hence the bits, depends on the thread count
     store = LocalStore(cfg.storage.root)
     keys = prepare(cfg.data, cfg.eval, store)
-    full = trained_state(cfg)
-    state = encoder_state(full)
-    manifest = {"checkpoint": "golden", "num_parameters": sum(v.numel() for v in state.values()),
-                "dropped_parameters": 0, "steps": 3, "final_loss": None, "data_key": "none",
-                "data_manifest_sha256": "unknown", "source_checkpoint": "none"}
-    with tempfile.TemporaryDirectory() as tmp:
-        write_model_folder(state, cfg, Path(tmp), manifest)
-        save_pooler(full, Path(tmp), dim=cfg.model.embed_dim, heads=cfg.method.flair_heads)
-        store.upload_dir(Path(tmp), "runs/golden/model")
-    commit(store, "runs/golden/model", manifest)
+    commit_model_folder(store, cfg, trained_state(cfg), run_key="runs/golden", steps=3)
     return run_eval(cfg, store=store, run_key="runs/golden", data_keys=keys, staging=root / "staging")
 
 
