@@ -10,19 +10,23 @@ The S3 server is bound to the root namespace's link into the cluster's bridge, w
   the save call, with the upload and commit when synchronous, the wait for the previous upload and the commit when
   asynchronous). Checkpoints before the last are the steady state; the last one is reported apart, since a run
   commits its last checkpoint before it reports success, whichever the mode.
-- cost: the wall-clock time the run spent beyond its median step, per checkpoint (from the history rows, one per
-  step): it also counts the steps slowed down by an upload competing for the cores, which the stall leaves out.
+- cost: the wall-clock time the run spent beyond its median step, per checkpoint before the last (from the times of
+  rank 0's per-step log lines): it also counts the steps slowed down by an upload competing for the cores, which the
+  stall leaves out.
 
 Modes alternate round by round.
 
-    bash cluster/mn-up.sh && python bench/checkpoint_stall.py [--steps 30] [--every 10] [--rounds 1] [--json out.json]
+    bash cluster/mn-up.sh && python bench/checkpoint_stall.py [--steps 30] [--every 10] [--rounds 1] \
+        [--nodelist mn1,mn2] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -35,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import describe, machine  # noqa: E402
 
+QUICK_ARGS = ["--steps", "8", "--every", "4"]
 MN_CONF = Path(os.environ.get("MN_DIR", "/tmp/mn-slurm")) / "slurm.conf"
 SHARDS, SAMPLES_PER_SHARD, IMAGE_SIZE = 8, 32, 32
 
@@ -46,8 +51,15 @@ def host_address() -> str:
     return out.split()[3].split("/")[0]
 
 
+def step_times(log: str) -> list[float]:
+    """Seconds between rank 0's consecutive ``step N/M`` log lines (the history's samples/s is rounded to 0.1)."""
+    stamps = [datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
+              for m in re.finditer(r"^(\S+ \S+) INFO ito_core.train: step \d+/", log, flags=re.M)]
+    return [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False)]
+
+
 def train_once(tmp: Path, shards: list[str], bucket_url: str, endpoint: str, *, asynchronous: bool, steps: int,
-               every: int) -> dict:
+               every: int, nodelist: str) -> dict:
     from cluster.jobs import submit_training
     from ito_core.artifacts import run_key
     from ito_core.checkpoint import tag_for
@@ -61,16 +73,19 @@ def train_once(tmp: Path, shards: list[str], bucket_url: str, endpoint: str, *, 
         f"train.steps={steps}", f"train.checkpoint_every={every}", "train.log_every=1", "train.warmup_steps=0",
         "train.keep_checkpoints=1", f"train.async_checkpoint={str(asynchronous).lower()}", "data.num_workers=0",
         "wandb=disabled", "storage=s3", f"storage.root={bucket_url}/{run.name}", f"storage.endpoint_url={endpoint}",
-        f"cluster.work_dir={run / 'work'}", f"cluster.scratch_dir={run / 'scratch'}"])
+        "storage.retry_deadline_s=600",  # on a loaded machine the S3 server is slow, not gone
+        f"cluster.work_dir={run / 'work'}", f"cluster.scratch_dir={run / 'scratch'}",
+        *([f"+cluster.extra_sbatch.nodelist='{nodelist}'"] if nodelist else [])])
     job = submit_training(cfg, shard_paths=shards, shard_samples=[SAMPLES_PER_SHARD] * SHARDS, run_key=run_key(cfg))
     summary = job.results()[0]
     held, last = summary["checkpoint_held_s"], tag_for(steps)
-    step_s = [cfg.train.batch_size / row["samples_per_s"] for row in summary["history"][1:]]  # row 1: warm-up
+    step_s = step_times(job.task(0).stderr() or "")[1:]  # the first step holds the warm-up
     median = statistics.median(step_s)
-    saves = steps // every
+    before_last = len(range(every, steps, every))  # the last save comes after the last step line: not in step_s
     return {"mode": "async" if asynchronous else "sync", "held_s": held,
             "stall_s": [s for tag, s in held.items() if tag != last], "last_stall_s": held[last],
-            "median_step_s": median, "cost_per_checkpoint_s": (sum(step_s) - median * len(step_s)) / saves}
+            "median_step_s": median, "cost_per_checkpoint_s": (sum(step_s) - median * len(step_s)) / before_last,
+            "step_s": step_s}
 
 
 def main() -> None:
@@ -78,6 +93,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--every", type=int, default=10, help="train.checkpoint_every")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--nodelist", default="", help="SLURM nodes to run on, e.g. mn1,mn2 (default: any two)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     if not MN_CONF.is_file():
@@ -107,13 +123,21 @@ def main() -> None:
             for _ in range(args.rounds):
                 for asynchronous in (False, True):
                     runs.append(train_once(root / "runs", shards, bucket, server.endpoint_url,
-                                           asynchronous=asynchronous, steps=args.steps, every=args.every))
+                                           asynchronous=asynchronous, steps=args.steps, every=args.every,
+                                           nodelist=args.nodelist))
                     print(runs[-1], flush=True)
+                    if args.json:  # each run as it ends: a later failure loses nothing
+                        Path(args.json).write_text(json.dumps({"machine": machine(), "runs": runs}, indent=2))
     stall = {mode: statistics.median(s for r in runs if r["mode"] == mode for s in r["stall_s"])
              for mode in ("sync", "async")}
     report = {"machine": machine(), "args": vars(args), "runs": runs, "median_stall_s": stall,
               "async_vs_sync": stall["async"] / stall["sync"]}
     print(f"machine: {describe(report['machine'])}")
+    print("| mode | stall per checkpoint before the last, s (each) | last checkpoint, s | median step, s | "
+          "wall-clock cost per checkpoint, s |\n|---|---|---:|---:|---:|")
+    for r in runs:
+        print(f"| {r['mode']} | {', '.join(f'{s:.2f}' for s in r['stall_s'])} | {r['last_stall_s']:.2f} | "
+              f"{r['median_step_s']:.2f} | {r['cost_per_checkpoint_s']:.2f} |")
     print(f"stall per checkpoint (median, before the last): sync {stall['sync']:.2f} s, async {stall['async']:.2f} s "
           f"= {100 * report['async_vs_sync']:.1f} % of sync (goal <= 10 %)")
     if args.json:

@@ -282,8 +282,8 @@ def _weights_finite(engine: Any) -> bool:
 def own_weights(param: torch.Tensor) -> torch.Tensor:
     """The weights of ``param`` this rank holds. ZeRO-3 keeps only this rank's partition, in ``ds_tensor``; the
     partition of the last rank(s) ends in padding that DeepSpeed allocates with ``torch.empty`` and never writes
-    (a 1-element parameter such as the logit scale is all padding on rank 1 of 2). That garbage can be NaN or inf
-    (freed attention masks hold -inf), so it is left out, else a healthy run sometimes refuses to save."""
+    (a 1-element parameter such as the logit scale is all padding on rank 1 of 2). Whatever the reused memory held
+    there can be NaN or inf, so it is left out, else a healthy run now and then refuses to save."""
     part = getattr(param, "ds_tensor", None)
     if part is None:
         return param
