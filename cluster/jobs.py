@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+from submitit.local.debug import DebugJobEnvironment
 
 from cluster.executors import build_executor
 from cluster.waiting import record_job, running_job
@@ -68,7 +69,7 @@ def cap_threads(cluster: ClusterConfig, num_workers: int) -> None:
     in the caller's process, whose threads are not the job's to set."""
     import torch
 
-    if cluster.kind == "debug":
+    if DebugJobEnvironment().activated():  # submitit's in-process executor: the threads are the caller's
         return
     threads = torch_threads(cluster, num_workers)
     torch.set_num_threads(threads)

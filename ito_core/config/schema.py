@@ -139,7 +139,7 @@ class DeepSpeedConfig:
 
 @dataclass
 class ClusterConfig:
-    kind: str = "local"  # local | debug | slurm
+    kind: str = "local"  # an executor of cluster/executors: local | debug | slurm
     nodes: int = 1
     tasks_per_node: int = 1  # training processes per node (one per GPU on a GPU cluster)
     gpus_per_node: int = 0
@@ -160,6 +160,10 @@ class ClusterConfig:
     # Empty: $TMPDIR, else /tmp.
     scratch_dir: str = ""
     extra_sbatch: dict[str, Any] = field(default_factory=dict)
+    # kind=slurm: at most this many sbatch calls a second from the flow process (a sweep submits in bursts)
+    submit_rate_per_s: float = 2.0
+    # kind=slurm: how long sbatch is retried with backoff while the controller answers with a transient error
+    submit_retry_s: float = 600.0
 
 
 @dataclass
@@ -191,8 +195,9 @@ class EvalConfig:
     max_samples: int = 2000  # per eval set (0 = all); a user set keeps an even spread, not its first N
     batch_size: int = 256
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast while encoding; fp16 needs CUDA)
-    # auto (job on cluster.kind=slurm, else inprocess) | inprocess (the flow's own process) | job (a one-task job on
-    # cluster.kind, with one GPU if training had any): eval_executor() resolves it
+    # auto (a job when cluster.kind runs jobs on other machines, e.g. slurm; else inprocess) | inprocess (the flow's
+    # own process) | job (a one-task job on cluster.kind, with one GPU if training had any);
+    # cluster.executors.eval_executor resolves it
     executor: str = "auto"
     datasets: dict[str, str] = field(default_factory=dict)  # user eval sets: name -> "<layout>:<path>[?images=..]"
 
@@ -261,14 +266,6 @@ def eval_task_sets(eval_cfg: EvalConfig, task: str) -> list[str]:
     value = getattr(eval_cfg, task)
     names = [value] if isinstance(value, str) else list(value)
     return [name for name in names if name]
-
-
-def eval_executor(cfg: RunConfig) -> str:
-    """Where the eval stage runs: ``eval.executor``, with ``auto`` meaning a job on SLURM (the flow's process is on
-    the login node there) and the flow's own process otherwise."""
-    if cfg.eval.executor != "auto":
-        return cfg.eval.executor
-    return "job" if cfg.cluster.kind == "slurm" else "inprocess"
 
 
 def fuses(ito: ItoConfig) -> bool:

@@ -32,7 +32,6 @@ FUSION_POSITIVES = ("view_mean", "supcon")
 FUSION_POOL = re.compile(r"^pool(\d+)$")
 READOUTS = ("cls", "mean", "token")
 LOSS_NAMES = ("clip", "siglip")
-CLUSTER_KINDS = ("local", "debug", "slurm")
 STORAGE_KINDS = ("local", "s3")
 EMBEDDED_SOURCES = ("fashion_mnist", "shapes", "openclipart")  # data=embedded training sources
 EMBEDDED_EVAL_SETS = ("fashion_mnist", "shapes", "shapes_heldout", "tuxpaint")  # ito_core/prep.py
@@ -234,24 +233,18 @@ def _validate_train(tr: TrainConfig, *, world_size: int) -> None:
 
 
 def validate_cluster(cfg: ClusterConfig) -> None:
-    """The ``cluster.*`` values on their own (``cluster/executors.py`` checks them again for a derived config)."""
-    _choice(cfg.kind, "cluster.kind", CLUSTER_KINDS)
+    """The ``cluster.*`` values every executor reads. ``cluster.kind`` and each executor's own rules are checked
+    by its module (``cluster/executors``, from the flow's config loading): ito_core knows no executor."""
     for key, low in (("nodes", 1), ("tasks_per_node", 1), ("gpus_per_node", 0), ("cpus_per_task", 1),
                      ("mem_gb", 0), ("timeout_min", 1), ("max_requeues", 0), ("prep_tasks", 1),
                      ("torch_threads", 0)):
         value = getattr(cfg, key)
         _require(isinstance(value, int) and value >= low, f"cluster.{key}", f"{value!r}", f"use an integer >= {low}")
-    if cfg.kind != "slurm":
-        _require(cfg.nodes == 1, "cluster.nodes", f"{cfg.nodes} nodes with cluster.kind={cfg.kind}",
-                 "use cluster.kind=slurm for multi-node jobs, or cluster.nodes=1")
-    if cfg.kind == "debug":
-        _require(cfg.tasks_per_node == 1, "cluster.tasks_per_node", "the debug executor runs one in-process task",
-                 "use cluster.kind=local for several processes")
     if cfg.gpus_per_node:
         _require(cfg.tasks_per_node == cfg.gpus_per_node, "cluster.tasks_per_node",
                  f"{cfg.tasks_per_node} tasks for {cfg.gpus_per_node} GPUs per node (one training process per GPU)",
                  f"set cluster.tasks_per_node={cfg.gpus_per_node}")
-    check_job_folder(Path(cfg.work_dir).resolve(), kind=cfg.kind)
+    check_job_folder(Path(cfg.work_dir).resolve())
     for key in ("partition", "account", "qos"):  # a partition may be a list: "gpu,gpu-long"
         value = getattr(cfg, key)
         names = value.split(",") if key == "partition" else [value]
@@ -269,15 +262,11 @@ def validate_cluster(cfg: ClusterConfig) -> None:
                  f"cluster.extra_sbatch.{raw}", f"{value!r}", "use a one-line string, number or true")
 
 
-def check_job_folder(folder: Path, *, kind: str) -> None:
-    """A job folder sbatch and SLURM can use (``cluster.work_dir`` + the run key)."""
-    # sbatch reads one option per line: a newline in a path or value would end the #SBATCH line.
+def check_job_folder(folder: Path) -> None:
+    """A job folder every executor can use (``cluster.work_dir`` + the run key)."""
+    # sbatch reads one option per line, as do other schedulers' scripts: a newline would end the line.
     _require("\n" not in str(folder), "cluster.work_dir", f"job folder {str(folder)!r} contains a newline",
              "pick a work_dir (and run key) without newlines")
-    if kind == "slurm":  # SLURM reads '%' in log paths as a pattern and fails to open paths with a backslash
-        bad = sorted({c for c in str(folder) if c in "%\\"})
-        _require(not bad, "cluster.work_dir", f"job folder {str(folder)!r} contains {bad}",
-                 "pick a work_dir (and run key) without '%' or backslashes")
 
 
 def config_warnings(cfg: RunConfig) -> list[str]:

@@ -22,7 +22,8 @@ from fixtures.tiny_run import tiny_config
 
 from cluster.executors import build_executor
 from cluster.jobs import submit_training
-from cluster.waiting import JobFailedError, slurm_state, wait_streaming
+from cluster.slurm_watch import slurm_state
+from cluster.waiting import JobFailedError, wait_streaming
 from ito_core.checkpoint import committed_tags, tag_for
 from ito_core.config import ClusterConfig, RunConfig
 from ito_core.storage import LocalStore
