@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from submitit.core.utils import JobPaths
+from submitit.core.utils import DelayedSubmission, JobPaths
 
 from cluster.executors import Executor
 from cluster.slurm_submit import submit_script
@@ -56,6 +56,29 @@ class RetryingSlurmExecutor(submitit.SlurmExecutor):
     def __init__(self, folder: Path, *, max_num_timeout: int, rate_per_s: float, retry_s: float) -> None:
         super().__init__(folder=folder, max_num_timeout=max_num_timeout)
         self.rate_per_s, self.retry_s = rate_per_s, retry_s
+
+    def _internal_process_submissions(self, delayed_submissions: list[DelayedSubmission]) -> list[submitit.Job]:
+        if len(delayed_submissions) == 1:
+            return super()._internal_process_submissions(delayed_submissions)
+        # A job array (prep): submitit's SlurmExecutor submits it through a plain SlurmExecutor copy, whose sbatch
+        # would skip ours; these are its steps with a copy of this executor.
+        folder = JobPaths.get_first_id_independent_folder(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        pickles = []
+        for delayed in delayed_submissions:
+            pickles.append(folder / f"{uuid.uuid4().hex}.pkl")
+            delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
+            delayed.dump(pickles[-1])
+        array = RetryingSlurmExecutor(self.folder, max_num_timeout=self.max_num_timeout, rate_per_s=self.rate_per_s,
+                                      retry_s=self.retry_s)
+        array.update_parameters(**self.parameters)
+        array.parameters["map_count"] = len(delayed_submissions)
+        first = array._submit_command(self._submitit_command_str)
+        jobs = [submitit.SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{index}", tasks=range(first.num_tasks))
+                for index in range(len(delayed_submissions))]
+        for job, path in zip(jobs, pickles, strict=True):
+            job.paths.move_temporary_file(path, "submitted_pickle")
+        return jobs
 
     def _submit_command(self, command: str) -> submitit.Job:
         # submitit's own steps (core.Executor._submit_command) around our sbatch: write the script under a fresh

@@ -160,8 +160,9 @@ class ClusterConfig:
     # Empty: $TMPDIR, else /tmp.
     scratch_dir: str = ""
     extra_sbatch: dict[str, Any] = field(default_factory=dict)
-    # kind=slurm: at most this many sbatch calls a second from the flow process (a sweep submits in bursts)
-    submit_rate_per_s: float = 2.0
+    # kind=slurm: at most this many sbatch calls a second from the flow process (a sweep submits in bursts; 5 =
+    # submitit's own 0.2 s between submissions, which it applies per executor, not per process)
+    submit_rate_per_s: float = 5.0
     # kind=slurm: how long sbatch is retried with backoff while the controller answers with a transient error
     submit_retry_s: float = 600.0
 

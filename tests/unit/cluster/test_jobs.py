@@ -10,7 +10,7 @@ import torch
 
 from cluster.executors import check_cluster
 from cluster.executors.slurm import slurm_parameters
-from cluster.jobs import THREAD_ENV_VARS, cap_threads, eval_cluster, torch_threads
+from cluster.jobs import THREAD_ENV_VARS, cap_threads, eval_cluster, master_port, torch_threads
 from ito_core.config import ClusterConfig
 
 
@@ -51,3 +51,10 @@ def test_a_debug_job_leaves_the_callers_threads_alone(monkeypatch: pytest.Monkey
     before = torch.get_num_threads()
     cap_threads(ClusterConfig(kind="debug", cpus_per_task=1, torch_threads=1), num_workers=0)
     assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
+
+
+def test_each_attempt_of_a_requeued_job_rendezvous_on_its_own_port() -> None:
+    """A requeued job keeps its id: its next attempt must not bind the port its last attempt's rank 0 may hold."""
+    ports = [master_port("4242", attempt=attempt) for attempt in range(20)]
+    assert len(set(ports)) == len(ports) and all(20000 <= port <= 60000 for port in ports)
+    assert master_port("4242", attempt=3) == ports[3], "every rank of one attempt agrees"
