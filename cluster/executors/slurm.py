@@ -9,6 +9,7 @@ accounting reports UNKNOWN forever. Submission: ``cluster/slurm_submit.py``.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +23,17 @@ from cluster.slurm_submit import submit_script
 from cluster.slurm_watch import ENDED_STATES, GONE, SlurmWatcher, slurm_state
 from ito_core.config import ClusterConfig
 
+# sbatch options the cluster config (or submitit itself) owns: cluster.extra_sbatch must not fight them.
+MANAGED_SBATCH = {
+    "job-name": "the job name", "nodes": "cluster.nodes", "ntasks-per-node": "cluster.tasks_per_node",
+    "cpus-per-task": "cluster.cpus_per_task", "gpus-per-node": "cluster.gpus_per_node", "mem": "cluster.mem_gb",
+    "time": "cluster.timeout_min", "partition": "cluster.partition", "account": "cluster.account",
+    "qos": "cluster.qos", "constraint": "cluster.constraint", "signal": "the USR2 preemption signal",
+    "output": "submitit's log paths", "error": "submitit's log paths", "open-mode": "submitit's log paths",
+    "array": "submitit's job arrays",
+}
+SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
+SLURM_NAME = re.compile(r"[A-Za-z0-9_.+@-]+")  # partition, account, QOS names (slurm_check.py: do they exist)
 WATCHER = SlurmWatcher(interval_s=3.0)  # one per flow process: one squeue per 3 s covers all of its jobs
 
 
@@ -122,12 +134,32 @@ def preview(cfg: ClusterConfig, folder: Path) -> str:
     return f"sbatch script:\n\n```bash\n{render_sbatch(executor).rstrip()}\n```"
 
 
+def _require(ok: bool, key: str, problem: str, fix: str) -> None:
+    if not ok:
+        raise ValueError(f"config {key}: {problem}; {fix}")
+
+
 def check(cfg: ClusterConfig) -> None:
-    if not cfg.submit_rate_per_s > 0:
-        raise ValueError(f"config cluster.submit_rate_per_s: {cfg.submit_rate_per_s!r}; use a number > 0 "
-                         "(sbatch calls a second at most)")
-    if not cfg.submit_retry_s >= 0:
-        raise ValueError(f"config cluster.submit_retry_s: {cfg.submit_retry_s!r}; use seconds >= 0 (0 = no retry)")
+    """The settings only SLURM reads: names sbatch takes, extra sbatch options that do not fight ours, submission."""
+    for key in ("partition", "account", "qos"):  # a partition may be a list: "gpu,gpu-long"
+        value = getattr(cfg, key)
+        names = value.split(",") if key == "partition" else [value]
+        _require(not value or all(SLURM_NAME.fullmatch(name) for name in names), f"cluster.{key}",
+                 f"{value!r} is not a SLURM {key} name",
+                 "use a name `sinfo`/`sacctmgr` lists (letters, digits, '_', '-', '.'), or '' for the default")
+    _require("\n" not in cfg.constraint, "cluster.constraint", "contains a newline", "remove it")
+    for raw, value in cfg.extra_sbatch.items():
+        key = str(raw).replace("_", "-")
+        _require(bool(SBATCH_KEY.match(key)), f"cluster.extra_sbatch.{raw}", "is not an sbatch long option name",
+                 "use names like 'mail-type' or 'exclusive' (no leading dashes)")
+        _require(key not in MANAGED_SBATCH, f"cluster.extra_sbatch.{raw}",
+                 f"--{key} is set from {MANAGED_SBATCH.get(key)}", "set that instead")
+        _require(isinstance(value, str | int | float | bool) and "\n" not in str(value),
+                 f"cluster.extra_sbatch.{raw}", f"{value!r}", "use a one-line string, number or true")
+    _require(cfg.submit_rate_per_s > 0, "cluster.submit_rate_per_s", f"{cfg.submit_rate_per_s!r}",
+             "use a number > 0 (sbatch calls a second at most)")
+    _require(cfg.submit_retry_s >= 0, "cluster.submit_retry_s", f"{cfg.submit_retry_s!r}",
+             "use seconds >= 0 (0 = no retry)")
 
 
 def check_folder(folder: Path) -> None:

@@ -45,17 +45,6 @@ EVAL_TASK_KEYS = ("zero_shot", "retrieval", "linear_probe", "modality_gap")
 NONFINITE_POLICIES = ("skip", "stop")
 
 
-# sbatch options the cluster config (or submitit itself) owns: cluster.extra_sbatch must not fight them.
-MANAGED_SBATCH = {
-    "job-name": "the job name", "nodes": "cluster.nodes", "ntasks-per-node": "cluster.tasks_per_node",
-    "cpus-per-task": "cluster.cpus_per_task", "gpus-per-node": "cluster.gpus_per_node", "mem": "cluster.mem_gb",
-    "time": "cluster.timeout_min", "partition": "cluster.partition", "account": "cluster.account",
-    "qos": "cluster.qos", "constraint": "cluster.constraint", "signal": "the USR2 preemption signal",
-    "output": "submitit's log paths", "error": "submitit's log paths", "open-mode": "submitit's log paths",
-    "array": "submitit's job arrays",
-}
-SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
-SLURM_NAME = re.compile(r"[A-Za-z0-9_.+@-]+")  # partition, account, QOS names (cluster/slurm_check.py: do they exist)
 
 
 def _require(ok: bool, key: str, problem: str, fix: str) -> None:
@@ -245,21 +234,6 @@ def validate_cluster(cfg: ClusterConfig) -> None:
                  f"{cfg.tasks_per_node} tasks for {cfg.gpus_per_node} GPUs per node (one training process per GPU)",
                  f"set cluster.tasks_per_node={cfg.gpus_per_node}")
     check_job_folder(Path(cfg.work_dir).resolve())
-    for key in ("partition", "account", "qos"):  # a partition may be a list: "gpu,gpu-long"
-        value = getattr(cfg, key)
-        names = value.split(",") if key == "partition" else [value]
-        _require(not value or all(SLURM_NAME.fullmatch(name) for name in names), f"cluster.{key}",
-                 f"{value!r} is not a SLURM {key} name",
-                 "use a name `sinfo`/`sacctmgr` lists (letters, digits, '_', '-', '.'), or '' for the default")
-    _require("\n" not in cfg.constraint, "cluster.constraint", "contains a newline", "remove it")
-    for raw, value in cfg.extra_sbatch.items():
-        key = str(raw).replace("_", "-")
-        _require(bool(SBATCH_KEY.match(key)), f"cluster.extra_sbatch.{raw}", "is not an sbatch long option name",
-                 "use names like 'mail-type' or 'exclusive' (no leading dashes)")
-        _require(key not in MANAGED_SBATCH, f"cluster.extra_sbatch.{raw}",
-                 f"--{key} is set from {MANAGED_SBATCH.get(key)}", "set that instead")
-        _require(isinstance(value, str | int | float | bool) and "\n" not in str(value),
-                 f"cluster.extra_sbatch.{raw}", f"{value!r}", "use a one-line string, number or true")
 
 
 def check_job_folder(folder: Path) -> None:

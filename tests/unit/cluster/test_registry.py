@@ -25,6 +25,8 @@ def test_every_cluster_config_names_a_registered_executor() -> None:
     (["cluster.kind=local", "cluster.nodes=2"], "cluster.nodes", "use cluster.kind=slurm for multi-node jobs"),
     (["cluster=debug", "cluster.tasks_per_node=2"], "cluster.tasks_per_node", "use cluster.kind=local"),
     (["cluster=slurm", "cluster.work_dir=/tmp/100%"], "cluster.work_dir", "without '%'"),
+    (["cluster=slurm", "+cluster.extra_sbatch.time=10"], "cluster.extra_sbatch.time", "set that instead"),
+    (["cluster=slurm", "cluster.partition=a b"], "cluster.partition", "is not a SLURM partition name"),
     (["cluster=slurm", "cluster.submit_rate_per_s=0"], "cluster.submit_rate_per_s", "use a number > 0"),
     (["cluster=slurm", "cluster.submit_retry_s=-1"], "cluster.submit_retry_s", "use seconds >= 0"),
 ])

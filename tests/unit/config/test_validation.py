@@ -23,7 +23,6 @@ from ito_core.config import load_config
     # cluster settings no executor could run, refused with the rest (not when the executor is built, after prep)
     (["cluster=slurm", "cluster.gpus_per_node=4", "cluster.tasks_per_node=2"], "cluster.tasks_per_node",
      "set cluster.tasks_per_node=4"),
-    (["cluster=slurm", "+cluster.extra_sbatch.time=10"], "cluster.extra_sbatch.time", "set that instead"),
     # tolerances below zero
     (["train.max_bad_shards=-1"], "train.max_bad_shards", "use >= 0"),
     (["train.max_skipped_steps=-1"], "train.max_skipped_steps", "use >= 0"),
