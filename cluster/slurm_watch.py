@@ -109,8 +109,9 @@ class SlurmWatcher:
 
     def register(self, job_id: str) -> None:
         with self._lock:
+            # its first state comes with the next refresh, at most interval_s away: a burst of submissions
+            # must not refresh once per job
             self._jobs[job_id] = self._jobs.get(job_id, 0) + 1
-            self._checked_at = float("-inf")  # a new job: its first state comes with the next call
 
     def unregister(self, job_id: str) -> None:
         with self._lock:
@@ -121,7 +122,8 @@ class SlurmWatcher:
                 self._jobs[job_id] -= 1
 
     def info(self, job_id: str, *, fresh: bool = False) -> JobInfo:
-        """The job's state as of the last refresh at most ``interval_s`` ago (``fresh``: refreshed now)."""
+        """The job's state as of the last refresh at most ``interval_s`` ago (``fresh``: refreshed now); unknown
+        (state None) for a job registered since."""
         with self._lock:
             if job_id not in self._jobs:
                 raise KeyError(f"job {job_id} is not registered with the SLURM watcher")

@@ -114,3 +114,18 @@ def test_unregistered_jobs_leave_the_query() -> None:
     assert scheduler.asked[0] == ["2"], "squeue asks only for the jobs still waited for"
     with pytest.raises(KeyError, match="not registered"):
         watcher.info("1")
+
+
+def test_a_burst_of_new_jobs_waits_for_the_next_refresh_instead_of_one_each() -> None:
+    jobs = {str(i): [("PENDING", "")] for i in range(50)}
+    scheduler, clock = FakeScheduler(jobs), Clock()
+    watcher = SlurmWatcher(interval_s=3.0, run=scheduler, clock=clock)
+    watcher.register("0")
+    watcher.info("0")
+    for job_id in list(jobs)[1:]:  # submitted within the interval
+        watcher.register(job_id)
+        assert watcher.info(job_id).state is None, "unknown until the next refresh"
+    assert scheduler.calls == ["squeue", "sacct"]
+    clock.now = 3.0
+    assert all(watcher.info(job_id).state == "PENDING" for job_id in jobs)
+    assert scheduler.calls == ["squeue", "sacct"] * 2
