@@ -2,7 +2,7 @@
 
 A CLIP scores an (image, text) pair with one dot product of two global embeddings. FLAIR (arXiv 2412.03561)
 can also score it as ``cos(v_tc(i, t), t)``, where ``v_tc(i, t)`` is image i's patch tokens pooled by text
-t's global embedding (``ito_core.methods.flair.TextConditionedPool``, saved beside the stripped model as
+t's global embedding (FLAIR's ``TextConditionedPool`` in ``ito_core/methods/flair/``, saved beside the stripped model as
 ``flair_pool.safetensors``). This module runs zero-shot classification (query: the class embedding, the mean
 of its normalised prompt embeddings) and retrieval (query: each caption) that way, with the suite's metric
 definitions; records carry the task name suffixed ``_tc`` and metric names prefixed ``tc_`` so that the flat
@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ito_core.config import RunConfig
 from ito_core.data.augment import eval_transform
@@ -29,13 +30,12 @@ from ito_core.eval.retrieval import dense_text_ids, describes
 from ito_core.eval.suite import EvalSetReader, encoding, eval_plan, in_distribution, set_classnames
 from ito_core.eval.templates import OPENAI_IMAGENET_TEMPLATES
 from ito_core.eval.zero_shot import build_zero_shot_classifier
-from ito_core.methods.flair import TextConditionedPool
 from ito_core.models.dual_encoder import DualEncoder
 
 POOLED_FLOATS_PER_CHUNK = 2**24  # bounds the [n, q, E] pooled block (64 MiB in fp32)
 
 
-def tc_scores(pool: TextConditionedPool, patches_NPE: torch.Tensor, queries_QE: torch.Tensor, *,
+def tc_scores(pool: nn.Module, patches_NPE: torch.Tensor, queries_QE: torch.Tensor, *,
               image_chunk: int = 256) -> torch.Tensor:
     """``[N, Q]`` cosine of each image pooled by each query with that query, in chunks of images and queries."""
     E = patches_NPE.shape[-1]
@@ -103,7 +103,7 @@ def _encode_set(model: DualEncoder, shards: list[str], cfg: RunConfig, *, with_t
     return out
 
 
-def evaluate_text_conditioned(model: DualEncoder, pool: TextConditionedPool, cfg: RunConfig,
+def evaluate_text_conditioned(model: DualEncoder, pool: nn.Module, cfg: RunConfig,
                               eval_shards: dict[str, list[str]], *, model_name: str, pretrained: str,
                               manifests: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Zero-shot classification and retrieval records of the text-conditioned path, for the sets the suite ran

@@ -1,11 +1,11 @@
-"""method=flair: its config file, the settings check_method refuses (with the key and the fix), and the registries."""
+"""method=flair: its config file, the settings its spec refuses (with the key and the fix), and the registries."""
 
 import pytest
 import torch
 
 from ito_core.config import load_config
 from ito_core.methods import build_model, build_objective
-from ito_core.methods.flair import FlairModel
+from ito_core.methods.flair.model import FlairModel
 
 BASE = ["model=tiny", "method=flair"]
 

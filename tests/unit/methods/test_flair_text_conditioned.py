@@ -18,11 +18,12 @@ from ito_core.eval import text_conditioned as tc
 from ito_core.eval.retrieval import retrieval_metrics
 from ito_core.eval.stage import run_eval
 from ito_core.methods import build_model
-from ito_core.methods.flair import TextConditionedPool, save_pooler
+from ito_core.methods.flair.model import TextConditionedPool, save_pooler
+from ito_core.model_folder import write_model_folder
 from ito_core.models.dual_encoder import DualEncoder
 from ito_core.prep import prepare
 from ito_core.storage import LocalStore, commit
-from ito_core.strip import encoder_state, write_model_folder
+from ito_core.strip import encoder_state
 
 NUM_SAMPLES = 24
 
