@@ -55,3 +55,17 @@ def test_two_methods_cannot_share_an_option_key() -> None:
 def test_a_model_folders_unknown_architecture_names_the_ones_this_version_loads() -> None:
     with pytest.raises(ValueError, match=r"architecture='three_tower': this version of ito_core loads \[.*'one_tower'"):
         registry.architecture("three_tower")
+
+
+def test_a_new_method_enters_the_run_key_with_its_own_options_only() -> None:
+    @dataclass
+    class Tiny(MethodConfig):
+        name: str = "tiny_method"
+        tiny_method_weight: float = 0.5
+
+    spec = registry.register(MethodSpec(name="tiny_method", builders="unused", config=Tiny))
+    try:
+        method = registry.method_config({"name": "tiny_method", "tiny_method_weight": 2, "slip_dim": 64})
+        assert registry.method_identity(method) == {"name": "tiny_method", "tiny_method_weight": 2.0}
+    finally:
+        registry._SPECS.pop(spec.name)
