@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from ito_core.config.schema import RunConfig, TrainConfig
 
 
@@ -11,7 +13,7 @@ def require(ok: bool, key: str, problem: str, fix: str) -> None:
         raise ValueError(f"config {key}: {problem}; {fix}")
 
 
-def choice(value: str, key: str, allowed: tuple[str, ...]) -> None:
+def choice(value: str, key: str, allowed: Collection[str]) -> None:
     require(value in allowed, key, f"{value!r} is not supported", f"choose one of {list(allowed)}")
 
 

@@ -70,12 +70,22 @@ def to_run_config(cfg: DictConfig | dict) -> RunConfig:
     return validate(from_schema(composed))
 
 
+def open_method_keys(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """``method.<option>=v`` as ``++method.<option>=v`` for an option of any registered method: the method section
+    is an open dict holding only the chosen method's keys, and an option of another method stays settable without
+    '+', as when one schema held them all (``registry.method_config`` keeps it aside for that method)."""
+    options = {key for spec in registry.specs() for key in registry.option_names(spec)}
+    return [f"++{o}" if o.startswith("method.") and o.split("=", 1)[0][len("method."):] in options else o
+            for o in overrides]
+
+
 def _compose(overrides: list[str] | tuple[str, ...], config_name: str, *, return_hydra_config: bool = False
              ) -> DictConfig:
     """Hydra's composition, its errors turned into a ``ValueError`` naming the override and the fix."""
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+            return compose(config_name=config_name, overrides=open_method_keys(overrides),
+                           return_hydra_config=return_hydra_config)
     except (ConfigCompositionException, OverrideParseException) as err:
         if message := override_error(err, RunConfig, list(overrides)):
             raise ValueError(message) from None
@@ -128,7 +138,7 @@ def load_grid(points: list[list[str]], *, config_name: str = "config") -> list[R
     values share one composition, merged onto the ``RunConfig`` schema once (100 + 20 ms of YAML loading
     and merging), and get their values applied to a copy of it (4 ms a point, CPU time)."""
     try:
-        return _load_grid(points, config_name)
+        return _load_grid([open_method_keys(point) for point in points], config_name)
     except (HydraException, OmegaConfBaseException):
         # a bad override: let load_config raise its error, which names the key and the fix
         return [load_config(point, config_name=config_name) for point in points]

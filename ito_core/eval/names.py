@@ -26,7 +26,7 @@ TASK_METRICS = {
 # The report's loss columns (flows.report), which report.plot_metrics may plot too: the total (align + lambda x
 # fusion) and the alignment part alone, the one that compares across fusion settings.
 LOSS_COLUMNS = ("final_loss", "final_align_loss")
-# The tasks FLAIR's text-conditioned path scores (ito_core.eval.text_conditioned), as its spec's extra_eval says.
+# The tasks FLAIR's text-conditioned path scores (ito_core.eval.text_conditioned), as its spec's own_eval says.
 TC_TASKS = ("zeroshot_classification", "zeroshot_retrieval")
 
 
@@ -41,7 +41,7 @@ def eval_plan(eval_cfg: EvalConfig) -> dict[str, list[str]]:
 
 def expected_metrics(eval_cfg: EvalConfig, *, method: str) -> list[str]:
     """Every ``<eval set>/<metric>`` name the eval stage of a run with these settings records."""
-    names, extra = [], registry.get(method).extra_eval
+    names, extra = [], registry.get(method).own_eval
     for dataset, tasks in eval_plan(eval_cfg).items():
         for task in tasks:
             names += [f"{dataset}/{metric}" for metric in TASK_METRICS[task]]

@@ -41,7 +41,7 @@ def run_eval(cfg: RunConfig, *, store: ArtifactStore, run_key: str, data_keys: d
              staging: Path) -> list[dict[str, Any]]:
     """Evaluate ``<run_key>/model`` on the eval sets of ``data_keys`` (prep's keys; "train" is ignored) on a
     GPU when there is one, and commit ``<run_key>/eval``. A method with an eval path of its own (its spec's
-    ``extra_eval``, e.g. FLAIR's text-conditioned scoring) adds its records."""
+    ``own_eval``, e.g. FLAIR's text-conditioned scoring) adds its records."""
     run = RunLayout(run_key)
     model_dir = store.local_dir(run.model) or store.download_dir(run.model, staging / "model")
     sets = {name: key for name, key in data_keys.items() if name != "train"}
@@ -50,11 +50,10 @@ def run_eval(cfg: RunConfig, *, store: ArtifactStore, run_key: str, data_keys: d
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     plot_dir = staging / "eval-plots"
     model, shards = load_stripped(model_dir).to(device), {name: shard_urls(store, key)[0] for name, key in sets.items()}
+    own = registry.get(cfg.method.name).own_eval  # the method's own eval path, on the features the suite encodes
     records = evaluate(model, cfg, shards, model_name=cfg.model.name, pretrained=store.url(run.model),
-                       plot_dir=plot_dir, manifests=manifests)
-    if (extra := registry.get(cfg.method.name).extra_eval) is not None:
-        records += load(extra.run)(model, model_dir, cfg, shards, model_name=cfg.model.name,
-                                   pretrained=store.url(run.model), manifests=manifests)
+                       plot_dir=plot_dir, manifests=manifests,
+                       extra_eval=load(own.build)(model_dir, cfg) if own is not None else None)
     if plot_dir.is_dir():
         store.upload_dir(plot_dir, run.eval)  # umap-<set>.png beside the eval manifest
     write_model_card(cfg, store=store, run_key=run_key, records=records)

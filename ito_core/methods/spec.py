@@ -65,14 +65,14 @@ DUAL_ENCODER = Architecture(name="dual_encoder", build="ito_core.model_folder:bu
 
 
 @dataclass(frozen=True)
-class ExtraEval:
+class OwnEval:
     """An eval path of the method's own, beside the suite every model gets.
 
-    ``run``: ``"module:function"`` of ``(model, model_dir, cfg, shards, *, model_name, pretrained, manifests) ->
-    records``; ``tasks``: the CLIP_benchmark tasks it scores again, recording each metric as ``<prefix><metric>``
-    (``ito_core.eval.names.expected_metrics``)."""
+    ``build``: ``"module:function"`` of ``(model_dir, cfg) -> ito_core.eval.extra.ExtraEval``, the hook the suite
+    hands each encoded eval set to; ``tasks``: the CLIP_benchmark tasks it scores again, recording each metric as
+    ``<prefix><metric>`` (``ito_core.eval.names.expected_metrics`` reads them without building the hook)."""
 
-    run: str
+    build: str
     tasks: tuple[str, ...]
     prefix: str
 
@@ -90,7 +90,7 @@ class MethodSpec:
       and, when its views are not the loop's M identical-recipe views, ``build_augment(cfg)``.
     - ``view_options``: whether its training model applies ``ito.patch_dropout`` / ``ito.second_view_size``.
     - ``architecture``: the deployable encoder; ``save_files``: ``"module:function"`` of ``(full_state, out_dir,
-      cfg) -> None`` writing the extra files it keeps beside the stripped model; ``extra_eval``: its own eval path.
+      cfg) -> None`` writing the extra files it keeps beside the stripped model; ``own_eval``: its own eval path.
     - ``flops_uncounted``: what ``ito_core.flops`` leaves out of its training FLOPs ("" = nothing).
     """
 
@@ -103,7 +103,7 @@ class MethodSpec:
     view_options: bool = False
     architecture: Architecture = DUAL_ENCODER
     save_files: str | None = None
-    extra_eval: ExtraEval | None = None
+    own_eval: OwnEval | None = None
     flops_uncounted: str = ""
 
     def __post_init__(self) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ito_core.config.checks import require, world_size
 from ito_core.config.schema import MethodConfig, RunConfig, fuses
-from ito_core.methods.spec import RUN_KEY_LEGACY, ExtraEval, MethodSpec
+from ito_core.methods.spec import RUN_KEY_LEGACY, MethodSpec, OwnEval
 
 
 @dataclass
@@ -39,7 +39,7 @@ def validate(cfg: RunConfig) -> None:
 SPEC = MethodSpec(
     name="flair", config=FlairConfig, validate=validate, run_key=RUN_KEY_LEGACY,
     builders="ito_core.methods.flair.model", save_files="ito_core.methods.flair.model:save_files",
-    extra_eval=ExtraEval(run="ito_core.methods.flair.eval:evaluate", prefix="tc_",
-                         tasks=("zeroshot_classification", "zeroshot_retrieval")),
+    own_eval=OwnEval(build="ito_core.methods.flair.eval:build", prefix="tc_",
+                     tasks=("zeroshot_classification", "zeroshot_retrieval")),
     flops_uncounted="its text-conditioned pooling of every image by every caption",
 )

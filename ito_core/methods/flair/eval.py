@@ -1,23 +1,20 @@
-"""FLAIR's own eval path (the spec's ``extra_eval``): the stripped dual encoder with the pooler saved beside it,
-scored text-conditioned (``ito_core.eval.text_conditioned``: ``*_tc`` records, ``tc_`` metrics)."""
+"""FLAIR's own eval path (the spec's ``own_eval``): the stripped dual encoder's eval sets scored text-conditioned by
+the pooler saved beside it (``ito_core.eval.text_conditioned``: ``*_tc`` records, ``tc_`` metrics), on the features
+the suite encodes once."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from torch import nn
 
 from ito_core.config.schema import RunConfig
-from ito_core.eval.text_conditioned import evaluate_text_conditioned
+from ito_core.eval.extra import ExtraEval
+from ito_core.eval.text_conditioned import text_conditioned_eval
 from ito_core.methods.flair.model import load_pooler
 
 
-def evaluate(model: nn.Module, model_dir: Path, cfg: RunConfig, shards: dict[str, list[str]], *, model_name: str,
-             pretrained: str, manifests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def build(model_dir: Path, cfg: RunConfig) -> ExtraEval:
     pool = load_pooler(model_dir)
     if pool is None:
         raise FileNotFoundError(f"{model_dir}: a method=flair model folder without flair_pool.safetensors; strip "
                                 "the run again (ito-sweep strip method=flair ...)")
-    return evaluate_text_conditioned(model, pool, cfg, shards, model_name=model_name, pretrained=pretrained,
-                                     manifests=manifests)
+    return text_conditioned_eval(pool)
