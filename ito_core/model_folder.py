@@ -28,7 +28,7 @@ from ito_core.config import ModelConfig, RunConfig, as_dict
 from ito_core.data import tokenizer as clip_bpe
 from ito_core.export import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, export_open_clip
 from ito_core.methods import registry
-from ito_core.methods.spec import DUAL_ENCODER, load
+from ito_core.methods.spec import DUAL_ENCODER, resolve
 from ito_core.models.dual_encoder import DualEncoder
 from ito_core.storage import ArtifactStore
 
@@ -60,7 +60,7 @@ def load_stripped(model_dir: Path) -> nn.Module:
         arch = registry.architecture(spec.get("architecture", DUAL_ENCODER.name))
     except ValueError as err:
         raise ValueError(f"{Path(model_dir) / MODEL_CONFIG}: {err}") from None
-    model = load(arch.build)(ModelConfig(**spec["model"]), state)
+    model = resolve(arch.build)(ModelConfig(**spec["model"]), state)
     model.load_state_dict(state)
     return model.eval()
 
@@ -143,7 +143,7 @@ def write_model_folder(state: dict[str, torch.Tensor], cfg: RunConfig, out_dir: 
     (out_dir / TOKENIZER_SPEC).write_text(json.dumps(spec, indent=2))
     (out_dir / MODEL_CARD).write_text(model_card(cfg, manifest, records))
     if full_state is not None and method.save_files is not None:
-        load(method.save_files)(full_state, out_dir, cfg)
+        resolve(method.save_files)(full_state, out_dir, cfg)
 
 
 def write_model_card(cfg: RunConfig, *, store: ArtifactStore, run_key: str, records: list[dict[str, Any]]) -> None:

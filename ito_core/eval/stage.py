@@ -18,7 +18,7 @@ from ito_core.artifacts import RunLayout, committed, eval_id, read_manifest
 from ito_core.config import RunConfig
 from ito_core.eval.suite import evaluate
 from ito_core.methods import registry
-from ito_core.methods.spec import load
+from ito_core.methods.spec import resolve
 from ito_core.model_folder import load_stripped, write_model_card
 from ito_core.prep import shard_urls
 from ito_core.storage import ArtifactStore, commit, export_shard_endpoint
@@ -53,7 +53,7 @@ def run_eval(cfg: RunConfig, *, store: ArtifactStore, run_key: str, data_keys: d
     own = registry.get(cfg.method.name).own_eval  # the method's own eval path, on the features the suite encodes
     records = evaluate(model, cfg, shards, model_name=cfg.model.name, pretrained=store.url(run.model),
                        plot_dir=plot_dir, manifests=manifests,
-                       extra_eval=load(own.build)(model_dir, cfg) if own is not None else None)
+                       extra_eval=resolve(own.build)(model_dir, cfg) if own is not None else None)
     if plot_dir.is_dir():
         store.upload_dir(plot_dir, run.eval)  # umap-<set>.png beside the eval manifest
     write_model_card(cfg, store=store, run_key=run_key, records=records)

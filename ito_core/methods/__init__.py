@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ito_core.methods import registry
-from ito_core.methods.spec import load
+from ito_core.methods.spec import resolve
 
 # The loop's M identical-recipe views, for methods whose builders define no build_augment (imported when called).
 DEFAULT_AUGMENT = "ito_core.data.augment:MultiViewAugment"
@@ -44,4 +44,4 @@ def build_augment(cfg: RunConfig) -> nn.Module:
     builders = _builders(cfg)
     if hasattr(builders, "build_augment"):
         return builders.build_augment(cfg)
-    return load(DEFAULT_AUGMENT)(image_size=cfg.model.image_size, num_views=cfg.ito.images)
+    return resolve(DEFAULT_AUGMENT)(image_size=cfg.model.image_size, num_views=cfg.ito.images)

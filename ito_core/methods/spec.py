@@ -3,7 +3,7 @@
 
 Each method is one package ``ito_core/methods/<name>/`` whose ``__init__`` defines ``SPEC`` (this module's types,
 torch-free) and whose other modules hold its torch code, named in the spec as ``"module:attribute"`` strings and
-imported only when a stage calls them (:func:`load`). ``configs/method/<name>.yaml`` holds its defaults. Nothing
+imported only when a stage calls them (:func:`resolve`). ``configs/method/<name>.yaml`` holds its defaults. Nothing
 else in ``ito_core`` names a method: strip, eval, artifacts, plan and validation ask the registry
 (``ito_core.methods.registry``).
 """
@@ -25,7 +25,7 @@ RUN_KEY_OWN = "own"  # its name and its own options
 RUN_KEY_KINDS = (RUN_KEY_NONE, RUN_KEY_LEGACY, RUN_KEY_OWN)
 
 
-def load(ref: str) -> Any:
+def resolve(ref: str) -> Any:
     """The attribute a ``"package.module:attribute"`` reference names, imported now (torch code stays unloaded
     until a stage needs it)."""
     module, _, attribute = ref.partition(":")
