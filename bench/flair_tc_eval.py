@@ -30,7 +30,7 @@ from common import describe, machine  # noqa: E402
 from ito_core.config import load_config  # noqa: E402
 from ito_core.eval.ranking import best_match_ranks  # noqa: E402
 from ito_core.eval.text_conditioned import tc_scores, tc_scoring_flops  # noqa: E402
-from ito_core.methods.flair import TextConditionedPool  # noqa: E402
+from ito_core.methods.flair.model import TextConditionedPool  # noqa: E402
 from ito_core.models.dual_encoder import DualEncoder  # noqa: E402
 
 QUICK_ARGS = ["--rounds", "2"]

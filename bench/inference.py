@@ -39,10 +39,10 @@ from common import describe, machine  # noqa: E402
 
 from ito_core.config import ModelConfig, load_config  # noqa: E402
 from ito_core.data.tokenizer import build_tokenizer, trim_padding  # noqa: E402
-from ito_core.losses import init_logit_bias  # noqa: E402
+from ito_core.methods import build_model  # noqa: E402
+from ito_core.model_folder import MODEL_CONFIG, load_stripped, write_model_folder  # noqa: E402
 from ito_core.models.dual_encoder import DualEncoder, count_parameters  # noqa: E402
-from ito_core.models.ito import ItoModel  # noqa: E402
-from ito_core.strip import MODEL_CONFIG, encoder_state, load_stripped, write_model_folder  # noqa: E402
+from ito_core.strip import encoder_state  # noqa: E402
 
 QUICK_ARGS = ["--rounds", "5", "--threads", "1"]  # bench/all.py --quick; 1 thread: steadier on a busy machine
 
@@ -95,7 +95,7 @@ def build_models(args: argparse.Namespace, work: Path) -> tuple[dict[str, DualEn
     if not args.model:
         cfg = load_config([f"model={args.model_config}", "ito=ito"])
         torch.manual_seed(0)
-        trained = ItoModel(cfg.model, cfg.ito, logit_bias=init_logit_bias(cfg.loss))
+        trained = build_model(cfg)
         state = encoder_state(trained.state_dict())
         num_stripped = sum(v.numel() for v in state.values())
         print(f"ITO training model {count_parameters(trained):,} params -> stripped {num_stripped:,}")

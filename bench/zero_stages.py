@@ -96,8 +96,7 @@ def projection(args: argparse.Namespace, models: dict[str, str] = PROJECTED_MODE
 
     from ito_core.config import fuses, load_config
     from ito_core.flops import train_flops_per_sample
-    from ito_core.losses import init_logit_bias
-    from ito_core.models.ito import ItoModel
+    from ito_core.methods import build_model
 
     links = Links(args.gpus_per_node, args.nvlink_gbytes, args.node_gbit)
     rows = []
@@ -105,7 +104,7 @@ def projection(args: argparse.Namespace, models: dict[str, str] = PROJECTED_MODE
         for variant, overrides in VARIANTS.items():
             cfg = load_config([f"model={model_config}", *overrides])
             with torch.device("meta"):  # counts parameters without allocating them
-                model = ItoModel(cfg.model, cfg.ito, logit_bias=init_logit_bias(cfg.loss))
+                model = build_model(cfg)
                 params = sum(p.numel() for p in model.parameters())
             fused = cfg.ito.images * cfg.ito.texts if fuses(cfg.ito) else 0
             features = cfg.ito.images + cfg.ito.texts + fused
@@ -138,7 +137,7 @@ def worker(args: argparse.Namespace) -> None:
     from ito_core.config import accumulation_steps, load_config
     from ito_core.data.tokenizer import build_tokenizer
     from ito_core.distributed import init_distributed
-    from ito_core.losses import build_objective
+    from ito_core.methods import build_objective
     from ito_core.train import build_engine, try_update
 
     protocol = os.fdopen(os.dup(1), "w")
@@ -148,7 +147,7 @@ def worker(args: argparse.Namespace) -> None:
                        f"deepspeed.precision={args.precision}", f"train.batch_size={args.batch_size}"])
     env = init_distributed()
     engine = build_engine(cfg, env)
-    objective = build_objective(cfg.loss, cfg.ito, rank=env.rank, world_size=env.world_size)
+    objective = build_objective(cfg, engine.module, rank=env.rank, world_size=env.world_size)
     accum = GradientAccumulation(engine, objective, steps=accumulation_steps(cfg.train, env.world_size))
     per_rank, size = cfg.train.batch_size // env.world_size, cfg.model.image_size
     seeded = torch.Generator().manual_seed(env.rank)

@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import random
 from pathlib import Path
 from typing import Any
 
 import submitit
+from submitit.local.debug import DebugJobEnvironment
 
 from cluster.executors import build_executor
 from cluster.waiting import record_job, running_job
@@ -48,7 +50,18 @@ def export_distributed_env() -> None:
     if inherited and job.global_rank == 0:
         log.warning("ignoring %s inherited from the submitting environment: this job's process group comes "
                     "from its own %s values", ", ".join(f"{k}={v}" for k, v in inherited.items()), job.cluster)
-    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    dist = submitit.helpers.TorchDistributedEnvironment()
+    dist.master_port = master_port(job.job_id, attempt=int(os.environ.get("SLURM_RESTART_COUNT", "0")))
+    dist.export(set_cuda_visible_devices=False)
+
+
+def master_port(job_id: str, *, attempt: int) -> int:
+    """Rank 0's rendezvous port, the same for every rank of one attempt of the job and new for each attempt.
+
+    submitit seeds it by the job id alone, but a requeued job (preempted, timed out, node failure) keeps its id: its
+    next attempt then binds the port that the last attempt's rank 0 may still hold on the same node while it
+    exits, and fails with EADDRINUSE. SLURM counts the attempts in ``SLURM_RESTART_COUNT``."""
+    return random.Random(f"{job_id}/{attempt}").randint(20000, 60000)  # submitit's range
 
 
 # Thread pools that read their size from the environment when a DataLoader worker (or a library in it) starts one.
@@ -68,7 +81,7 @@ def cap_threads(cluster: ClusterConfig, num_workers: int) -> None:
     in the caller's process, whose threads are not the job's to set."""
     import torch
 
-    if cluster.kind == "debug":
+    if DebugJobEnvironment().activated():  # submitit's in-process executor: the threads are the caller's
         return
     threads = torch_threads(cluster, num_workers)
     torch.set_num_threads(threads)

@@ -85,7 +85,7 @@ def _association_problems(cfg: ClusterConfig) -> tuple[list[Finding], str]:
 
 
 def sbatch_test_args(cfg: ClusterConfig) -> list[str]:
-    """The training job's shape as sbatch options (as ``cluster.executors.slurm_parameters`` submits it)."""
+    """The training job's shape as sbatch options (as ``cluster.executors.slurm.slurm_parameters`` submits it)."""
     args = [f"--nodes={cfg.nodes}", f"--ntasks-per-node={cfg.tasks_per_node}", f"--cpus-per-task={cfg.cpus_per_task}",
             f"--time={cfg.timeout_min}"]
     optional = {"gpus-per-node": cfg.gpus_per_node, "mem": f"{cfg.mem_gb}G" if cfg.mem_gb else "",

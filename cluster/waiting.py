@@ -3,14 +3,12 @@
 A job that ends without a result (``scancel``, node failure, out of memory, a rank that crashed) is
 raised as ``JobFailedError`` with the tail of rank 0's log, never waited on forever; out of memory
 (SLURM's limit, the kernel's OOM killer, CUDA) and ranks killed from outside are named with the fix.
-SLURM jobs are judged by their result files plus ``squeue`` (``sacct`` once the controller forgot the
-job), not by submitit's own ``sacct`` polling, which backs off to minutes and without accounting
-reports UNKNOWN forever. A preempted or timed-out job that submitit requeued goes back to PENDING and
-is waited on.
+A job whose executor has a liveness check (SLURM's, ``cluster/executors/slurm.py``) is judged by its result
+files plus that check; a preempted or timed-out job that submitit requeued goes back to PENDING and is waited on.
 
 A job outlives the process that waits for it (SLURM's by design, submitit's local controller too): if
-that process dies, ``running_job`` finds the job again from the record ``record_job`` left in its
-folder, so a rerun waits for it instead of starting a second job on the same checkpoints.
+that process dies, ``running_job`` has its executor find the job again from the record ``record_job`` left in
+its folder, so a rerun waits for it instead of starting a second job on the same checkpoints.
 """
 
 from __future__ import annotations
@@ -18,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import pickle
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -29,10 +25,8 @@ from typing import Any
 import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError, pickle_load
 
-# SLURM job states after which no task will write a result (PENDING/RUNNING/REQUEUED/... are alive).
-ENDED_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
-                "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT"}
-GONE = "GONE"  # neither squeue nor sacct knows the job any more
+from cluster.executors import EXECUTORS, Liveness, executor_of
+
 TAIL_LINES = 40
 # slurmstepd "exceeded memory limit" / "Exceeded job memory limit", cgroup "oom-kill", srun "Out Of Memory", CUDA
 OUT_OF_MEMORY = re.compile(r"exceeded (job )?memory limit|oom[-_ ]?kill|out[-_ ]of[-_ ]memory", re.IGNORECASE)
@@ -58,80 +52,14 @@ def record_job(job: submitit.Job, kind: str, *, inputs: str = "") -> None:
 
 def running_job(folder: Path, *, inputs: str = "") -> submitit.Job | None:
     """The job recorded in ``folder`` if it is still queued or running and was recorded with these ``inputs``,
-    re-attached; else None."""
+    re-attached by its executor; else None."""
     path = Path(folder) / JOB_RECORD
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
-    if record.get("inputs", "") != inputs:
+    if record.get("inputs", "") != inputs or record["kind"] not in EXECUTORS:
         return None
-    job_id, tasks = str(record["job_id"]), range(int(record["num_tasks"]))
-    if record["kind"] == "slurm":
-        state = slurm_state(job_id)
-        alive = state is not None and state != GONE and state not in ENDED_STATES
-        return submitit.SlurmJob(folder, job_id, tasks=tasks) if alive else None
-    if record["kind"] == "local" and _local_controller_alive(int(job_id), Path(folder)):
-        return submitit.LocalJob(folder, job_id, tasks=tasks, process=_Orphan(int(job_id)))
-    return None
-
-
-def _local_controller_alive(pid: int, folder: Path) -> bool:
-    """A local job's id is its controller's pid: alive, and controlling this folder's job (not a reused pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return _alive(pid) and b"submitit.local._local" in cmdline and str(folder.absolute()).encode() in cmdline
-
-
-def _alive(pid: int) -> bool:
-    """Running, and not a zombie waiting for a dead parent's ``wait``."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-class _Orphan:
-    """What ``LocalJob`` needs of its controller's ``Popen`` when another (dead) process started it."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-
-    def poll(self) -> int | None:
-        return None if _alive(self.pid) else 0  # the exit code was its dead parent's to read
-
-    def send_signal(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signum)
-
-
-def slurm_state(job_id: str) -> str | None:
-    """The job's SLURM state (``CANCELLED``, ...), ``GONE`` if the scheduler no longer knows it, None if unsure."""
-    queue = _run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"])
-    if queue is not None and queue.stdout.strip():
-        return queue.stdout.split()[0]
-    acct = _run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id])
-    if acct is not None and acct.returncode == 0 and acct.stdout.strip():
-        return acct.stdout.strip().splitlines()[-1].split()[0]  # "CANCELLED by 0" -> CANCELLED
-    known_gone = queue is not None and "Invalid job id" in queue.stderr
-    return GONE if known_gone else None
-
-
-def node_failures(job_id: str) -> list[str]:
-    """The nodes of each of the job's attempts that ended in NODE_FAIL (``sacct -D`` keeps every attempt)."""
-    acct = _run(["sacct", "-D", "-X", "-n", "-P", "-o", "State,NodeList", "-j", job_id])
-    if acct is None or acct.returncode != 0:
-        return []
-    attempts = (line.split("|") for line in acct.stdout.splitlines() if "|" in line)
-    return [nodes for state, nodes, *_ in attempts if state.startswith("NODE_FAIL")]
-
-
-def _run(command: list[str]) -> subprocess.CompletedProcess[str] | None:
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    return EXECUTORS[record["kind"]].reattach(Path(folder), str(record["job_id"]), int(record["num_tasks"]))
 
 
 def log_tail(job: submitit.Job, lines: int = TAIL_LINES) -> str:
@@ -153,50 +81,6 @@ def _new_lines(path: Path, offset: int) -> tuple[list[str], int]:
         chunk = handle.read()
     end = chunk.rfind(b"\n") + 1
     return chunk[:end].decode(errors="replace").splitlines(), offset + end
-
-
-class _Liveness:
-    """Client-side guard: a SLURM job that stays ended (or unknown to the scheduler) without results fails."""
-
-    def __init__(self, job: submitit.Job, logger: Any, *, every_s: float, grace_s: float) -> None:
-        self.job, self.logger, self.every_s, self.grace_s = job, logger, every_s, grace_s
-        self.state: str | None = None
-        self.checked_at, self.ended_at = float("-inf"), None
-        self.node_failures_seen = 0
-
-    @property
-    def ended(self) -> bool:
-        """SLURM says the job is over (also True when it can't tell)."""
-        return self.state is None or self.state in ENDED_STATES or self.state == GONE
-
-    def check(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if now - self.checked_at < self.every_s and not force:
-            return
-        self.checked_at, state = now, slurm_state(self.job.job_id)
-        if state is not None and state != self.state:
-            self.logger.info("[job %s] SLURM state %s", self.job.job_id, state)
-            self.state = state
-            self.report_node_failures()
-        if state is None:
-            return
-        if not self.ended:
-            self.ended_at = None
-        elif self.ended_at is None:
-            self.ended_at = now
-        # Tasks write results before they exit; the grace covers shared filesystems that show files late.
-        elif now - self.ended_at >= self.grace_s * (6 if state == "COMPLETED" else 1):
-            raise _failure(self.job, f"ended without a result (SLURM state {state})")
-
-
-    def report_node_failures(self) -> None:
-        """Name each node failure once: SLURM requeues the job (it resumes from its last commit) unless
-        requeueing is off, and the log is the only place that says why the job started over."""
-        failures = node_failures(self.job.job_id)
-        for nodes in failures[self.node_failures_seen:]:
-            self.logger.warning("[job %s] node failure on %s (NODE_FAIL): SLURM requeues the job; training resumes "
-                                "from its last committed checkpoint", self.job.job_id, nodes)
-        self.node_failures_seen = len(failures)
 
 
 def _has_results(job: submitit.Job) -> bool:
@@ -230,13 +114,15 @@ def _a_rank_raised(job: submitit.Job) -> bool:
     return any(_task_error(job, index) is not None for index in range(job.num_tasks))
 
 
-def _failure(job: submitit.Job, problem: str) -> JobFailedError:
+def _failure(job: submitit.Job, problem: str, *, failed_nodes: list[str] | None = None) -> JobFailedError:
+    """The error for a job over without a result, naming the likely cause: out of memory, a node failure the
+    scheduler did not requeue (``failed_nodes``: its nodes), or a kill from outside."""
     cause, tail = _failed_task(job), log_tail(job)
     if OUT_OF_MEMORY.search(f"{problem}\n{tail}\n{cause or ''}"):
         problem += (" -- out of memory (see the log tail): lower train.micro_batch_size (gradient accumulation "
                     "keeps the global batch); for host memory, raise cluster.mem_gb (the job's limit per node)")
     elif "NODE_FAIL" in problem:
-        nodes = ", ".join(node_failures(job.job_id)) or "a node"
+        nodes = ", ".join(failed_nodes or []) or "a node"
         problem += (f" -- node failure on {nodes}, and SLURM did not requeue the job (JobRequeue=0 or --no-requeue): "
                     "rerun the point; training resumes from its last committed checkpoint")
     elif cause is None:
@@ -247,25 +133,34 @@ def _failure(job: submitit.Job, problem: str) -> JobFailedError:
 
 
 def wait_streaming(job: submitit.Job, logger: logging.Logger | Any, *, poll_s: float = 1.0,
-                   pattern: str = "ito_core", liveness_s: float = 3.0, grace_s: float = 10.0) -> Any:
+                   pattern: str = "ito_core", grace_s: float = 10.0) -> Any:
     """Block until ``job`` ends and return rank 0's result; log rank 0's stderr lines containing ``pattern``.
 
     Raises ``JobFailedError`` (with the log tail) when the job ends without a result: a failed rank, a
-    cancelled job, a node failure, ... A job that submitit requeued (preemption, time-out) is waited on. A local
-    job is cancelled as soon as one of its ranks raised (SLURM's ``--kill-on-bad-exit`` does that for SLURM jobs).
-    SLURM jobs are judged by their result files and ``squeue``/``sacct`` (checked every ``liveness_s``),
-    not by submitit's ``sacct`` polling, which backs off to minutes and needs accounting.
+    cancelled job, a node failure, ... A job that submitit requeued (preemption, time-out) is waited on. A job whose
+    executor has a liveness check (SLURM) is judged by its result files and that check, which shares one
+    scheduler query per interval among all the jobs this process waits for; any other job by its own ``done()``,
+    and cancelled as soon as one of its ranks raised (SLURM's ``--kill-on-bad-exit`` does that for SLURM jobs).
     """
-    slurm = isinstance(job, submitit.SlurmJob)
-    offset, watch = 0, _Liveness(job, logger, every_s=liveness_s, grace_s=grace_s)
-    stderr = Path(job.task(0).paths.stderr)  # a multi-task job's own paths name no task
+    executor = executor_of(job)
+    watch = executor.liveness(job, logger, grace_s) if executor.liveness else None
+    try:
+        return _wait(job, logger, watch, poll_s=poll_s, pattern=pattern)
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+def _wait(job: submitit.Job, logger: logging.Logger | Any, watch: Liveness | None, *, poll_s: float,
+          pattern: str) -> Any:
+    offset, stderr = 0, Path(job.task(0).paths.stderr)  # a multi-task job's own paths name no task
     while True:
-        done = _has_results(job) if slurm else job.done()
+        done = _has_results(job) if watch else job.done()
         lines, offset = _new_lines(stderr, offset)
         for line in lines:
             if pattern in line:
                 logger.info("[job %s] %s", job.job_id, line.split(": ", 1)[-1])
-        if not slurm and not done and _a_rank_raised(job):
+        if watch is None and not done and _a_rank_raised(job):
             # Local ranks have no --kill-on-bad-exit: the others would wait in a collective until gloo times out.
             job.cancel()
             raise _failure(job, "failed: a rank raised, so its job's other ranks were stopped")
@@ -274,11 +169,13 @@ def wait_streaming(job: submitit.Job, logger: logging.Logger | Any, *, poll_s: f
                 return job.results()[0]  # rank 0's result (a multi-task job returns one per task)
             except (FailedJobError, UncompletedJobError) as err:
                 # A rank's error from before a requeue stays on disk until that rank finishes again:
-                # on SLURM it only counts once the scheduler says the job is over.
-                if slurm:
+                # on a scheduler it only counts once the scheduler says the job is over.
+                if watch is not None:
                     watch.check(force=True)
-                if not slurm or watch.ended:
-                    raise _failure(job, f"failed (state {watch.state or job.state})") from err
-        if slurm:
-            watch.check()
+                if watch is None or watch.ended:
+                    state = watch.state if watch is not None else job.state
+                    raise _failure(job, f"failed (state {state})",
+                                   failed_nodes=watch.failed_nodes if watch else None) from err
+        if watch is not None and (problem := watch.check()) is not None:
+            raise _failure(job, problem, failed_nodes=watch.failed_nodes)
         time.sleep(poll_s)

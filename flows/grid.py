@@ -15,6 +15,7 @@ import re
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
+from cluster.executors import check_cluster
 from flows.replicates import resolve_baseline
 from ito_core.config import RunConfig, config_hash, hydra_sweeper_params, load_config, load_grid, override_key
 
@@ -98,6 +99,8 @@ def validated_grid(overrides: list[str], *, config_name: str, sweep_name: str = 
                          "starting with a letter or digit")
     points = expand_grid(overrides, config_name=config_name)
     configs = load_grid(points, config_name=config_name)
+    for cluster in {repr(c.cluster): c.cluster for c in configs}.values():
+        check_cluster(cluster)  # cluster.kind and the executor's own rules (ito_core knows no executor)
     resolve_baseline(configs[0].report.baseline, axis_values(points), configs[0].report.replicate_axis)
     return points, configs
 

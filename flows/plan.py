@@ -1,9 +1,9 @@
 """``ito-sweep plan``: what a sweep would do, before it spends anything. Submits nothing, writes nothing.
 
 For every grid point: its run key and grid values, which stages the store already holds (they would be
-skipped) and which would run, and what its training costs (``flows.cost``); for SLURM points the sbatch
-script a submission would write. The grid is expanded and validated as ``run`` does, so a grid ``run``
-refuses is refused here with the same error.
+skipped) and which would run, and what its training costs (``flows.cost``); what a submission would send, from
+the executor's preview (SLURM: the sbatch script). The grid is expanded and validated as ``run`` does, so a grid
+``run`` refuses is refused here with the same error.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.executors import render_sbatch, slurm_parameters
+from cluster.executors import build_preview, executor_for
 from cluster.jobs import TRAIN_JOBS, work_dir
 from flows.cost import Cost, assumed_throughput, bench_model, measured_throughput, point_cost, read_bench
 from flows.report import point_label
 from ito_core.artifacts import RunLayout, committed, prep_keys, run_key
-from ito_core.config import RunConfig, check_job_folder, config_warnings, validate_cluster
+from ito_core.config import RunConfig, config_warnings
 from ito_core.eval.stage import committed_eval
 from ito_core.preflight import Finding
 from ito_core.storage import build_store
@@ -65,19 +65,10 @@ def plan_points(points: list[list[str]], configs: list[RunConfig], keys: list[st
     return plans
 
 
-def sbatch_preview(cfg: RunConfig, key: str) -> str:
-    """The sbatch script the point's training job would be submitted with (nothing is created or submitted)."""
-    import submitit  # here: only SLURM points need it
-
-    folder = work_dir(cfg, key) / TRAIN_JOBS
-    validate_cluster(cfg.cluster)
-    check_job_folder(folder, kind=cfg.cluster.kind)
-    try:
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=cfg.cluster.max_requeues)
-    except RuntimeError as err:  # no srun on this host
-        return f"(no SLURM client on this host, so no script: {err})"
-    executor.update_parameters(**slurm_parameters(cfg.cluster, name="ito-train"))
-    return render_sbatch(executor)
+def job_preview(cfg: RunConfig, key: str) -> str | None:
+    """What the point's training job would be submitted with, as markdown (nothing is created or submitted); None
+    for an executor without a preview."""
+    return build_preview(cfg.cluster, work_dir(cfg, key) / TRAIN_JOBS)
 
 
 def _hours(value: float | None) -> str:
@@ -86,8 +77,8 @@ def _hours(value: float | None) -> str:
 
 def render_plan(plans: list[PointPlan], configs: list[RunConfig], *, sweep: str, where: str,
                 findings: list[Finding] = ()) -> str:
-    """The plan as markdown: the preflight's findings, one row per point, the totals, and the sbatch script of the
-    first SLURM point."""
+    """The plan as markdown: the preflight's findings, one row per point, the totals, and what the first point
+    whose executor has a preview would submit (SLURM: its sbatch script)."""
     cfg = configs[0]
     lines = [f"# Plan of sweep {sweep}: {len(plans)} grid point{'s' * (len(plans) != 1)} (nothing submitted)", ""]
     if findings:
@@ -120,12 +111,11 @@ def render_plan(plans: list[PointPlan], configs: list[RunConfig], *, sweep: str,
                      "`--mfu`, set `train.peak_tflops` or `ITO_PEAK_TFLOPS`, or `--bench` a bench/train_step.py JSON.")
     warnings = dict.fromkeys(w for c in configs for w in config_warnings(c))
     lines += [f"\nWarning: {w}" for w in warnings]
-    slurm = [(c, p.run_key) for c, p in zip(configs, plans, strict=True) if c.cluster.kind == "slurm"]
-    if slurm:
+    previews = [(c, p.run_key) for c, p in zip(configs, plans, strict=True) if executor_for(c.cluster.kind).preview]
+    if previews:
         note = " (other points: their own job folder, and any cluster.* setting the grid varies)" \
-            if len(slurm) > 1 else ""
-        lines += ["", f"sbatch script of point 1's training job{note}:", "", "```bash",
-                  sbatch_preview(*slurm[0]).rstrip(), "```"]
+            if len(previews) > 1 else ""
+        lines += ["", f"Point 1's training job{note}, {job_preview(*previews[0])}"]
     return "\n".join(lines) + "\n"
 
 

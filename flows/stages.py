@@ -25,11 +25,12 @@ from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
+from cluster.executors import eval_executor, executor_for
 from cluster.jobs import running_eval, running_training, staging_dir, submit_eval, submit_training
 from cluster.prep_jobs import run_prep_array, run_prep_job
 from cluster.waiting import wait_streaming
 from ito_core.artifacts import RunLayout, committed, prep_keys, read_manifest
-from ito_core.config import RunConfig, as_dict, eval_executor
+from ito_core.config import RunConfig, as_dict
 from ito_core.data.order import check_shards
 from ito_core.eval.stage import committed_eval, run_eval
 from ito_core.prep import prepare, shard_list
@@ -89,9 +90,9 @@ def prep_task(cfg: RunConfig) -> dict[str, str]:
     if (done := reuse("prep", store, list(keys.values()), lambda: keys)) is not None:
         return done
     export_shard_endpoint(cfg.storage)  # user data on s3:// (shards, eval sets) is read with boto3's env config
-    if cfg.cluster.kind != "slurm":
+    if not executor_for(cfg.cluster.kind).remote:
         return prepare(cfg.data, cfg.eval, store)
-    # On SLURM the flow's process (the login node) only submits and waits: the work runs on compute nodes.
+    # On a cluster the flow's process (the login node) only submits and waits: the work runs on compute nodes.
     if cfg.data.name in ("raw", "webdataset") and not committed(store, keys["train"]):
         run_prep_array(cfg, keys["train"], stage_logger())  # the training shards (or index)
     return run_prep_job(cfg, keys["train"], stage_logger())  # the eval sets (and embedded training data)

@@ -25,6 +25,7 @@ from typing import Any
 
 from ito_core.config import DataConfig, EvalConfig, RunConfig, as_dict, config_hash, eval_task_sets
 from ito_core.config.validation import EVAL_TASK_KEYS
+from ito_core.methods.registry import method_identity
 from ito_core.storage import ArtifactStore, manifest_key
 
 RUNS, DATA, SWEEPS = "runs", "data", "sweeps"  # the store's top-level folders
@@ -40,9 +41,6 @@ RAW_FIELDS = ("name", "input_kind", "input", "caption_columns", "image_column", 
 EMBEDDED_FIELDS = ("name", "sources", "shards", "image_size", "samples_per_shard", "max_train_samples",
                    "shapes_train", "jpeg_quality")  # data=embedded|webdataset fields that shape the shards
 RUN_IDENTITY = ("model", "ito", "loss", "train", "deepspeed", "seed")
-# Methods that are ItoModel + ItoObjective under other ito/loss settings: those settings name their runs already
-# (method=clip is method=ito ito=clip), and leaving `method` out keeps the run keys from before it existed.
-ITO_FAMILY = ("clip", "siglip", "ito")
 # Options added after runs were first named, left out of a run's identity at their default (which trains as before
 # they existed), so those runs keep their keys: section -> option -> default.
 NEUTRAL_DEFAULTS = {"ito": {"patch_dropout": 0.0, "second_view_size": 0}}
@@ -98,8 +96,8 @@ def run_key(cfg: RunConfig) -> str:
     for section, defaults in NEUTRAL_DEFAULTS.items():
         identity[section] = {k: v for k, v in identity[section].items() if k not in defaults or v != defaults[k]}
     identity["data"] = train_data_key(cfg.data)
-    if cfg.method.name not in ITO_FAMILY:  # another model or objective: other weights from the same ito/loss
-        identity["method"] = as_dict(cfg)["method"]
+    if (method := method_identity(cfg.method)) is not None:  # its spec says how the method names its runs
+        identity["method"] = method
     return f"{RUNS}/{config_hash(identity)}"
 
 

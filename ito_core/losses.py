@@ -40,7 +40,6 @@ import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ito_core.config import ItoConfig, LossConfig
 from ito_core.shapes import check_scalars, check_shapes
 
 
@@ -162,9 +161,9 @@ class SigLipLoss(PairLoss):
 ALIGN_LOSSES: dict[str, type[PairLoss]] = {"clip": ClipLoss, "siglip": SigLipLoss}
 
 
-def init_logit_bias(loss: LossConfig) -> float | None:
-    """The model's initial learnable logit bias for ``loss.name``: SigLIP learns one, InfoNCE has none."""
-    return loss.siglip_init_bias if loss.name == "siglip" else None
+def init_logit_bias(name: str, *, siglip_init_bias: float) -> float | None:
+    """The model's initial learnable logit bias for the pair loss ``name``: SigLIP learns one, InfoNCE has none."""
+    return siglip_init_bias if name == "siglip" else None
 
 
 def build_align_loss(name: str, *, rank: int, world_size: int) -> PairLoss:
@@ -316,8 +315,9 @@ class ItoObjective(nn.Module):
         return F.normalize(fused_BKD.view(batch, views, k // views, dim).mean(dim=2), dim=-1)
 
 
-def build_objective(loss: LossConfig, ito: ItoConfig, *, rank: int, world_size: int) -> ItoObjective:
-    """The ITO objective of a run's ``loss`` and ``ito`` settings on this rank."""
-    pair = build_align_loss(loss.name, rank=rank, world_size=world_size)
-    return ItoObjective(pair, fusion_weight=ito.fusion_weight, fusion_scale=ito.fusion_scale,
-                        fusion_positives=ito.fusion_positives, rank=rank, world_size=world_size)
+def build_objective(name: str, *, fusion_weight: float, fusion_scale: str = "live", fusion_positives: str = "view_mean",
+                    rank: int, world_size: int) -> ItoObjective:
+    """The ITO objective with the pair loss ``name`` (``ALIGN_LOSSES``) on this rank."""
+    pair = build_align_loss(name, rank=rank, world_size=world_size)
+    return ItoObjective(pair, fusion_weight=fusion_weight, fusion_scale=fusion_scale,
+                        fusion_positives=fusion_positives, rank=rank, world_size=world_size)

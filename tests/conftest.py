@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["fixtures.tiny_run", "fixtures.s3_server", "fixtures.slurm_cluster", "fixtures.prefect_server",
-                  "fixtures.faults", "fixtures.multinode_cluster", "fixtures.slurm_jobs"]
+                  "fixtures.faults", "fixtures.multinode_cluster", "fixtures.slurm_jobs", "fixtures.process_executor"]
 
 DIR_MARKERS = {"integration": ("integration", "slow"), "e2e": ("e2e", "slow", "integration"),
                "multinode": ("multinode", "integration", "slow", "distributed")}

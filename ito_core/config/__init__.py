@@ -30,7 +30,6 @@ from ito_core.config.schema import (
     StorageConfig,
     TrainConfig,
     WandbConfig,
-    eval_executor,
     eval_task_sets,
     fuses,
 )
@@ -48,5 +47,5 @@ __all__ = ["CONFIG_DIR", "EMBEDDED_EVAL_SETS", "EMBEDDED_SOURCES", "EVAL_LAYOUTS
            "DataConfig", "DeepSpeedConfig", "EvalConfig", "ItoConfig", "LossConfig", "MethodConfig", "ModelConfig",
            "PlanConfig", "ReportConfig", "RunConfig", "StorageConfig", "TrainConfig", "WandbConfig",
            "accumulation_steps", "as_dict", "check_job_folder", "check_known_keys", "config_hash", "config_warnings",
-           "eval_executor", "eval_task_sets", "fuses", "hydra_sweeper_params", "load_config", "load_grid",
+           "eval_task_sets", "fuses", "hydra_sweeper_params", "load_config", "load_grid",
            "override_key", "to_run_config", "unknown_keys", "validate", "validate_cluster"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -23,20 +23,22 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ito_core.config.errors import omegaconf_message, override_error, unknown_key_message
-from ito_core.config.schema import RunConfig
+from ito_core.config.schema import RunConfig, RunSchema
 from ito_core.config.validation import validate
+from ito_core.methods import registry
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def unknown_keys(cfg: DictConfig | dict, schema: type = RunConfig, prefix: str = "") -> list[str]:
-    """Keys of ``cfg`` the dataclass ``schema`` has no field for (dict-typed fields take any key)."""
+    """Keys of ``cfg`` the dataclass ``schema`` has no field for (dict-typed fields take any key; the ``method``
+    section's keys are those of the chosen method, checked by ``registry.method_config``)."""
     hints, unknown = get_type_hints(schema), []
     for key, value in cfg.items():
         name = f"{prefix}{key}"
         if key not in hints:
             unknown.append(name)
-        elif is_dataclass(hints[key]) and isinstance(value, dict | DictConfig):
+        elif is_dataclass(hints[key]) and isinstance(value, dict | DictConfig) and name != "method":
             unknown += unknown_keys(value, hints[key], f"{name}.")
     return unknown
 
@@ -49,17 +51,32 @@ def check_known_keys(cfg: DictConfig | dict) -> None:
                          + " (a '+' override adds keys only to dict-typed ones such as eval.datasets)")
 
 
+def from_schema(composed: RunSchema) -> RunConfig:
+    """The run config of a composed one: its ``method`` section becomes the chosen method's own dataclass."""
+    sections = {f.name: getattr(composed, f.name) for f in fields(RunConfig)}
+    return RunConfig(**(sections | {"method": registry.method_config(composed.method)}))
+
+
 def to_run_config(cfg: DictConfig | dict) -> RunConfig:
     """Merge a plain or Omega config onto the schema (unknown keys/wrong types fail) and validate."""
     check_known_keys(cfg)
-    schema = OmegaConf.structured(RunConfig)
+    schema = OmegaConf.structured(RunSchema)
     try:
         merged = OmegaConf.merge(schema, cfg)
-        run_cfg = OmegaConf.to_object(merged)
+        composed = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise ValueError(omegaconf_message(err)) from None
-    assert isinstance(run_cfg, RunConfig)
-    return validate(run_cfg)
+    assert isinstance(composed, RunSchema)
+    return validate(from_schema(composed))
+
+
+def open_method_keys(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """``method.<option>=v`` as ``++method.<option>=v`` for an option of any registered method: the method section
+    is an open dict holding only the chosen method's keys, and an option of another method stays settable without
+    '+', as when one schema held them all (``registry.method_config`` keeps it aside for that method)."""
+    options = {key for spec in registry.specs() for key in registry.option_names(spec)}
+    return [f"++{o}" if o.startswith("method.") and o.split("=", 1)[0][len("method."):] in options else o
+            for o in overrides]
 
 
 def _compose(overrides: list[str] | tuple[str, ...], config_name: str, *, return_hydra_config: bool = False
@@ -67,7 +84,8 @@ def _compose(overrides: list[str] | tuple[str, ...], config_name: str, *, return
     """Hydra's composition, its errors turned into a ``ValueError`` naming the override and the fix."""
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+            return compose(config_name=config_name, overrides=open_method_keys(overrides),
+                           return_hydra_config=return_hydra_config)
     except (ConfigCompositionException, OverrideParseException) as err:
         if message := override_error(err, RunConfig, list(overrides)):
             raise ValueError(message) from None
@@ -95,9 +113,10 @@ def hydra_sweeper_params(overrides: list[str] | tuple[str, ...] = (), config_nam
 
 
 def as_dict(cfg: RunConfig) -> dict[str, Any]:
-    # A validated RunConfig holds plain values only, so this equals OmegaConf's
-    # to_container(structured(cfg)) (a test checks), at 0.1 ms instead of 12: run keys hash it per grid point.
-    return asdict(cfg)
+    """The config as plain data, its ``method`` section flat as users write it (what config.json holds and
+    ``to_run_config`` reads back). A validated RunConfig holds plain values only, so the other sections equal
+    OmegaConf's to_container(structured(cfg)) (a test checks), at 0.1 ms instead of 12: run keys hash it per point."""
+    return asdict(cfg) | {"method": registry.method_dict(cfg.method)}
 
 
 def config_hash(obj: Any) -> str:
@@ -119,7 +138,7 @@ def load_grid(points: list[list[str]], *, config_name: str = "config") -> list[R
     values share one composition, merged onto the ``RunConfig`` schema once (100 + 20 ms of YAML loading
     and merging), and get their values applied to a copy of it (4 ms a point, CPU time)."""
     try:
-        return _load_grid(points, config_name)
+        return _load_grid([open_method_keys(point) for point in points], config_name)
     except (HydraException, OmegaConfBaseException):
         # a bad override: let load_config raise its error, which names the key and the fix
         return [load_config(point, config_name=config_name) for point in points]
@@ -146,11 +165,11 @@ def _load_grid(points: list[list[str]], config_name: str) -> list[RunConfig]:
             if structure not in composed:  # as to_run_config checks and merges it, once
                 cfg = compose(config_name=config_name, overrides=list(structure))
                 check_known_keys(cfg)
-                composed[structure] = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+                composed[structure] = OmegaConf.merge(OmegaConf.structured(RunSchema), cfg)
             cfg = copy.deepcopy(composed[structure])
             for override in values:  # what Hydra does with a plain override after composing (typed here)
                 OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
-            configs.append(validate(OmegaConf.to_object(cfg)))  # to_object resolves interpolations
+            configs.append(validate(from_schema(OmegaConf.to_object(cfg))))  # to_object resolves interpolations
     return configs
 
 

@@ -60,22 +60,14 @@ class ItoConfig:
 
 @dataclass
 class MethodConfig:
-    # The system being trained: clip | siglip | slip | flair | oner | ito (configs/method/<name>.yaml sets the
-    # ito/loss groups it needs). Options below are read only by their own method.
+    """``method.name`` (clip | siglip | slip | flair | oner | ito, or a registered one): the system being trained;
+    ``configs/method/<name>.yaml`` sets the ito/loss groups it needs. Each method's options live in its own subclass
+    (``ito_core/methods/<name>/``), whose fields are the ``method.<option>`` keys users write."""
+
     name: str = "ito"
-    # FLAIR (arXiv 2412.03561): heads of the text-conditioned attention pooling (the released model: 8)
-    flair_heads: int = 8
-    # OneR (arXiv 2211.11153, docs/METHOD.md): weights of its four InfoNCE losses; 0 skips a loss (and, for cic /
-    # cmc, the model's joint image+text pass). 1.0 each = the paper's full contrastive objective.
-    oner_itc_weight: float = 1.0  # F(I) vs F(T)
-    oner_xmc_weight: float = 1.0  # cross-modal mixup: mix(I_i, T_i+1) vs mix(I_i+1, T_i)
-    oner_cic_weight: float = 1.0  # contextual invariance: mix(F(I|T), F(T|I)) vs mix(F(I), F(T))
-    oner_cmc_weight: float = 1.0  # contextual mixup: F(I,T | I,T) vs mix(F(I), F(T))
-    # SLIP (arXiv 2112.12750): the training-only SimCLR MLP on the SSL views and its loss
-    slip_hidden: int = 4096  # hidden width of the 3-layer MLP head (Linear-BN-ReLU x 2, Linear)
-    slip_dim: int = 256  # output width of the head (the SimCLR embedding)
-    slip_temperature: float = 0.1  # NT-Xent temperature (fixed, not learned)
-    slip_weight: float = 1.0  # L = L_clip + slip_weight * L_simclr
+    # Options of other methods set in the same config (a sweep over methods sets each method's options once),
+    # checked by their method and unused by this run: ito_core.methods.registry.method_config.
+    others: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -142,7 +134,7 @@ class DeepSpeedConfig:
 
 @dataclass
 class ClusterConfig:
-    kind: str = "local"  # local | debug | slurm
+    kind: str = "local"  # an executor of cluster/executors: local | debug | slurm
     nodes: int = 1
     tasks_per_node: int = 1  # training processes per node (one per GPU on a GPU cluster)
     gpus_per_node: int = 0
@@ -163,6 +155,11 @@ class ClusterConfig:
     # Empty: $TMPDIR, else /tmp.
     scratch_dir: str = ""
     extra_sbatch: dict[str, Any] = field(default_factory=dict)
+    # kind=slurm: at most this many sbatch calls a second from the flow process (a sweep submits in bursts; 5 =
+    # submitit's own 0.2 s between submissions, which it applies per executor, not per process)
+    submit_rate_per_s: float = 5.0
+    # kind=slurm: how long sbatch is retried with backoff while the controller answers with a transient error
+    submit_retry_s: float = 600.0
 
 
 @dataclass
@@ -194,8 +191,9 @@ class EvalConfig:
     max_samples: int = 2000  # per eval set (0 = all); a user set keeps an even spread, not its first N
     batch_size: int = 256
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast while encoding; fp16 needs CUDA)
-    # auto (job on cluster.kind=slurm, else inprocess) | inprocess (the flow's own process) | job (a one-task job on
-    # cluster.kind, with one GPU if training had any): eval_executor() resolves it
+    # auto (a job when cluster.kind runs jobs on other machines, e.g. slurm; else inprocess) | inprocess (the flow's
+    # own process) | job (a one-task job on cluster.kind, with one GPU if training had any);
+    # cluster.executors.eval_executor resolves it
     executor: str = "auto"
     datasets: dict[str, str] = field(default_factory=dict)  # user eval sets: name -> "<layout>:<path>[?images=..]"
 
@@ -251,9 +249,17 @@ class RunConfig:
     sweep: dict[str, Any] = field(default_factory=dict)  # grid axes (Hydra sweeper syntax)
 
 
+@dataclass
+class RunSchema(RunConfig):
+    """What Hydra composes onto: a ``RunConfig`` whose ``method`` section is an open dict, because its keys are
+    those of the chosen method (``config.loading`` turns it into that method's dataclass)."""
+
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "ito"})  # type: ignore[assignment]
+
+
 def _register_schemas() -> None:
     store = ConfigStore.instance()
-    store.store(name="run_schema", node=RunConfig)
+    store.store(name="run_schema", node=RunSchema)
 
 
 _register_schemas()
@@ -264,14 +270,6 @@ def eval_task_sets(eval_cfg: EvalConfig, task: str) -> list[str]:
     value = getattr(eval_cfg, task)
     names = [value] if isinstance(value, str) else list(value)
     return [name for name in names if name]
-
-
-def eval_executor(cfg: RunConfig) -> str:
-    """Where the eval stage runs: ``eval.executor``, with ``auto`` meaning a job on SLURM (the flow's process is on
-    the login node there) and the flow's own process otherwise."""
-    if cfg.eval.executor != "auto":
-        return cfg.eval.executor
-    return "job" if cfg.cluster.kind == "slurm" else "inprocess"
 
 
 def fuses(ito: ItoConfig) -> bool:

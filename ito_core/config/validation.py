@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Collection
 from pathlib import Path
 
+from ito_core.config.checks import accumulation_steps  # noqa: F401 (re-exported: ito_core.config)
+from ito_core.config.checks import choice as _choice
+from ito_core.config.checks import require as _require
 from ito_core.config.registry import EVAL_LAYOUTS, RAW_INPUT_KINDS
 from ito_core.config.schema import (
     ClusterConfig,
     DataConfig,
     EvalConfig,
     ItoConfig,
+    MethodConfig,
     ModelConfig,
     RunConfig,
     StorageConfig,
@@ -22,19 +25,15 @@ from ito_core.config.schema import (
     fuses,
 )
 from ito_core.config.views import check_views
+from ito_core.methods import registry
 from ito_core.storage.s3 import split_s3_url
 
-METHODS = ("clip", "siglip", "slip", "flair", "oner", "ito")
 FUSION_KINDS = ("none", "transformer")
-# What ito_core.flops leaves out of a method's training FLOPs (it counts the towers and ITO's fusion).
-FLOPS_UNCOUNTED = {"slip": "its SimCLR head", "flair": "its text-conditioned pooling of every image by every caption",
-                   "oner": "its joint image+text passes (CIC, CMC)"}
 FUSION_SCALES = ("live", "detached")
 FUSION_POSITIVES = ("view_mean", "supcon")
 FUSION_POOL = re.compile(r"^pool(\d+)$")
 READOUTS = ("cls", "mean", "token")
-LOSS_NAMES = ("clip", "siglip")
-CLUSTER_KINDS = ("local", "debug", "slurm")
+LOSS_NAMES = ("clip", "siglip")  # ito_core.losses.ALIGN_LOSSES, torch-free (tests/unit/test_losses.py: in sync)
 STORAGE_KINDS = ("local", "s3")
 EMBEDDED_SOURCES = ("fashion_mnist", "shapes", "openclipart")  # data=embedded training sources
 EMBEDDED_EVAL_SETS = ("fashion_mnist", "shapes", "shapes_heldout", "tuxpaint")  # ito_core/prep.py
@@ -44,39 +43,6 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 EVAL_EXECUTORS = ("auto", "inprocess", "job")
 EVAL_TASK_KEYS = ("zero_shot", "retrieval", "linear_probe", "modality_gap")
 NONFINITE_POLICIES = ("skip", "stop")
-
-
-# sbatch options the cluster config (or submitit itself) owns: cluster.extra_sbatch must not fight them.
-MANAGED_SBATCH = {
-    "job-name": "the job name", "nodes": "cluster.nodes", "ntasks-per-node": "cluster.tasks_per_node",
-    "cpus-per-task": "cluster.cpus_per_task", "gpus-per-node": "cluster.gpus_per_node", "mem": "cluster.mem_gb",
-    "time": "cluster.timeout_min", "partition": "cluster.partition", "account": "cluster.account",
-    "qos": "cluster.qos", "constraint": "cluster.constraint", "signal": "the USR2 preemption signal",
-    "output": "submitit's log paths", "error": "submitit's log paths", "open-mode": "submitit's log paths",
-    "array": "submitit's job arrays",
-}
-SBATCH_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
-SLURM_NAME = re.compile(r"[A-Za-z0-9_.+@-]+")  # partition, account, QOS names (cluster/slurm_check.py: do they exist)
-
-
-def _require(ok: bool, key: str, problem: str, fix: str) -> None:
-    if not ok:
-        raise ValueError(f"config {key}: {problem}; {fix}")
-
-
-def _choice(value: str, key: str, allowed: Collection[str]) -> None:
-    _require(value in allowed, key, f"{value!r} is not supported", f"choose one of {list(allowed)}")
-
-
-def accumulation_steps(train: TrainConfig, world_size: int) -> int:
-    """Micro-batches per optimizer step on each rank: batch_size = micro_batch_size x world_size x this."""
-    per_rank = train.batch_size // world_size
-    micro = train.micro_batch_size or per_rank
-    _require(micro >= 1 and per_rank % micro == 0, "train.micro_batch_size",
-             f"{train.micro_batch_size} does not divide the per-rank batch {per_rank} (train.batch_size="
-             f"{train.batch_size} over {world_size} processes)",
-             "pick a divisor of the per-rank batch, or 0 for no gradient accumulation")
-    return per_rank // micro
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -148,71 +114,11 @@ def fusion_image_tokens(value: str, *, grid: int) -> int | None:
 
 
 def check_method(cfg: RunConfig) -> None:
-    """``method.name`` and the settings each method needs (one branch per method)."""
-    _choice(cfg.method.name, "method.name", METHODS)
-    if cfg.method.name == "flair":
-        _check_flair(cfg)
-    if cfg.method.name == "oner":
-        _check_oner(cfg)
-    if cfg.method.name == "slip":
-        _check_slip(cfg)
-
-
-def _check_flair(cfg: RunConfig) -> None:
-    ito, world_size = cfg.ito, cfg.cluster.nodes * cfg.cluster.tasks_per_node
-    _require(ito.images == 1, "ito.images", f"method=flair trains on one image view, got {ito.images}",
-             "set ito.images=1 (configs/method/flair.yaml does)")
-    _require(ito.texts >= 2, "ito.texts", f"method=flair samples K >= 2 sub-captions per image, got {ito.texts}",
-             "set ito.texts>=2 (the released recipe: 8)")
-    _require(not fuses(ito), "ito.fusion", f"method=flair has no ITO fusion module, got ito.fusion={ito.fusion}",
-             "set ito.fusion=none")
-    _require(cfg.loss.name == "siglip", "loss.name", f"method=flair's sigmoid losses need the learnable logit bias "
-             f"of loss=siglip, got {cfg.loss.name!r}", "set loss=siglip (configs/method/flair.yaml does)")
-    _require(cfg.method.flair_heads >= 1 and cfg.model.embed_dim % cfg.method.flair_heads == 0,
-             "method.flair_heads", f"{cfg.method.flair_heads} heads do not divide model.embed_dim="
-             f"{cfg.model.embed_dim}", "pick a divisor (default 8)")
-    per_rank = cfg.train.batch_size // world_size
-    _require(cfg.train.micro_batch_size in (0, per_rank), "train.micro_batch_size",
-             f"method=flair's loss calls the model's pooling module on the gathered texts, so accumulating "
-             f"{cfg.train.micro_batch_size}-sample micro-batches would count its gradient once per micro-batch",
-             "set train.micro_batch_size=0 (no accumulation) and lower train.batch_size if memory is short")
-
-
-def _check_oner(cfg: RunConfig) -> None:
-    """OneR reads one view and one caption per sample, has no fusion module and only InfoNCE losses."""
-    m = cfg.method
-    for key in ("images", "texts"):
-        _require(getattr(cfg.ito, key) == 1, f"ito.{key}", f"{getattr(cfg.ito, key)} with method=oner (one image view "
-                 "and one caption per sample)", f"set ito.{key}=1 (ito=clip, as configs/method/oner.yaml does)")
-    _require(not fuses(cfg.ito), "ito.fusion", f"{cfg.ito.fusion!r} (weight {cfg.ito.fusion_weight}) with method=oner",
-             "set ito.fusion=none: OneR has no fusion module (its CIC/CMC losses run joint sequences through the "
-             "one tower)")
-    _require(cfg.loss.name == "clip", "loss.name", f"{cfg.loss.name!r} with method=oner (InfoNCE losses only)",
-             "set loss.name=clip")
-    weights = {key: getattr(m, f"oner_{key}_weight") for key in ("itc", "xmc", "cic", "cmc")}
-    for key, weight in weights.items():
-        _require(weight >= 0, f"method.oner_{key}_weight", f"{weight}", "use a weight >= 0 (0 skips that loss)")
-    _require(any(w > 0 for w in weights.values()), "method.oner_*_weight", "every OneR loss weight is 0",
-             "give at least one of oner_itc/xmc/cic/cmc_weight a positive weight")
-    _require(weights["xmc"] == 0 or cfg.train.batch_size >= 3, "train.batch_size",
-             f"{cfg.train.batch_size} with method.oner_xmc_weight > 0 (with 2 samples XMC's query of one sample "
-             "is the key of the other)", "use train.batch_size >= 3, or method.oner_xmc_weight=0")
-
-
-def _check_slip(cfg: RunConfig) -> None:
-    m = cfg.method
-    _require(cfg.ito.images == 3, "ito.images", f"method=slip got {cfg.ito.images} image view(s)",
-             "set ito.images=3: view 0 for the CLIP loss, views 1-2 for SimCLR (configs/method/slip.yaml does)")
-    _require(not fuses(cfg.ito), "ito.fusion", "method=slip trains no fusion module",
-             "set ito.fusion=none (configs/method/slip.yaml does), or use method=ito for fusion")
-    _require(cfg.loss.name == "clip", "loss.name", f"method=slip is CLIP's InfoNCE + SimCLR, got {cfg.loss.name!r}",
-             "set loss=clip")
-    for key in ("slip_hidden", "slip_dim"):
-        _require(getattr(m, key) >= 1, f"method.{key}", f"{getattr(m, key)}", "use a positive width")
-    _require(m.slip_temperature > 0, "method.slip_temperature", f"{m.slip_temperature}", "use a temperature > 0, "
-             "SLIP's is 0.1")
-    _require(m.slip_weight > 0, "method.slip_weight", f"{m.slip_weight}",
-             "use a weight > 0 (SLIP's is 1.0), or method=clip for no SimCLR term")
+    """``method.name`` and the settings its method needs (its spec's ``validate``)."""
+    spec = registry.get(cfg.method.name)
+    assert isinstance(cfg.method, spec.config or MethodConfig), (spec.name, type(cfg.method))
+    if spec.validate is not None:
+        spec.validate(cfg)
 
 
 def _validate_train(tr: TrainConfig, *, world_size: int) -> None:
@@ -234,50 +140,25 @@ def _validate_train(tr: TrainConfig, *, world_size: int) -> None:
 
 
 def validate_cluster(cfg: ClusterConfig) -> None:
-    """The ``cluster.*`` values on their own (``cluster/executors.py`` checks them again for a derived config)."""
-    _choice(cfg.kind, "cluster.kind", CLUSTER_KINDS)
+    """The ``cluster.*`` values every executor reads. ``cluster.kind`` and each executor's own rules are checked
+    by its module (``cluster/executors``, from the flow's config loading): ito_core knows no executor."""
     for key, low in (("nodes", 1), ("tasks_per_node", 1), ("gpus_per_node", 0), ("cpus_per_task", 1),
                      ("mem_gb", 0), ("timeout_min", 1), ("max_requeues", 0), ("prep_tasks", 1),
                      ("torch_threads", 0)):
         value = getattr(cfg, key)
         _require(isinstance(value, int) and value >= low, f"cluster.{key}", f"{value!r}", f"use an integer >= {low}")
-    if cfg.kind != "slurm":
-        _require(cfg.nodes == 1, "cluster.nodes", f"{cfg.nodes} nodes with cluster.kind={cfg.kind}",
-                 "use cluster.kind=slurm for multi-node jobs, or cluster.nodes=1")
-    if cfg.kind == "debug":
-        _require(cfg.tasks_per_node == 1, "cluster.tasks_per_node", "the debug executor runs one in-process task",
-                 "use cluster.kind=local for several processes")
     if cfg.gpus_per_node:
         _require(cfg.tasks_per_node == cfg.gpus_per_node, "cluster.tasks_per_node",
                  f"{cfg.tasks_per_node} tasks for {cfg.gpus_per_node} GPUs per node (one training process per GPU)",
                  f"set cluster.tasks_per_node={cfg.gpus_per_node}")
-    check_job_folder(Path(cfg.work_dir).resolve(), kind=cfg.kind)
-    for key in ("partition", "account", "qos"):  # a partition may be a list: "gpu,gpu-long"
-        value = getattr(cfg, key)
-        names = value.split(",") if key == "partition" else [value]
-        _require(not value or all(SLURM_NAME.fullmatch(name) for name in names), f"cluster.{key}",
-                 f"{value!r} is not a SLURM {key} name",
-                 "use a name `sinfo`/`sacctmgr` lists (letters, digits, '_', '-', '.'), or '' for the default")
-    _require("\n" not in cfg.constraint, "cluster.constraint", "contains a newline", "remove it")
-    for raw, value in cfg.extra_sbatch.items():
-        key = str(raw).replace("_", "-")
-        _require(bool(SBATCH_KEY.match(key)), f"cluster.extra_sbatch.{raw}", "is not an sbatch long option name",
-                 "use names like 'mail-type' or 'exclusive' (no leading dashes)")
-        _require(key not in MANAGED_SBATCH, f"cluster.extra_sbatch.{raw}",
-                 f"--{key} is set from {MANAGED_SBATCH.get(key)}", "set that instead")
-        _require(isinstance(value, str | int | float | bool) and "\n" not in str(value),
-                 f"cluster.extra_sbatch.{raw}", f"{value!r}", "use a one-line string, number or true")
+    check_job_folder(Path(cfg.work_dir).resolve())
 
 
-def check_job_folder(folder: Path, *, kind: str) -> None:
-    """A job folder sbatch and SLURM can use (``cluster.work_dir`` + the run key)."""
-    # sbatch reads one option per line: a newline in a path or value would end the #SBATCH line.
+def check_job_folder(folder: Path) -> None:
+    """A job folder every executor can use (``cluster.work_dir`` + the run key)."""
+    # sbatch reads one option per line, as do other schedulers' scripts: a newline would end the line.
     _require("\n" not in str(folder), "cluster.work_dir", f"job folder {str(folder)!r} contains a newline",
              "pick a work_dir (and run key) without newlines")
-    if kind == "slurm":  # SLURM reads '%' in log paths as a pattern and fails to open paths with a backslash
-        bad = sorted({c for c in str(folder) if c in "%\\"})
-        _require(not bad, "cluster.work_dir", f"job folder {str(folder)!r} contains {bad}",
-                 "pick a work_dir (and run key) without '%' or backslashes")
 
 
 def config_warnings(cfg: RunConfig) -> list[str]:
@@ -287,13 +168,12 @@ def config_warnings(cfg: RunConfig) -> list[str]:
     if steps > 1 and warmup >= steps:
         out.append(f"config train.warmup_steps={warmup} equals train.steps: the whole run is linear warm-up, the "
                    "learning rate only reaches train.lr at the last step and never decays; lower train.warmup_steps")
-    if cfg.method.name == "slip" and accumulation_steps(cfg.train, cfg.cluster.nodes * cfg.cluster.tasks_per_node) > 1:
-        out.append("config method=slip with train.micro_batch_size accumulation: the SimCLR head's BatchNorm "
-                   "statistics are those of each micro-batch across ranks, not of the whole batch; set "
-                   "train.micro_batch_size=0 for SLIP's global-batch statistics")
-    if cfg.method.name in FLOPS_UNCOUNTED:
+    spec = registry.get(cfg.method.name)
+    if spec.warnings is not None:
+        out += spec.warnings(cfg)
+    if spec.flops_uncounted:
         out.append(f"config method.name={cfg.method.name}: the FLOP count behind `ito-sweep plan`'s GPU-hours and "
-                   f"the logged MFU covers the towers only, not {FLOPS_UNCOUNTED[cfg.method.name]}; time a few steps "
+                   f"the logged MFU covers the towers only, not {spec.flops_uncounted}; time a few steps "
                    "(bench/train_step.py --variants methods) for its real cost")
     return out
 

@@ -10,9 +10,7 @@ stripped model see every patch at ``model.image_size``. The model (``ito_core.mo
 from __future__ import annotations
 
 from ito_core.config.schema import ItoConfig, ModelConfig, RunConfig, fuses
-
-# Methods whose training model is ItoModel, the one that applies the options (the others build their own passes).
-VIEW_OPTION_METHODS = ("clip", "siglip", "ito")
+from ito_core.methods import registry
 
 
 def view_sizes(model: ModelConfig, ito: ItoConfig) -> list[int]:
@@ -44,9 +42,10 @@ def check_views(cfg: RunConfig) -> None:
         return
     option = f"ito.patch_dropout={p}" if p else f"ito.second_view_size={size}"
     key = "ito.patch_dropout" if p else "ito.second_view_size"
-    if cfg.method.name not in VIEW_OPTION_METHODS:
+    if not registry.get(cfg.method.name).view_options:  # only ItoModel's passes apply them
+        applying = [spec.name for spec in registry.specs() if spec.view_options]
         raise ValueError(f"config {key}: {option} with method={cfg.method.name}, whose training passes do not "
-                         f"apply it; set {key}={0.0 if p else 0}, or use one of {list(VIEW_OPTION_METHODS)}")
+                         f"apply it; set {key}={0.0 if p else 0}, or use one of {applying}")
     if size and ito.images < 2:
         raise ValueError(f"config ito.second_view_size: {size} with ito.images={ito.images} (there is no second "
                          "view); set ito.images>=2, or ito.second_view_size=0")

@@ -8,6 +8,7 @@ runs each one and compares).
 from __future__ import annotations
 
 from ito_core.config import EvalConfig, eval_task_sets
+from ito_core.methods import registry
 
 # EvalConfig key -> CLIP_benchmark task name, in the order tasks run.
 TASKS = {"zero_shot": "zeroshot_classification", "retrieval": "zeroshot_retrieval",
@@ -25,7 +26,7 @@ TASK_METRICS = {
 # The report's loss columns (flows.report), which report.plot_metrics may plot too: the total (align + lambda x
 # fusion) and the alignment part alone, the one that compares across fusion settings.
 LOSS_COLUMNS = ("final_loss", "final_align_loss")
-# FLAIR models are also scored text-conditioned on these tasks (ito_core.eval.text_conditioned): "tc_" metrics.
+# The tasks FLAIR's text-conditioned path scores (ito_core.eval.text_conditioned), as its spec's own_eval says.
 TC_TASKS = ("zeroshot_classification", "zeroshot_retrieval")
 
 
@@ -40,10 +41,10 @@ def eval_plan(eval_cfg: EvalConfig) -> dict[str, list[str]]:
 
 def expected_metrics(eval_cfg: EvalConfig, *, method: str) -> list[str]:
     """Every ``<eval set>/<metric>`` name the eval stage of a run with these settings records."""
-    names = []
+    names, extra = [], registry.get(method).own_eval
     for dataset, tasks in eval_plan(eval_cfg).items():
         for task in tasks:
             names += [f"{dataset}/{metric}" for metric in TASK_METRICS[task]]
-            if method == "flair" and task in TC_TASKS:
-                names += [f"{dataset}/tc_{metric}" for metric in TASK_METRICS[task]]
+            if extra is not None and task in extra.tasks:  # the method's own eval path scores it again
+                names += [f"{dataset}/{extra.prefix}{metric}" for metric in TASK_METRICS[task]]
     return names

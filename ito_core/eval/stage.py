@@ -17,11 +17,11 @@ import torch
 from ito_core.artifacts import RunLayout, committed, eval_id, read_manifest
 from ito_core.config import RunConfig
 from ito_core.eval.suite import evaluate
-from ito_core.eval.text_conditioned import text_conditioned_eval
-from ito_core.methods.flair import load_pooler
+from ito_core.methods import registry
+from ito_core.methods.spec import resolve
+from ito_core.model_folder import load_stripped, write_model_card
 from ito_core.prep import shard_urls
 from ito_core.storage import ArtifactStore, commit, export_shard_endpoint
-from ito_core.strip import load_stripped, write_model_card
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ def committed_eval(store: ArtifactStore, run_key: str, cfg: RunConfig) -> list[d
 def run_eval(cfg: RunConfig, *, store: ArtifactStore, run_key: str, data_keys: dict[str, str],
              staging: Path) -> list[dict[str, Any]]:
     """Evaluate ``<run_key>/model`` on the eval sets of ``data_keys`` (prep's keys; "train" is ignored) on a
-    GPU when there is one, and commit ``<run_key>/eval``. A FLAIR model folder (``flair_pool.safetensors``) is
-    also scored text-conditioned (``ito_core.eval.text_conditioned``: ``*_tc`` records)."""
+    GPU when there is one, and commit ``<run_key>/eval``. A method with an eval path of its own (its spec's
+    ``own_eval``, e.g. FLAIR's text-conditioned scoring) adds its records."""
     run = RunLayout(run_key)
     model_dir = store.local_dir(run.model) or store.download_dir(run.model, staging / "model")
     sets = {name: key for name, key in data_keys.items() if name != "train"}
@@ -50,10 +50,10 @@ def run_eval(cfg: RunConfig, *, store: ArtifactStore, run_key: str, data_keys: d
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     plot_dir = staging / "eval-plots"
     model, shards = load_stripped(model_dir).to(device), {name: shard_urls(store, key)[0] for name, key in sets.items()}
-    pool = load_pooler(model_dir)  # a FLAIR model: also scored text-conditioned
+    own = registry.get(cfg.method.name).own_eval  # the method's own eval path, on the features the suite encodes
     records = evaluate(model, cfg, shards, model_name=cfg.model.name, pretrained=store.url(run.model),
                        plot_dir=plot_dir, manifests=manifests,
-                       extra_eval=text_conditioned_eval(pool) if pool is not None else None)
+                       extra_eval=resolve(own.build)(model_dir, cfg) if own is not None else None)
     if plot_dir.is_dir():
         store.upload_dir(plot_dir, run.eval)  # umap-<set>.png beside the eval manifest
     write_model_card(cfg, store=store, run_key=run_key, records=records)

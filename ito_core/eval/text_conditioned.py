@@ -2,12 +2,13 @@
 
 A CLIP scores an (image, text) pair with one dot product of two global embeddings. FLAIR (arXiv 2412.03561)
 can also score it as ``cos(v_tc(i, t), t)``, where ``v_tc(i, t)`` is image i's patch tokens pooled by text
-t's global embedding (``ito_core.methods.flair.TextConditionedPool``, saved beside the stripped model as
-``flair_pool.safetensors``). This module runs zero-shot classification (query: the class embedding, the mean
-of its normalised prompt embeddings) and retrieval (query: each caption) that way, with the suite's metric
-definitions, as an extra eval path (``text_conditioned_eval``) on the features the suite encoded once; records
-carry the task name suffixed ``_tc`` and metric names prefixed ``tc_`` so that the flat
-``<dataset>/<metric>`` summary keeps both paths. Cost: :func:`tc_scoring_flops` (docs/METHOD.md "FLAIR").
+t's global embedding (FLAIR's ``TextConditionedPool`` in ``ito_core/methods/flair/``, saved beside the stripped
+model as ``flair_pool.safetensors``; the method's ``own_eval`` builds this path). This module runs zero-shot
+classification (query: the class embedding, the mean of its normalised prompt embeddings) and retrieval (query:
+each caption) that way, with the suite's metric definitions, as an extra eval path (``text_conditioned_eval``) on
+the features the suite encoded once; records carry the task name suffixed ``_tc`` and metric names prefixed ``tc_``
+so that the flat ``<dataset>/<metric>`` summary keeps both paths. Cost: :func:`tc_scoring_flops`
+(docs/METHOD.md "FLAIR").
 
 Shape legend: N images, P patch tokens, E joint dim, Q queries (classes or captions), C classes, T captions,
 n / q chunks of images / queries.
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ito_core.config import RunConfig
 from ito_core.eval.encode import EvalFeatures, encoding, zero_shot_classifier
@@ -27,13 +29,12 @@ from ito_core.eval.features import model_device
 from ito_core.eval.names import TC_TASKS, eval_plan
 from ito_core.eval.ranking import classification_metrics, true_class_ranks
 from ito_core.eval.retrieval import dense_text_ids, describes
-from ito_core.methods.flair import TextConditionedPool
 from ito_core.models.dual_encoder import DualEncoder
 
 POOLED_FLOATS_PER_CHUNK = 2**24  # bounds the [n, q, E] pooled block (64 MiB in fp32)
 
 
-def tc_scores(pool: TextConditionedPool, patches_NPE: torch.Tensor, queries_QE: torch.Tensor, *,
+def tc_scores(pool: nn.Module, patches_NPE: torch.Tensor, queries_QE: torch.Tensor, *,
               image_chunk: int = 256) -> torch.Tensor:
     """``[N, Q]`` cosine of each image pooled by each query with that query, in chunks of images and queries."""
     E = patches_NPE.shape[-1]
@@ -91,7 +92,7 @@ def patch_tokens(model: DualEncoder, pixels_BCHW: torch.Tensor) -> torch.Tensor:
     return tokens_BTE[:, 1:].float()
 
 
-def text_conditioned_eval(pool: TextConditionedPool) -> ExtraEval:
+def text_conditioned_eval(pool: nn.Module) -> ExtraEval:
     """FLAIR's extra eval path: zero-shot classification and retrieval scored text-conditioned, on the sets the
     suite runs them on, from the features the suite encoded (``evaluate`` has checked the sets and tasks)."""
 
@@ -105,7 +106,7 @@ def text_conditioned_eval(pool: TextConditionedPool) -> ExtraEval:
     return ExtraEval(tasks=TC_TASKS, run=run, text_tasks=("zeroshot_retrieval",), image_extra=patch_tokens)
 
 
-def _score(model: DualEncoder, pool: TextConditionedPool, feats: EvalFeatures, task: str,
+def _score(model: DualEncoder, pool: nn.Module, feats: EvalFeatures, task: str,
            cfg: RunConfig) -> dict[str, float]:
     patches_NPE = feats.image_extra
     assert patches_NPE is not None

@@ -26,8 +26,8 @@ from safetensors.torch import load_file, save_file
 from ito_core.config import load_config
 from ito_core.data.tokenizer import build_tokenizer
 from ito_core.export import open_clip_model_config
+from ito_core.model_folder import write_model_folder
 from ito_core.models.dual_encoder import DualEncoder
-from ito_core.strip import write_model_folder
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "open_clip_3.3.0_tiny_state_dict.json"
 PEER_PYTHON = os.environ.get("ITO_OPEN_CLIP_PYTHON", "")

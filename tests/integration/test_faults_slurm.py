@@ -30,7 +30,8 @@ from fixtures.tiny_run import tiny_config
 from integration.test_slurm import KEY, SLURM_RUN
 
 from cluster.jobs import submit_eval, submit_training
-from cluster.waiting import JobFailedError, slurm_state, wait_streaming
+from cluster.slurm_watch import slurm_state
+from cluster.waiting import JobFailedError, wait_streaming
 from ito_core.prep import prepare, shard_list
 from ito_core.storage import build_store
 from ito_core.strip import strip

@@ -11,7 +11,7 @@ import pytest
 import torch
 from fixtures.gloo_ranks import assert_matches_one_process, run_on_gloo_ranks, shard_rows
 
-from ito_core.methods.flair import FlairLoss, TextConditionedPool
+from ito_core.methods.flair.model import FlairLoss, TextConditionedPool
 
 pytestmark = [pytest.mark.distributed, pytest.mark.integration]
 

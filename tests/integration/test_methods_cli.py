@@ -16,7 +16,7 @@ from safetensors import safe_open
 
 from ito_core.artifacts import RunLayout, run_key
 from ito_core.config import load_config
-from ito_core.methods import MODEL_BUILDERS
+from ito_core.methods import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 ISSUE_COMMAND = ["train.steps=3", "train.warmup_steps=0", "train.batch_size=16", "wandb=disabled"]
@@ -39,7 +39,7 @@ def ito_sweep(stage: str, overrides: list[str]) -> str:
     return output
 
 
-@pytest.mark.parametrize("method", sorted(MODEL_BUILDERS))
+@pytest.mark.parametrize("method", sorted(registry.names()))
 def test_method_trains_strips_and_evaluates_through_the_cli(method: str, store_root: Path) -> None:
     overrides = [f"method={method}", *ISSUE_COMMAND, *SMALL_DATA, "cluster.tasks_per_node=2", "deepspeed=zero2",
                  f"storage.root={store_root / 'store'}", f"cluster.work_dir={store_root / 'work'}"]

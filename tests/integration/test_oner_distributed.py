@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from fixtures.gloo_ranks import assert_matches_one_process, run_on_gloo_ranks, shard_rows
 
-from ito_core.methods.oner_loss import LOSS_NAMES, OneRObjective
+from ito_core.methods.oner.loss import LOSS_NAMES, OneRObjective
 
 pytestmark = [pytest.mark.distributed, pytest.mark.integration]
 

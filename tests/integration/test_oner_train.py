@@ -13,9 +13,10 @@ from cluster.jobs import submit_training
 from ito_core.checkpoint import tag_for
 from ito_core.export import OPEN_CLIP_WEIGHTS
 from ito_core.methods import build_model
-from ito_core.methods.oner import OneTower
+from ito_core.methods.oner.model import OneTower
+from ito_core.model_folder import load_stripped
 from ito_core.storage import MANIFEST, LocalStore
-from ito_core.strip import consolidate, load_stripped, strip
+from ito_core.strip import consolidate, strip
 
 pytestmark = pytest.mark.distributed
 

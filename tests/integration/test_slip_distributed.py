@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from fixtures.gloo_ranks import assert_matches_one_process, run_on_gloo_ranks, shard_rows
 
-from ito_core.methods.slip import SlipHead, SlipObjective
+from ito_core.methods.slip.model import SlipHead, SlipObjective
 
 pytestmark = [pytest.mark.distributed, pytest.mark.integration]
 

@@ -29,8 +29,8 @@ from ito_core.checkpoint import committed_tags, tag_for
 from ito_core.config import RunConfig, accumulation_steps
 from ito_core.distributed import DistEnv, free_port
 from ito_core.flops import PEAK_TFLOPS_ENV
-from ito_core.losses import ItoObjective, build_objective, init_logit_bias
-from ito_core.models.ito import ItoModel
+from ito_core.losses import ItoObjective
+from ito_core.methods import build_model, build_objective
 from ito_core.storage import LocalStore
 from ito_core.strip import consolidate
 from ito_core.train import build_engine, check_precision, train, try_update
@@ -57,7 +57,7 @@ def one_step(cfg: RunConfig) -> tuple[dict[str, float], dict[str, torch.Tensor]]
     with one_rank_group() as env:
         engine = build_engine(cfg, env)
         steps = accumulation_steps(cfg.train, env.world_size)
-        objective = build_objective(cfg.loss, cfg.ito, rank=env.rank, world_size=env.world_size)
+        objective = build_objective(cfg, engine.module, rank=env.rank, world_size=env.world_size)
         accum = GradientAccumulation(engine, objective, steps=steps)
         images, tokens = fixed_batch()
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[cfg.deepspeed.precision]
@@ -101,8 +101,8 @@ class SummingEngine:
 def accumulated_grads(cfg: RunConfig, env: DistEnv, images: torch.Tensor, tokens: torch.Tensor,
                       steps: int) -> tuple[float, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
-    model = ItoModel(cfg.model, cfg.ito, logit_bias=init_logit_bias(cfg.loss)).double()
-    objective = build_objective(cfg.loss, cfg.ito, rank=env.rank, world_size=env.world_size)
+    model = build_model(cfg).double()
+    objective = build_objective(cfg, model, rank=env.rank, world_size=env.world_size)
     accum = GradientAccumulation(SummingEngine(model), objective, steps=steps)
     loss = accum.forward(images.double(), tokens)["loss"].item()
     accum.backward()
@@ -283,7 +283,7 @@ def test_cheap_views_replay_their_patches_in_the_engine(tmp_path: Path) -> None:
 
     with one_rank_group() as env:
         engine = build_engine(cfg, env)
-        objective = build_objective(cfg.loss, cfg.ito, rank=env.rank, world_size=env.world_size)
+        objective = build_objective(cfg, engine.module, rank=env.rank, world_size=env.world_size)
         accum = GradientAccumulation(engine, recording(objective), steps=2)
         images, tokens = fixed_batch()
         logged = accum.forward(images.to(torch.bfloat16), tokens)["loss"].item()

@@ -14,11 +14,11 @@ from safetensors.torch import load_file
 from cluster.jobs import submit_training
 from ito_core.checkpoint import committed_tags, tag_for
 from ito_core.config import RunConfig
-from ito_core.losses import init_logit_bias
+from ito_core.methods import build_model
+from ito_core.model_folder import WEIGHTS, load_stripped
 from ito_core.models.dual_encoder import DualEncoder, count_parameters
-from ito_core.models.ito import ItoModel
 from ito_core.storage import MANIFEST, LocalStore
-from ito_core.strip import WEIGHTS, consolidate, load_stripped, strip
+from ito_core.strip import consolidate, strip
 
 pytestmark = pytest.mark.distributed
 
@@ -82,7 +82,7 @@ def test_strip_drops_fusion_and_keeps_encoder_outputs(zero2_run: tuple[RunConfig
     assert manifest["num_parameters"] == count_parameters(DualEncoder(cfg.model)) == count_parameters(stripped)
     assert manifest["dropped_parameters"] > 0
 
-    trained = ItoModel(cfg.model, cfg.ito, logit_bias=init_logit_bias(cfg.loss))
+    trained = build_model(cfg)
     trained.load_state_dict(_weights(store, "runs/a", tag_for(6), 2))
     trained.eval()
     torch.manual_seed(0)

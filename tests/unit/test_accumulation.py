@@ -10,8 +10,7 @@ from torch import nn
 
 from ito_core.accumulation import GradientAccumulation, split_gradient
 from ito_core.config import ItoConfig, LossConfig, ModelConfig, RunConfig
-from ito_core.losses import build_objective, init_logit_bias
-from ito_core.models.ito import ItoModel
+from ito_core.methods import build_model, build_objective
 
 MODEL = ModelConfig(name="unit", embed_dim=16, image_size=16, patch_size=8, vision_width=16, vision_layers=1,
                     vision_heads=2, context_length=8, vocab_size=64, text_width=16, text_layers=1, text_heads=2)
@@ -45,9 +44,9 @@ def batch(size: int, *, views: int, texts: int) -> tuple[torch.Tensor, torch.Ten
 
 def run(cfg: RunConfig, steps: int, size: int = 8) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     torch.manual_seed(0)
-    model = ItoModel(cfg.model, cfg.ito, logit_bias=init_logit_bias(cfg.loss)).double()
+    model = build_model(cfg).double()
     engine = SummingEngine(model)
-    accum = GradientAccumulation(engine, build_objective(cfg.loss, cfg.ito, rank=0, world_size=1), steps=steps)
+    accum = GradientAccumulation(engine, build_objective(cfg, model, rank=0, world_size=1), steps=steps)
     losses = accum.forward(*batch(size, views=cfg.ito.images, texts=cfg.ito.texts))
     accum.backward()
     assert engine.steps == steps
@@ -76,8 +75,8 @@ def test_averaging_micro_batch_losses_is_not_the_full_batch_loss() -> None:
     """The trap the feature cache avoids: each half sees 3 negatives per sample instead of 7."""
     cfg = RunConfig(model=MODEL, ito=ItoConfig(images=2, texts=1, fusion="none"))
     torch.manual_seed(0)
-    model = ItoModel(cfg.model, cfg.ito, logit_bias=init_logit_bias(cfg.loss)).double()
-    objective = build_objective(cfg.loss, cfg.ito, rank=0, world_size=1)
+    model = build_model(cfg).double()
+    objective = build_objective(cfg, model, rank=0, world_size=1)
     images, tokens = batch(8, views=2, texts=1)
     with torch.no_grad():
         full = objective(model(images, tokens))["loss"]

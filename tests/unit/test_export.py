@@ -18,15 +18,9 @@ from ito_core.export import (
     model_config_from_open_clip,
     open_clip_model_config,
 )
+from ito_core.model_folder import MODEL_CARD, TOKENIZER_SPEC, load_stripped, write_model_card, write_model_folder
 from ito_core.models.dual_encoder import DualEncoder
 from ito_core.storage import LocalStore, commit
-from ito_core.strip import (
-    MODEL_CARD,
-    TOKENIZER_SPEC,
-    load_stripped,
-    write_model_card,
-    write_model_folder,
-)
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "golden" / "open_clip_3.3.0_tiny_state_dict.json").read_text())
 # open_clip v3.3.0 src/open_clip/model_configs/ViT-B-16.json, with CLIPVisionCfg/CLIPTextCfg's defaults for the

@@ -16,6 +16,8 @@ import submitit
 from fixtures.tiny_run import tiny_config
 
 from cluster import jobs, waiting
+from cluster.executors import slurm
+from cluster.slurm_watch import GONE, SlurmWatcher, node_failures
 from cluster.waiting import JOB_RECORD, record_job, running_job
 from flows import stages
 from ito_core.checkpoint import prune, tag_for
@@ -112,8 +114,8 @@ def test_a_slurm_job_is_found_again_while_the_scheduler_runs_it(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / JOB_RECORD).write_text(json.dumps({"job_id": "42", "kind": "slurm", "num_tasks": 4}))
     for state, found in (("PENDING", True), ("RUNNING", True), ("REQUEUED", True), ("COMPLETED", False),
-                         ("CANCELLED", False), (waiting.GONE, False), (None, False)):
-        monkeypatch.setattr(waiting, "slurm_state", lambda job_id, s=state: s)
+                         ("CANCELLED", False), (GONE, False), (None, False)):
+        monkeypatch.setattr(slurm, "slurm_state", lambda job_id, s=state: s)
         job = running_job(tmp_path)
         assert (job is not None) == found, state
         assert job is None or (isinstance(job, submitit.SlurmJob) and job.num_tasks == 4)
@@ -146,11 +148,9 @@ def test_why_a_job_ended_is_named(tail: str, cause: Exception | None, hint: str,
 def test_a_node_failure_is_named_once_and_when_it_ends_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
     """sacct -D keeps every attempt: each NODE_FAIL is logged once while SLURM requeues the job, and a job that
     was not requeued fails naming the nodes."""
-    attempts = ["NODE_FAIL|mn[1-2]", "RUNNING|mn[1-2]"]
-    answer = subprocess.CompletedProcess([], 0, stdout="")
-    monkeypatch.setattr(waiting, "_run", lambda command: answer if command[0] == "sacct" else None)
-    answer.stdout = "\n".join(attempts[:1]) + "\n"
-    assert waiting.node_failures("9") == ["mn[1-2]"]
+    answer = subprocess.CompletedProcess([], 0, stdout="9|NODE_FAIL|mn[1-2]\n9|RUNNING|mn[3-4]\n")
+    fake = lambda command: answer if command[0] == "sacct" else subprocess.CompletedProcess([], 1, "", "")  # noqa: E731
+    assert node_failures("9", run=fake) == ["mn[1-2]"]
     lines: list[str] = []
 
     class Logger:
@@ -160,15 +160,17 @@ def test_a_node_failure_is_named_once_and_when_it_ends_the_job(monkeypatch: pyte
         def warning(self, message: str, *args: object) -> None:
             lines.append(message % args)
 
-    watch = waiting._Liveness(_Submitted("9", 2, _Paths(Path("."))), Logger(), every_s=0, grace_s=0)
+    watch = slurm.SlurmLiveness(_Submitted("9", 2, _Paths(Path("."))), Logger(), 0,
+                                watcher=SlurmWatcher(interval_s=0, run=fake))
     for _ in range(2):
-        watch.report_node_failures()
+        watch.check()
+    watch.close()
     assert lines == ["[job 9] node failure on mn[1-2] (NODE_FAIL): SLURM requeues the job; training resumes from "
                      "its last committed checkpoint"]
     monkeypatch.setattr(waiting, "log_tail", lambda job: "step 5/30")
     monkeypatch.setattr(waiting, "_failed_task", lambda job: None)
     error = str(waiting._failure(_Submitted("9", 2, _Paths(Path("."))), "ended without a result (SLURM state "
-                                 "NODE_FAIL)"))
+                                 "NODE_FAIL)", failed_nodes=watch.failed_nodes))
     assert "node failure on mn[1-2], and SLURM did not requeue the job" in error and "rerun the point" in error
 
 

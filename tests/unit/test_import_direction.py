@@ -38,15 +38,18 @@ def test_package_does_not_import_upstream_layers(package: str, blocked: tuple[st
 
 
 # Lowest first: a module may import from its own layer and the layers below it, never from one above. The longest
-# prefix names a module's layer (ito_core.eval.stage is a stage; the rest of ito_core.eval are components).
+# prefix names a module's layer (ito_core.eval.stage is a stage; the rest of ito_core.eval are components); a "*"
+# stands for any one name (ito_core.methods.*.* is the torch code of each method package).
 LAYERS = (
     ("ito_core.storage",),  # local/S3 stores: no other ito_core module
-    ("ito_core.config",),  # schema, validation, loading
+    ("ito_core.config.schema", "ito_core.config.checks", "ito_core.config.errors"),  # schemas, shared checks
+    ("ito_core.methods", "ito_core.methods.*"),  # method specs and their registry (torch-free)
+    ("ito_core.config",),  # validation, loading
     ("ito_core.artifacts", "ito_core.distributed", "ito_core.flops", "ito_core.shapes",
      "ito_core.tracking", "ito_core.checkpoint_upload"),  # keys, process group, input checks, background upload
     ("ito_core.models", "ito_core.losses", "ito_core.data", "ito_core.eval", "ito_core.accumulation",
-     "ito_core.activation_checkpointing", "ito_core.checkpoint", "ito_core.export", "ito_core.methods",
-     "ito_core.train_state"),  # components
+     "ito_core.activation_checkpointing", "ito_core.checkpoint", "ito_core.export", "ito_core.methods.*.*",
+     "ito_core.model_folder", "ito_core.train_state"),  # components
     ("ito_core.prep", "ito_core.prep_array", "ito_core.train", "ito_core.strip", "ito_core.eval.stage",
      "ito_core.preflight"),  # stages
     ("cluster",),
@@ -55,9 +58,15 @@ LAYERS = (
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def covers(prefix: str, module: str) -> bool:
+    """Whether ``module`` is ``prefix`` or inside it, a "*" in ``prefix`` matching any one name."""
+    want, parts = prefix.split("."), module.split(".")
+    return len(parts) >= len(want) and all(w in ("*", p) for w, p in zip(want, parts, strict=False))
+
+
 def layer_of(module: str) -> int:
-    matches = [(len(prefix), rank) for rank, prefixes in enumerate(LAYERS) for prefix in prefixes
-               if module == prefix or module.startswith(prefix + ".")]
+    matches = [(len(prefix.split(".")), rank) for rank, prefixes in enumerate(LAYERS) for prefix in prefixes
+               if covers(prefix, module)]
     assert matches, f"{module} is in no layer: add it to LAYERS"
     return max(matches)[1]
 
@@ -137,3 +146,25 @@ def test_naming_a_run_loads_no_torch() -> None:
     code = "import sys, ito_core.artifacts, cluster.jobs; print(sorted({'torch', 'deepspeed'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr[-2000:]
+
+
+def test_only_the_registry_and_a_methods_own_tests_import_a_method() -> None:
+    """A method is named by its spec alone: stages, eval, artifacts and validation ask ``ito_core.methods.registry``.
+    Its package's modules import each other; tests and benchmarks import it when they are about that method (under a
+    ``methods/`` folder, or named after it)."""
+    from ito_core.methods import registry
+
+    names, offenders = set(registry.names()), []
+    for path in sorted(p for folder in ("ito_core", "cluster", "flows", "tests", "bench")
+                       for p in (ROOT / folder).rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        for dep in sorted(project_imports(path)):
+            parts = dep.split(".")
+            if parts[:2] != ["ito_core", "methods"] or len(parts) < 3 or parts[2] not in names:
+                continue
+            own_package = relative.parts[:3] == ("ito_core", "methods", parts[2])
+            own_test = relative.parts[0] in ("tests", "bench") and ("methods" in relative.parts[:-1]
+                                                                   or parts[2] in relative.name)
+            if not (own_package or own_test):
+                offenders.append(f"{relative} imports {dep}")
+    assert not offenders, offenders

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ito_core.config import ItoConfig, LossConfig
+from ito_core.config import ItoConfig
 from ito_core.losses import (
     ALIGN_LOSSES,
     ClipLoss,
@@ -140,7 +140,8 @@ def test_ito_objective_at_one_view_and_lambda_zero_is_clip_bitwise(fused):
     out = {"image_features_BMD": unit(8, 1, 16, seed=5),
            "text_features_BND": unit(8, 1, 16, seed=6).repeat(1, texts, 1), "logit_scale": SCALE,
            **({"fused_BKD": unit(8, 2, 16, seed=7)} if fused else {})}
-    losses = build_objective(LossConfig(name="clip"), ito, rank=0, world_size=1)(out)
+    losses = build_objective("clip", fusion_weight=ito.fusion_weight, fusion_positives=ito.fusion_positives, rank=0,
+                             world_size=1)(out)
     clip = ClipLoss()(out["image_features_BMD"][:, 0], out["text_features_BND"][:, 0], SCALE)
     assert torch.equal(losses["loss"], clip) and torch.equal(losses["align_loss"], clip)
     assert ("fusion_loss" in losses) == fused
@@ -149,7 +150,7 @@ def test_ito_objective_at_one_view_and_lambda_zero_is_clip_bitwise(fused):
 def test_ito_objective_adds_lambda_times_the_fusion_loss():
     out = {"image_features_BMD": unit(8, 2, 16, seed=1), "text_features_BND": unit(8, 1, 16, seed=2),
            "logit_scale": SCALE, "fused_BKD": unit(8, 2, 16, seed=3)}
-    losses = build_objective(LossConfig(name="clip"), ItoConfig(fusion_weight=2.0), rank=0, world_size=1)(out)
+    losses = build_objective("clip", fusion_weight=2.0, rank=0, world_size=1)(out)
     fusion = FusionLoss()(out["fused_BKD"], SCALE)["fusion_loss"]
     torch.testing.assert_close(losses["loss"], losses["align_loss"] + 2.0 * fusion, rtol=0, atol=0)
 
@@ -173,12 +174,12 @@ def test_released_fusion_positives_average_each_views_captions_then_nt_xent():
     """ito.fusion_positives=view_mean (the default) is ITO's code: 2 views x 2 captions -> 2-view NT-Xent."""
     fused_BMND = unit(6, 4, 16, seed=11).double().view(6, 2, 2, 16)
     scale = torch.tensor(7.0, dtype=torch.float64)
-    objective = build_objective(LossConfig(name="clip"), ItoConfig(images=2, texts=2), rank=0, world_size=1)
+    objective = build_objective("clip", fusion_weight=2.0, rank=0, world_size=1)
     out = {"image_features_BMD": unit(6, 2, 16, seed=1).double(), "text_features_BND": unit(6, 2, 16, seed=2).double(),
            "logit_scale": scale, "fused_BKD": fused_BMND.flatten(1, 2)}
     torch.testing.assert_close(objective(out)["fusion_loss"].double(), naive_released_fusion_loss(fused_BMND, 7.0),
                                rtol=1e-6, atol=1e-6)
-    supcon = build_objective(LossConfig(name="clip"), ItoConfig(images=2, texts=2, fusion_positives="supcon"),
+    supcon = build_objective("clip", fusion_weight=2.0, fusion_positives="supcon",
                              rank=0, world_size=1)(out)["fusion_loss"]
     torch.testing.assert_close(supcon, FusionLoss()(out["fused_BKD"], scale)["fusion_loss"], rtol=0, atol=0)
 
@@ -186,7 +187,7 @@ def test_released_fusion_positives_average_each_views_captions_then_nt_xent():
 def test_view_mean_and_supcon_agree_with_one_caption():
     out = {"image_features_BMD": unit(8, 2, 16, seed=1), "text_features_BND": unit(8, 1, 16, seed=2),
            "logit_scale": SCALE, "fused_BKD": unit(8, 2, 16, seed=3)}
-    losses = [build_objective(LossConfig(name="clip"), ItoConfig(fusion_positives=p), rank=0, world_size=1)(out)
+    losses = [build_objective("clip", fusion_weight=2.0, fusion_positives=p, rank=0, world_size=1)(out)
               for p in ("view_mean", "supcon")]
     torch.testing.assert_close(losses[0]["loss"], losses[1]["loss"])
 
@@ -197,15 +198,15 @@ def test_fusion_loss_trains_the_logit_scale_only_when_live(fusion_scale, trains_
     log_scale = torch.tensor(2.0, requires_grad=True)
     out = {"image_features_BMD": unit(8, 2, 16, seed=1), "text_features_BND": unit(8, 1, 16, seed=2),
            "logit_scale": log_scale.exp(), "fused_BKD": unit(8, 2, 16, seed=3)}
-    objective = build_objective(LossConfig(name="clip"), ItoConfig(fusion_scale=fusion_scale), rank=0, world_size=1)
+    objective = build_objective("clip", fusion_weight=2.0, fusion_scale=fusion_scale, rank=0, world_size=1)
     (grad_total,) = torch.autograd.grad(objective(out)["loss"], log_scale, retain_graph=True)
     (grad_align,) = torch.autograd.grad(objective(out)["align_loss"], log_scale)
     assert (not torch.allclose(grad_total, grad_align)) == trains_scale
 
 
 def test_only_siglip_gives_the_model_a_logit_bias():
-    assert init_logit_bias(LossConfig(name="clip")) is None
-    assert init_logit_bias(LossConfig(name="siglip", siglip_init_bias=-7.0)) == -7.0
+    assert init_logit_bias("clip", siglip_init_bias=-10.0) is None
+    assert init_logit_bias("siglip", siglip_init_bias=-7.0) == -7.0
 
 
 # ---- invariants ----------------------------------------------------------------------------------
@@ -287,3 +288,11 @@ def test_errors_name_the_fix():
         SigLipLoss()(unit(4, 8), unit(4, 8), SCALE)
     with pytest.raises(TypeError, match="PairLoss"):
         MultiAlignLoss(torch.nn.MSELoss())
+
+
+def test_validation_offers_exactly_the_pair_losses_the_code_builds():
+    """config.validation.LOSS_NAMES is the torch-free copy of ALIGN_LOSSES (validation must not import torch)."""
+    from ito_core.config.validation import LOSS_NAMES
+    from ito_core.losses import ALIGN_LOSSES
+
+    assert tuple(ALIGN_LOSSES) == LOSS_NAMES

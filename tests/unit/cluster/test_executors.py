@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import submitit
 
-from cluster.executors import build_executor, render_sbatch, signal_delay_s
+from cluster.executors import build_executor
+from cluster.executors.slurm import render_sbatch, signal_delay_s
 from ito_core.config import ClusterConfig
 
 

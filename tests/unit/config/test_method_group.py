@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
-from ito_core.config import config_warnings, load_config
-from ito_core.config.validation import METHODS
-from ito_core.methods import MODEL_BUILDERS, OBJECTIVE_BUILDERS
+from ito_core.config import CONFIG_DIR, config_warnings, load_config
+from ito_core.methods import registry
 
 BASE = ["model=tiny"]
 
@@ -30,10 +31,12 @@ def test_command_line_groups_and_ablation_arms_still_apply_on_top():
     assert load_config([*BASE, "method=siglip", "ablation=ito_lambda05"]).ito.fusion_weight == 0.5
 
 
-def test_every_method_has_a_config_file_and_a_training_model():
-    assert set(MODEL_BUILDERS) == set(OBJECTIVE_BUILDERS) == set(METHODS)
-    for method in MODEL_BUILDERS:
-        assert load_config([*BASE, f"method={method}"]).method.name == method
+def test_every_method_has_a_config_file_and_builders():
+    assert set(registry.names()) == {path.stem for path in (CONFIG_DIR / "method").glob("*.yaml")}
+    for spec in registry.specs():
+        assert load_config([*BASE, f"method={spec.name}"]).method.name == spec.name
+        builders = importlib.import_module(spec.builders)
+        assert callable(builders.build_model) and callable(builders.build_objective), spec.builders
 
 
 def test_an_unknown_method_names_the_choices():

@@ -21,11 +21,8 @@ from ito_core.config import load_config
     (["storage=s3", "storage.root=s3://"], "storage.root", "storage.root=s3://BUCKET/PREFIX"),
     (["storage=s3", "storage.root=s3:///runs"], "storage.root", "storage.root=s3://BUCKET/PREFIX"),
     # cluster settings no executor could run, refused with the rest (not when the executor is built, after prep)
-    (["cluster.kind=local", "cluster.nodes=2"], "cluster.nodes", "use cluster.kind=slurm for multi-node jobs"),
     (["cluster=slurm", "cluster.gpus_per_node=4", "cluster.tasks_per_node=2"], "cluster.tasks_per_node",
      "set cluster.tasks_per_node=4"),
-    (["cluster=slurm", "+cluster.extra_sbatch.time=10"], "cluster.extra_sbatch.time", "set that instead"),
-    (["cluster=slurm", "cluster.work_dir=/tmp/100%"], "cluster.work_dir", "without '%'"),
     # tolerances below zero
     (["train.max_bad_shards=-1"], "train.max_bad_shards", "use >= 0"),
     (["train.max_skipped_steps=-1"], "train.max_skipped_steps", "use >= 0"),

@@ -13,10 +13,10 @@ from PIL import Image
 from ito_core.config import RunConfig, load_config
 from ito_core.eval import encode, suite
 from ito_core.eval.stage import committed_eval, run_eval
+from ito_core.model_folder import write_model_folder
 from ito_core.models.dual_encoder import DualEncoder
 from ito_core.prep import prepare, shard_urls
 from ito_core.storage import MANIFEST, ArtifactStore, LocalStore, commit
-from ito_core.strip import write_model_folder
 
 RUN_KEY = "runs/user-sets"
 CLASSES = {"red_square": (230, 30, 30), "green_square": (30, 230, 30), "blue_square": (30, 30, 230)}

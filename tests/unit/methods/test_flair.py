@@ -2,7 +2,7 @@
 ``PureAttentionPoolingBlock``), L_tcs and L_mps against naive float64 loops written from the paper's formulas
 (values and gradients), and what padding does not change.
 
-Shape suffixes as in ito_core/methods/flair.py: B images, N sub-captions, J texts, P patches, E dim.
+Shape suffixes as in ito_core/methods/flair/model.py: B images, N sub-captions, J texts, P patches, E dim.
 """
 
 import math
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ito_core.config import ModelConfig
-from ito_core.methods.flair import (
+from ito_core.methods.flair.model import (
     FlairLoss,
     FlairModel,
     FlairObjective,

@@ -1,11 +1,11 @@
-"""method=flair: its config file, the settings check_method refuses (with the key and the fix), and the registries."""
+"""method=flair: its config file, the settings its spec refuses (with the key and the fix), and the registries."""
 
 import pytest
 import torch
 
 from ito_core.config import load_config
 from ito_core.methods import build_model, build_objective
-from ito_core.methods.flair import FlairModel
+from ito_core.methods.flair.model import FlairModel
 
 BASE = ["model=tiny", "method=flair"]
 
@@ -45,3 +45,11 @@ def test_the_registries_build_the_flair_model_and_a_parameterless_objective():
     losses["loss"].backward()
     assert set(losses) == {"loss", "tcs_loss", "mps_loss", "logit_scale"}
     assert all(p.grad is not None for p in model.flair_pool.parameters())
+
+
+def test_the_specs_eval_tasks_are_those_the_text_conditioned_path_scores():
+    """expected_metrics reads the spec (torch-free); the path itself scores eval.names.TC_TASKS."""
+    from ito_core.eval.names import TC_TASKS
+    from ito_core.methods import registry
+
+    assert registry.get("flair").own_eval.tasks == TC_TASKS

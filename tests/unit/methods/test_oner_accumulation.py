@@ -6,8 +6,8 @@ import torch
 
 from ito_core.accumulation import GradientAccumulation
 from ito_core.config import ModelConfig
-from ito_core.methods.oner import OneRModel
-from ito_core.methods.oner_loss import LOSS_NAMES, OneRObjective
+from ito_core.methods.oner.loss import LOSS_NAMES, OneRObjective
+from ito_core.methods.oner.model import OneRModel
 
 MODEL = ModelConfig(name="unit", embed_dim=16, image_size=16, patch_size=8, vision_width=16, vision_layers=1,
                     vision_heads=2, context_length=8, vocab_size=64)

@@ -8,12 +8,13 @@ from dataclasses import fields
 import pytest
 import torch
 
-from ito_core.config import MethodConfig, load_config
+from ito_core.config import load_config
 from ito_core.export import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
 from ito_core.methods import build_model, build_objective
-from ito_core.methods.oner import OneRModel, OneTower
+from ito_core.methods.oner.model import OneRModel, OneTower
+from ito_core.model_folder import MODEL_CARD, MODEL_CONFIG, WEIGHTS, load_stripped, write_model_folder
 from ito_core.models.dual_encoder import DualEncoder
-from ito_core.strip import MODEL_CARD, MODEL_CONFIG, WEIGHTS, encoder_state, load_stripped, write_model_folder
+from ito_core.strip import encoder_state
 
 BASE = ["model=tiny", "method=oner"]
 MANIFEST = {"checkpoint": "step-3", "num_parameters": 1, "dropped_parameters": 0, "steps": 3, "final_loss": 4.2,
@@ -25,7 +26,7 @@ def test_method_oner_defaults_are_the_schemas():
     cfg = load_config(BASE)
     assert (cfg.method.name, cfg.ito.images, cfg.ito.texts, cfg.ito.fusion, cfg.loss.name) == ("oner", 1, 1, "none",
                                                                                                "clip")
-    for f in fields(MethodConfig):
+    for f in fields(type(cfg.method)):
         if f.name.startswith("oner_"):
             assert getattr(cfg.method, f.name) == f.default == 1.0, f.name
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ito_core.methods.oner_loss import LOSS_NAMES, OneRObjective
+from ito_core.methods.oner.loss import LOSS_NAMES, OneRObjective
 
 B, D = 6, 8
 OUT_KEYS = ("image_features_BD", "text_features_BD", "cic_image_BD", "cic_text_BD", "joint_BD")

@@ -5,7 +5,7 @@ import torch
 
 from ito_core.config import ModelConfig
 from ito_core.data.tokenizer import build_tokenizer
-from ito_core.methods.oner import OneRModel, OneTower, sot_token_id
+from ito_core.methods.oner.model import OneRModel, OneTower, sot_token_id
 from ito_core.models.transformer import Transformer
 
 INPUT_EMBEDDINGS = {"conv1.weight", "image_positional_embedding", "token_embedding.weight",
@@ -125,7 +125,7 @@ def test_activation_checkpointing_keeps_gradients():
     """The shared blocks run four times per step (image, text, two joint passes); recomputing them in backward
     (train.activation_checkpointing) gives the same gradients."""
     from ito_core.activation_checkpointing import apply_activation_checkpointing
-    from ito_core.methods.oner_loss import LOSS_NAMES, OneRObjective
+    from ito_core.methods.oner.loss import LOSS_NAMES, OneRObjective
 
     images_BCHW, tokens_BL = batch()
     grads = []

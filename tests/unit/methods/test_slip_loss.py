@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ito_core.methods.slip import GlobalBatchNorm, SlipHead, SlipObjective
+from ito_core.methods.slip.model import GlobalBatchNorm, SlipHead, SlipObjective
 
 TAU = 0.1
 CLIP_SCALE = 1 / 0.07

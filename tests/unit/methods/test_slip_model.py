@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from ito_core.config import MethodConfig, config_warnings, load_config
+from ito_core.config import config_warnings, load_config
 from ito_core.data.augment import MultiViewAugment
 from ito_core.methods import build_augment, build_model, build_objective
-from ito_core.methods.slip import SlipHead, SlipModel, SlipObjective, SlipViews
+from ito_core.methods.slip.model import SlipHead, SlipModel, SlipObjective, SlipViews
+from ito_core.model_folder import model_card
 from ito_core.models.dual_encoder import DualEncoder
-from ito_core.strip import encoder_state, model_card
+from ito_core.strip import encoder_state
 
 TINY = ["model=tiny", "model.vision_layers=1", "model.text_layers=1", "method=slip", "method.slip_hidden=32",
         "method.slip_dim=16"]
@@ -18,7 +19,7 @@ def test_method_slip_sets_three_views_clip_loss_no_fusion_and_slips_defaults():
     cfg = load_config(["model=tiny", "method=slip"])
     assert (cfg.method.name, cfg.ito.images, cfg.ito.texts, cfg.ito.fusion, cfg.loss.name) == ("slip", 3, 1, "none",
                                                                                                 "clip")
-    m, schema = cfg.method, MethodConfig()
+    m, schema = cfg.method, type(cfg.method)()
     assert (m.slip_hidden, m.slip_dim, m.slip_temperature, m.slip_weight) == (4096, 256, 0.1, 1.0)
     assert (schema.slip_hidden, schema.slip_dim, schema.slip_temperature, schema.slip_weight) == (4096, 256, 0.1, 1.0)
 

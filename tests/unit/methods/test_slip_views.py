@@ -5,7 +5,7 @@ from kornia import augmentation as K
 
 from ito_core.config import ModelConfig
 from ito_core.data.augment import MultiViewAugment, simclr_views
-from ito_core.methods.slip import SlipViews
+from ito_core.methods.slip.model import SlipViews
 from ito_core.models.vision import VisionTransformer
 
 

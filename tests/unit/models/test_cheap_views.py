@@ -13,12 +13,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ito_core.accumulation import GradientAccumulation
-from ito_core.config import ItoConfig, LossConfig, ModelConfig
+from ito_core.config import ItoConfig, ModelConfig
 from ito_core.flops import train_flops_per_sample
 from ito_core.losses import build_objective
+from ito_core.model_folder import load_stripped, save_stripped
 from ito_core.models.ito import ItoModel, resize_views
 from ito_core.models.vision import VisionTransformer, drop_patches
-from ito_core.strip import encoder_state, load_stripped, save_stripped
+from ito_core.strip import encoder_state
 
 MODEL = ModelConfig(name="t", embed_dim=32, image_size=32, patch_size=8, vision_width=32, vision_layers=2,
                     vision_heads=2, context_length=12, vocab_size=100, text_width=32, text_layers=1, text_heads=2)
@@ -120,7 +121,8 @@ class RecordingEngine:
 def test_accumulation_replays_each_micro_batch_with_the_same_patches():
     model = ItoModel(MODEL, CHEAP).train()
     engine = RecordingEngine(model)
-    objective = build_objective(LossConfig(), CHEAP, rank=0, world_size=1)
+    objective = build_objective("clip", fusion_weight=CHEAP.fusion_weight, fusion_scale=CHEAP.fusion_scale,
+                                fusion_positives=CHEAP.fusion_positives, rank=0, world_size=1)
     accum = GradientAccumulation(engine, objective, steps=2)
     accum.forward(*inputs(batch=4))
     accum.backward()

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ito_core.config import ModelConfig, RunConfig
+from ito_core.config.schema import ModelConfig, RunConfig
 from ito_core.losses import gather_features, init_logit_bias
 from ito_core.models.dual_encoder import DualEncoder
 from ito_core.shapes import check_scalars, check_shapes
@@ -96,7 +96,7 @@ class FlairModel(nn.Module):
         self.flair_pool = TextConditionedPool(model.embed_dim, heads)
 
     def forward(self, images_BMCHW: Tensor, tokens_BNL: Tensor) -> dict[str, Tensor]:
-        assert images_BMCHW.shape[1] == 1, "FLAIR trains on one image view (check_method enforces ito.images=1)"
+        assert images_BMCHW.shape[1] == 1, "FLAIR trains on one image view (its spec's validate: ito.images=1)"
         B, N = tokens_BNL.shape[:2]
         image_BE, tokens_BTE = self.encoder.visual(images_BMCHW[:, 0], return_tokens=True)
         text_BE, _ = self.encoder.text(tokens_BNL.flatten(0, 1))
@@ -158,13 +158,13 @@ class FlairObjective(nn.Module):
                 "logit_scale": out["logit_scale"].detach()}
 
 
-def build_flair_model(cfg: RunConfig) -> FlairModel:
-    bias = init_logit_bias(cfg.loss)
-    assert bias is not None, "check_method requires loss.name=siglip for method=flair"
-    return FlairModel(cfg.model, heads=cfg.method.flair_heads, logit_bias=bias)
+def build_model(cfg: RunConfig) -> FlairModel:
+    bias = init_logit_bias(cfg.loss.name, siglip_init_bias=cfg.loss.siglip_init_bias)
+    assert bias is not None, "the flair spec's validate requires loss.name=siglip"
+    return FlairModel(cfg.model, heads=cfg.method.flair_heads, logit_bias=bias)  # type: ignore[attr-defined]
 
 
-def build_flair_objective(cfg: RunConfig, model: nn.Module, rank: int, world_size: int) -> FlairObjective:
+def build_objective(cfg: RunConfig, model: nn.Module, *, rank: int, world_size: int) -> FlairObjective:
     assert isinstance(model, FlairModel), type(model)
     return FlairObjective(model.flair_pool, rank=rank, world_size=world_size)
 
@@ -181,6 +181,12 @@ def save_pooler(full_state: dict[str, Tensor], out_dir: Path, *, dim: int, heads
     save_file(state, str(out_dir / POOL_WEIGHTS), metadata={"format": "pt"})
     (out_dir / POOL_CONFIG).write_text(json.dumps({"dim": dim, "heads": heads}, indent=2))
     return sum(v.numel() for v in state.values())
+
+
+def save_files(full_state: dict[str, Tensor], out_dir: Path, cfg: RunConfig) -> None:
+    """The spec's ``save_files``: the pooler beside the stripped model (training-only for the dual encoder, used by
+    FLAIR's own eval path)."""
+    save_pooler(full_state, out_dir, dim=cfg.model.embed_dim, heads=cfg.method.flair_heads)  # type: ignore[attr-defined]
 
 
 def load_pooler(model_dir: Path) -> TextConditionedPool | None:

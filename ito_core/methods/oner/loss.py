@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ito_core.config import RunConfig
+from ito_core.config.schema import RunConfig
 from ito_core.losses import ClipLoss, gather_features
+from ito_core.methods.oner import LOSSES
 from ito_core.shapes import check_scalars, check_shapes
 
-LOSS_NAMES = ("itc", "xmc", "cic", "cmc")
+LOSS_NAMES = LOSSES  # the spec's list: the options method.oner_<loss>_weight
 
 
 def mix(a_XD: Tensor, b_XD: Tensor) -> Tensor:
@@ -91,8 +92,3 @@ class OneRObjective(nn.Module):
 def oner_weights(cfg: RunConfig) -> dict[str, float]:
     """The loss weights of ``method.oner_<loss>_weight``."""
     return {name: float(getattr(cfg.method, f"oner_{name}_weight")) for name in LOSS_NAMES}
-
-
-def build_oner_objective(cfg: RunConfig, model: nn.Module, rank: int, world_size: int) -> OneRObjective:
-    """``OBJECTIVE_BUILDERS["oner"]``: the objective needs nothing from the model (no parameters of its own)."""
-    return OneRObjective(weights=oner_weights(cfg), rank=rank, world_size=world_size)

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from ito_core.losses import ClipLoss, FusionLoss, ItoObjective, MultiAlignLoss, SigLipLoss
-from ito_core.methods.flair import FlairObjective, TextConditionedPool
-from ito_core.methods.oner_loss import LOSS_NAMES, OneRObjective
-from ito_core.methods.slip import GlobalBatchNorm, SlipObjective
+from ito_core.methods.flair.model import FlairObjective, TextConditionedPool
+from ito_core.methods.oner.loss import LOSS_NAMES, OneRObjective
+from ito_core.methods.slip.model import GlobalBatchNorm, SlipObjective
 from ito_core.shapes import ShapeMismatch, check_shapes
 
 SCALE, BIAS = torch.tensor(10.0), torch.tensor(-10.0)

@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ito_core.config import RunConfig
+from ito_core.config.schema import RunConfig
 from ito_core.data.augment import MultiViewAugment, simclr_views
 from ito_core.losses import ClipLoss, FusionLoss, MultiAlignLoss, gather_features, init_logit_bias
 from ito_core.models.ito import ItoModel
@@ -92,8 +92,10 @@ class SlipModel(ItoModel):
     views (SLIP's loss normalises them)."""
 
     def __init__(self, cfg: RunConfig) -> None:
-        super().__init__(cfg.model, cfg.ito, logit_bias=init_logit_bias(cfg.loss))
-        self.ssl_head = SlipHead(cfg.model.vision_width, cfg.method.slip_hidden, cfg.method.slip_dim)
+        super().__init__(cfg.model, cfg.ito, logit_bias=init_logit_bias(cfg.loss.name,
+                                                                       siglip_init_bias=cfg.loss.siglip_init_bias))
+        method = cfg.method
+        self.ssl_head = SlipHead(cfg.model.vision_width, method.slip_hidden, method.slip_dim)  # type: ignore[attr-defined]
 
     def forward(self, images_BMCHW: Tensor, tokens_BNL: Tensor) -> dict[str, Tensor]:
         B, M = images_BMCHW.shape[:2]
@@ -151,8 +153,9 @@ def build_model(cfg: RunConfig) -> SlipModel:
     return SlipModel(cfg)
 
 
-def build_objective(cfg: RunConfig, model: nn.Module, rank: int, world_size: int) -> SlipObjective:
-    return SlipObjective(temperature=cfg.method.slip_temperature, ssl_weight=cfg.method.slip_weight,
+def build_objective(cfg: RunConfig, model: nn.Module, *, rank: int, world_size: int) -> SlipObjective:
+    method = cfg.method
+    return SlipObjective(temperature=method.slip_temperature, ssl_weight=method.slip_weight,  # type: ignore[attr-defined]
                          rank=rank, world_size=world_size)
 
 

@@ -22,7 +22,7 @@ from ito_core.eval.retrieval import retrieval_metrics
 from ito_core.eval.stage import run_eval
 from ito_core.eval.suite import evaluate
 from ito_core.methods import build_model
-from ito_core.methods.flair import TextConditionedPool
+from ito_core.methods.flair.model import TextConditionedPool
 from ito_core.models.dual_encoder import DualEncoder
 from ito_core.prep import prepare
 from ito_core.storage import LocalStore

@@ -17,7 +17,7 @@ sequence are all read the same way. Choices (the paper leaves them open or we co
   settings (``model.text_*``) are unused: there is one tower.
 
 ``OneTower`` (under ``encoder.`` in the training model) is what is deployed; ``OneRModel`` adds
-the joint passes for the CIC and CMC losses (``ito_core.methods.oner_loss``).
+the joint passes for the CIC and CMC losses (``ito_core.methods.oner.loss``).
 
 Shape legend: B batch, C/H/W pixels, T image tokens (read-out slot + patches), L text tokens,
 S = T + L joint tokens, D width, E joint embedding dim, Q read-out rows.
@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ito_core.config import ModelConfig, RunConfig
-from ito_core.methods.oner_loss import oner_weights
+from ito_core.config.schema import ModelConfig, RunConfig
+from ito_core.methods.oner.loss import OneRObjective, oner_weights
 from ito_core.models.text import eot_positions
 from ito_core.models.transformer import Transformer
 
@@ -148,7 +148,7 @@ class OneRModel(nn.Module):
         self.cic, self.cmc = cic, cmc
 
     def forward(self, images_BMCHW: torch.Tensor, tokens_BNL: torch.Tensor) -> dict[str, torch.Tensor]:
-        # One view and one caption per sample (check_method refuses ito.images or ito.texts > 1).
+        # One view and one caption per sample (the spec refuses ito.images or ito.texts > 1).
         images_BCHW, tokens_BL = images_BMCHW[:, 0], tokens_BNL[:, 0]
         enc = self.encoder
         out = {"image_features_BD": enc.encode_image(images_BCHW, normalize=True),
@@ -162,7 +162,17 @@ class OneRModel(nn.Module):
         return out
 
 
-def build_oner_model(cfg: RunConfig) -> OneRModel:
-    """``MODEL_BUILDERS["oner"]``: the joint passes run only for losses with a positive weight."""
+def build_model(cfg: RunConfig) -> OneRModel:
+    """The joint passes run only for losses with a positive weight."""
     weights = oner_weights(cfg)
     return OneRModel(cfg.model, cic=weights["cic"] > 0, cmc=weights["cmc"] > 0)
+
+
+def build_objective(cfg: RunConfig, model: nn.Module, *, rank: int, world_size: int) -> OneRObjective:
+    """The objective needs nothing from the model (it has no parameters of its own)."""
+    return OneRObjective(weights=oner_weights(cfg), rank=rank, world_size=world_size)
+
+
+def build_one_tower(model: ModelConfig, state: dict[str, torch.Tensor]) -> OneTower:
+    """The spec architecture's ``build``: the deployable single tower of a stripped OneR model."""
+    return OneTower(model)
