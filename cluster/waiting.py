@@ -29,6 +29,8 @@ from typing import Any
 import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError, pickle_load
 
+from cluster.log_forward import LogForwarder
+
 # SLURM job states after which no task will write a result (PENDING/RUNNING/REQUEUED/... are alive).
 ENDED_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
                 "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT"}
@@ -247,8 +249,10 @@ def _failure(job: submitit.Job, problem: str) -> JobFailedError:
 
 
 def wait_streaming(job: submitit.Job, logger: logging.Logger | Any, *, poll_s: float = 1.0,
-                   pattern: str = "ito_core", liveness_s: float = 3.0, grace_s: float = 10.0) -> Any:
-    """Block until ``job`` ends and return rank 0's result; log rank 0's stderr lines containing ``pattern``.
+                   pattern: str = "ito_core", liveness_s: float = 3.0, grace_s: float = 10.0,
+                   progress_every_s: float = 0.0) -> Any:
+    """Block until ``job`` ends and return rank 0's result; log rank 0's stderr lines containing ``pattern``
+    (at most one per ``progress_every_s``; 0 = all) and every warning and error (``cluster/log_forward.py``).
 
     Raises ``JobFailedError`` (with the log tail) when the job ends without a result: a failed rank, a
     cancelled job, a node failure, ... A job that submitit requeued (preemption, time-out) is waited on. A local
@@ -259,19 +263,20 @@ def wait_streaming(job: submitit.Job, logger: logging.Logger | Any, *, poll_s: f
     slurm = isinstance(job, submitit.SlurmJob)
     offset, watch = 0, _Liveness(job, logger, every_s=liveness_s, grace_s=grace_s)
     stderr = Path(job.task(0).paths.stderr)  # a multi-task job's own paths name no task
+    forward = LogForwarder(logger, job_id=job.job_id, every_s=progress_every_s, pattern=pattern, log_path=str(stderr))
     while True:
         done = _has_results(job) if slurm else job.done()
         lines, offset = _new_lines(stderr, offset)
-        for line in lines:
-            if pattern in line:
-                logger.info("[job %s] %s", job.job_id, line.split(": ", 1)[-1])
+        forward.feed(lines)
         if not slurm and not done and _a_rank_raised(job):
             # Local ranks have no --kill-on-bad-exit: the others would wait in a collective until gloo times out.
             job.cancel()
             raise _failure(job, "failed: a rank raised, so its job's other ranks were stopped")
         if done:
             try:
-                return job.results()[0]  # rank 0's result (a multi-task job returns one per task)
+                result = job.results()[0]  # rank 0's result (a multi-task job returns one per task)
+                forward.close()
+                return result
             except (FailedJobError, UncompletedJobError) as err:
                 # A rank's error from before a requeue stays on disk until that rank finishes again:
                 # on SLURM it only counts once the scheduler says the job is over.

@@ -59,10 +59,10 @@ def job_result(stage: str, cfg: RunConfig, key: str, running: submitit.Job | Non
     if running is not None:
         logger.info("%s: job %s for %s is still running (whoever waited for it died): waiting for it", stage,
                     running.job_id, key)
-        return wait_streaming(running, logger)
+        return wait_streaming(running, logger, progress_every_s=cfg.cluster.progress_every_s)
     job = submit()
     logger.info("%s: submitted job %s (%s executor) for %s", stage, job.job_id, cfg.cluster.kind, key)
-    return wait_streaming(job, logger)
+    return wait_streaming(job, logger, progress_every_s=cfg.cluster.progress_every_s)
 
 
 def run_name(stage: str) -> Callable[[], str]:

@@ -241,6 +241,8 @@ def validate_cluster(cfg: ClusterConfig) -> None:
                      ("torch_threads", 0)):
         value = getattr(cfg, key)
         _require(isinstance(value, int) and value >= low, f"cluster.{key}", f"{value!r}", f"use an integer >= {low}")
+    _require(isinstance(cfg.progress_every_s, int | float) and cfg.progress_every_s >= 0, "cluster.progress_every_s",
+             f"{cfg.progress_every_s!r}", "use seconds >= 0 (0 sends every progress line to Prefect)")
     if cfg.kind != "slurm":
         _require(cfg.nodes == 1, "cluster.nodes", f"{cfg.nodes} nodes with cluster.kind={cfg.kind}",
                  "use cluster.kind=slurm for multi-node jobs, or cluster.nodes=1")
