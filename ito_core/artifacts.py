@@ -134,5 +134,10 @@ class RunLayout:
     def eval(self) -> str:
         return f"{self.key}/eval"
 
+    @property
+    def logs(self) -> str:
+        """Copies of the run's job logs (every rank's stdout and stderr), one folder per stage."""
+        return f"{self.key}/logs"
+
     def checkpoint(self, tag: str) -> str:
         return f"{self.checkpoints}/{tag}"
