@@ -105,19 +105,40 @@ class Faults(threading.Thread):
         subprocess.run([str(MN_DIR / "mnexec"), "mnctl", "slurmctld"], check=True)
 
     def restart_prefect(self) -> None:
-        assert self.server.process is not None and self.server.process.proc is not None
-        self.server.process.stop()
-        self.server.start()
+        process = self.server.process
+        assert process is not None and process.proc is not None
+        process.stop()
+        process.start(self.server.healthy, deadline_s=600)  # same port and database; slow on a loaded machine
 
     def s3_down(self) -> None:
         self.s3.stop()
         time.sleep(30)
         self.s3.start()
 
+    def restore_node(self) -> None:
+        """Start the killed node's slurmd again (ReturnToService=2 puts it back): leave the cluster as found."""
+        if any(f["fault"].startswith("node") for f in self.done):
+            node = f"mn{self.nodes}"
+            subprocess.run([str(MN_DIR / "mnexec"), node, "slurmd", "-N", node], check=False)
+
     def kill_node(self) -> None:
         node = f"mn{self.nodes}"
         pids = subprocess.run(["ip", "netns", "pids", node], capture_output=True, text=True, check=True).stdout.split()
         subprocess.run(["kill", "-KILL", *pids], check=False)
+
+
+def final_state(server: PrefectServer, run_id: str, *, timeout_s: float) -> str:
+    """The flow run's final state type, asked again while the server is down (restarted by a fault)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return server.wait_final(run_id, timeout_s=max(1.0, deadline - time.monotonic())).type.value
+        except TimeoutError:
+            raise
+        except Exception:  # connection refused, 503 while the server starts: ask again
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -157,10 +178,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     faults.start()
                 t0 = time.monotonic()
                 code, output, run_id = server.run_deployment("ito-sweep/slurm", params, timeout_s=args.timeout_s)
+                # the CLI's --watch can give up while the server restarts (a fault): the run's own state decides
+                final = final_state(server, run_id, timeout_s=args.timeout_s)
                 elapsed = time.monotonic() - t0
                 flow = sampler.stop()
                 if faults:
                     faults.join(timeout=120)
+                    faults.restore_node()
                 serve_tail = served.log_tail(6000)
             rpcs = sdiag_rpcs(slurm_conf)
             report = s3.client.get_object(Bucket=bucket, Key="store/sweeps/scale/report.csv")["Body"].read()
@@ -175,7 +199,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "bench": "scale_sweep", "machine": machine(), "command": " ".join(sys.argv),
         "params": {"points": n, "nodes": args.nodes, "max_concurrent_train": args.max_concurrent_train,
                    "steps": args.steps, "progress_every_s": args.progress_every_s, "faults": bool(args.faults)},
-        "cluster": slurmd, "exit_code": code, "wall_s": round(elapsed, 1),
+        "cluster": slurmd, "exit_code": code, "final_state": final, "wall_s": round(elapsed, 1),
         "points_ok": sum(r.get("status") == "ok" for r in rows), "report_rows": len(rows),
         "flow_process": {**flow, "cpu_s_per_point": round(flow["flow_cpu_s"] / n, 3)},
         "prefect": {**(api := prefect_requests(work / "prefect" / "server.log")),
@@ -188,7 +212,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                "per_point": round((proxy_counts["total"] - s3_before) / n, 1)},
         "faults": faults.done if faults else [],
     }
-    if code != 0 or result["points_ok"] != n:
+    if final != "COMPLETED" or result["points_ok"] != n:
         result["output_tail"] = (output[-4000:] + "\n--- served ---\n" + serve_tail)
     return result
 
