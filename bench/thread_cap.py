@@ -43,7 +43,7 @@ def trial(threads: int, args: argparse.Namespace) -> list[float]:
         rates = []
         store = Path(tmp, "store")
         for run in (store / RUNS).iterdir():
-            history = json.loads((store / RunLayout(f"{RUNS}/{run.name}").train / MANIFEST).read_text())["history"]
+            history = json.loads((store / RunLayout.named(run.name).train / MANIFEST).read_text())["history"]
             rates.append(statistics.fmean(h["samples_per_s"] for h in history[1:]))
         return rates
 

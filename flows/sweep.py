@@ -31,7 +31,7 @@ from flows.preflight import preflight
 from flows.replicates import resolve_baseline
 from flows.report import metric_names, point_label, render_report, report_rows, sweep_statistics, to_csv
 from flows.stages import eval_task, prep_task, stage_logger, strip_task, train_task
-from ito_core.artifacts import RUNS, RunLayout, data_id, run_key, sweep_key
+from ito_core.artifacts import ANY_RUN, RunLayout, SweepLayout, data_id, member_key, run_key, sweep_key
 from ito_core.config import RunConfig
 from ito_core.eval.suite import summary_metrics, summary_plots
 from ito_core.preflight import Finding
@@ -87,7 +87,7 @@ def point_result(key: str, overrides: list[str], stages: dict[str, PrefectFuture
             return {**result, "status": "failed", "stage": stage, "error": f"{type(err).__name__}: {err}"}
     history = outputs["train"].get("history") or [{}]
     eval_key = RunLayout(key).eval
-    plots = {name: f"{eval_key}/{path}" for name, path in summary_plots(outputs["eval"]).items()}
+    plots = {name: member_key(eval_key, path) for name, path in summary_plots(outputs["eval"]).items()}
     held_in = sorted({r["dataset"] for r in outputs["eval"] if r.get("in_distribution")})  # marked in the report
     return {**result, "status": "ok", "metrics": summary_metrics(outputs["eval"]), "plots": plots,
             "in_distribution": held_in,
@@ -99,7 +99,7 @@ def resume_hint(store_url: str) -> str:
     again = (f"`prefect flow-run retry {runtime.flow_run.id}`, or run deployment `{deployment}` again with the same "
              "parameters" if runtime.deployment.id else "run the same `ito-sweep run ...` again")
     return (f"{again}. Committed stages are skipped and training resumes from the newest checkpoint in "
-            f"`{store_url}/{RunLayout(f'{RUNS}/<run>').checkpoints}/`; fix the cause first if the error is not "
+            f"`{store_url}/{ANY_RUN.checkpoints}/`; fix the cause first if the error is not "
             "transient.")
 
 
@@ -108,7 +108,7 @@ def report_task(results: list[dict[str, Any]], axes: dict[str, list[str]], cfg: 
     """report.md, report.csv (a row per point), arms.csv and comparisons.csv (the replicate statistics),
     results.json (all of it) and plot-<axis>.png under ``sweeps/<sweep>/`` + a Prefect artifact. ``axes``: each
     grid axis -> its values."""
-    store, folder, report = build_store(cfg.storage), sweep_key(sweep), cfg.report
+    store, folder, report = build_store(cfg.storage), SweepLayout(sweep_key(sweep)), cfg.report
     baseline = resolve_baseline(report.baseline, axes, report.replicate_axis)
     rows = report_rows(results, list(axes), report.metrics)
     stats = sweep_statistics(rows, list(axes), metric_names(results, report.metrics),
@@ -116,17 +116,17 @@ def report_task(results: list[dict[str, Any]], axes: dict[str, list[str]], cfg: 
     with tempfile.TemporaryDirectory() as tmp:
         plots = plot_metrics(report_rows(results, list(axes)), list(axes), Path(tmp), report.plot_metrics,
                              replicate_axis=report.replicate_axis)
-        store.upload_dir(Path(tmp), folder)
-    markdown = render_report(results, list(axes), sweep=sweep, where=store.url(folder), plots=plots,
+        store.upload_dir(Path(tmp), folder.key)
+    markdown = render_report(results, list(axes), sweep=sweep, where=store.url(folder.key), plots=plots,
                              resume=resume_hint(store.url("")), metrics=report.metrics,
                              replicate_axis=report.replicate_axis, baseline=baseline, stats=stats,
-                             logs=store.url(RunLayout("<run>").logs) + "/")
-    store.write_json(f"{folder}/results.json", {"points": results, "statistics": stats})
-    store.write_text(f"{folder}/report.csv", to_csv(rows))
+                             logs=store.url(ANY_RUN.logs) + "/")
+    store.write_json(folder.results, {"points": results, "statistics": stats})
+    store.write_text(folder.report_csv, to_csv(rows))
     if report.replicate_axis in axes:
-        store.write_text(f"{folder}/arms.csv", to_csv(stats["arms"]))
-        store.write_text(f"{folder}/comparisons.csv", to_csv(stats["comparisons"]))
-    store.write_text(f"{folder}/report.md", markdown)
+        store.write_text(folder.arms_csv, to_csv(stats["arms"]))
+        store.write_text(folder.comparisons_csv, to_csv(stats["comparisons"]))
+    store.write_text(folder.report_md, markdown)
     create_markdown_artifact(markdown=markdown, key=artifact_key(sweep),
                              description=f"ito-sweep report ({len(results)} grid points)")
     return markdown

@@ -2,17 +2,20 @@
 
 A store (local folder or S3 prefix) holds::
 
-    data/train-<hash>/               train shards + manifest.json (prep), shared by runs with the same data
+    data/train-<hash>/               train shards + manifest.json (prep), shared by runs with the same data;
+                                     data=raw adds a sidecar (+ records log) per shard and prep-tasks/ markers
     data/eval-<set>-<hash>/          one eval set's shards + manifest.json (prep)
     runs/<hash>/config.json          the run's resolved config
     runs/<hash>/checkpoints/<tag>/   DeepSpeed shards + manifest.json per committed tag (train)
     runs/<hash>/train/               the training summary: history, final checkpoint tag (train)
     runs/<hash>/model/               the stripped dual encoder, OpenCLIP export, model card (strip)
     runs/<hash>/eval/                eval records + UMAP plots (eval)
-    sweeps/<name>/                   report.md, report.csv, results.json, plots (report)
+    sweeps/<name>/                   report.md, report.csv, results.json, arms.csv, comparisons.csv, plots (report)
+    .preflight/<token>/              a probe object, written and deleted at once (preflight)
 
 Keys hash the inputs that shape an artifact's bytes, never the flow run, so equal inputs share an artifact and a
-committed one (its manifest exists) is never rebuilt. Torch-free: the flow process names runs with it.
+committed one (its manifest exists) is never rebuilt. Torch-free: the flow process names runs with it. No other
+module formats a store path (a source scan in tests/unit/test_artifacts.py checks it): they ask here.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from ito_core.config.validation import EVAL_TASK_KEYS
 from ito_core.storage import ArtifactStore, manifest_key
 
 RUNS, DATA, SWEEPS = "runs", "data", "sweeps"  # the store's top-level folders
+PREFLIGHT = ".preflight"  # scratch folder under the root for the storage preflight's probe
+PREP_TASKS = "prep-tasks"  # under a data key: one done-marker per prep array task
 # Bump when the bytes prep writes change for the same config (new resize, new caption templates).
 PREP_VERSION = 3  # 2: shapes never draw the held-out colour x shape pairs; data=embedded gains openclipart;
 # 3: Open Clip Art drawings are box-shrunk to at most 512 px before prep resizes them
@@ -108,11 +113,31 @@ def sweep_key(name: str) -> str:
     return f"{SWEEPS}/{name}"
 
 
+def member_key(key: str, name: str) -> str:
+    """The key of the file ``name`` inside the artifact at ``key`` (a shard, its sidecar, a plot, the model card)."""
+    return f"{key}/{name}"
+
+
+def prep_task_marker(key: str, task: int, num_tasks: int) -> str:
+    """Task ``task``'s done-marker under the data key ``key`` of a prep array of ``num_tasks`` tasks."""
+    return f"{key}/{PREP_TASKS}/task-{task:04d}-of-{num_tasks:04d}.json"
+
+
+def preflight_probe_key(token: str) -> str:
+    """The folder the storage preflight writes its probe into and deletes again."""
+    return f"{PREFLIGHT}/{token}"
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """The folders (store keys) of one run, ``runs/<hash>``; each stage commits its own."""
 
     key: str
+
+    @classmethod
+    def named(cls, name: str) -> RunLayout:
+        """The run whose folder under ``runs/`` is ``name`` (its hash)."""
+        return cls(f"{RUNS}/{name}")
 
     @property
     def config(self) -> str:
@@ -141,3 +166,34 @@ class RunLayout:
 
     def checkpoint(self, tag: str) -> str:
         return f"{self.checkpoints}/{tag}"
+
+
+# For messages that point at a folder of any run (``runs/<run>/checkpoints``), not at one run's.
+ANY_RUN = RunLayout.named("<run>")
+
+
+@dataclass(frozen=True)
+class SweepLayout:
+    """The files of one sweep's report, ``sweeps/<name>``."""
+
+    key: str
+
+    @property
+    def results(self) -> str:
+        return f"{self.key}/results.json"
+
+    @property
+    def report_csv(self) -> str:
+        return f"{self.key}/report.csv"
+
+    @property
+    def arms_csv(self) -> str:
+        return f"{self.key}/arms.csv"
+
+    @property
+    def comparisons_csv(self) -> str:
+        return f"{self.key}/comparisons.csv"
+
+    @property
+    def report_md(self) -> str:
+        return f"{self.key}/report.md"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ito_core.artifacts import committed, prep_keys, read_manifest
+from ito_core.artifacts import committed, member_key, prep_keys, read_manifest
 from ito_core.config import EMBEDDED_EVAL_SETS, DataConfig, EvalConfig
 from ito_core.data.clipart import NearDuplicateIndex
 from ito_core.data.embedded import (
@@ -162,7 +162,7 @@ def prepare(data: DataConfig, eval_cfg: EvalConfig, store: ArtifactStore) -> dic
 def shard_urls(store: ArtifactStore, key: str) -> tuple[list[str], int]:
     """URLs (local paths or s3://, both streamed by the loader) and total sample count of a shard set."""
     manifest = read_manifest(store, key)
-    urls = [shard.get("url") or store.url(f"{key}/{shard['name']}") for shard in manifest["shards"]]
+    urls = [shard.get("url") or store.url(member_key(key, shard["name"])) for shard in manifest["shards"]]
     return urls, manifest["num_samples"]
 
 

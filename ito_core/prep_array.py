@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ito_core.artifacts import committed, read_manifest
+from ito_core.artifacts import committed, member_key, prep_task_marker, read_manifest
 from ito_core.config import DataConfig
 from ito_core.data.external import count_samples, external_shards, index_external
 from ito_core.data.raw_prep import raw_manifest, write_raw_shards
@@ -46,13 +46,6 @@ from ito_core.storage import ArtifactStore, commit
 
 log = logging.getLogger(__name__)
 
-TASKS = "prep-tasks"  # under the data key: one done-marker per task
-
-
-def task_marker(key: str, task: int, num_tasks: int) -> str:
-    return f"{key}/{TASKS}/task-{task:04d}-of-{num_tasks:04d}.json"
-
-
 def prep_task(data: DataConfig, store: ArtifactStore, key: str, *, task: int, num_tasks: int) -> dict[str, Any]:
     """Task ``task`` of the array: write its missing shards, then its done-marker."""
     if not 0 <= task < num_tasks:
@@ -61,7 +54,7 @@ def prep_task(data: DataConfig, store: ArtifactStore, key: str, *, task: int, nu
         return {"task": task, "num_shards": len(read_manifest(store, key)["shards"]), "written": 0}  # nothing to do
     sidecars, num_shards, reused = write_raw_shards(data, store, key, part=(task, num_tasks))
     done = {"task": task, "num_shards": num_shards, "written": len(sidecars) - reused}
-    store.write_json(task_marker(key, task, num_tasks), done)
+    store.write_json(prep_task_marker(key, task, num_tasks), done)
     log.info("prep task %d/%d: wrote %d shards, %d were done before (the input makes %d)", task, num_tasks,
              len(sidecars) - reused, reused, num_shards)
     return done
@@ -70,7 +63,7 @@ def prep_task(data: DataConfig, store: ArtifactStore, key: str, *, task: int, nu
 def index_task(data: DataConfig, store: ArtifactStore, key: str, *, task: int, num_tasks: int) -> dict[str, Any]:
     """Task ``task`` of a ``data=webdataset`` index array: count its shards' samples into its marker."""
     counts = {url: count_samples(url) for url in external_shards(data)[task::num_tasks]}
-    store.write_json(task_marker(key, task, num_tasks), {"task": task, "counts": counts, "written": len(counts)})
+    store.write_json(prep_task_marker(key, task, num_tasks), {"task": task, "counts": counts, "written": len(counts)})
     return {"task": task, "written": len(counts)}
 
 
@@ -85,7 +78,7 @@ def finish_index(data: DataConfig, store: ArtifactStore, key: str, *, num_tasks:
 
 
 def _markers(store: ArtifactStore, key: str, num_tasks: int) -> list[str]:
-    markers = [task_marker(key, t, num_tasks) for t in range(num_tasks)]
+    markers = [prep_task_marker(key, t, num_tasks) for t in range(num_tasks)]
     if missing := [m for m in markers if not store.exists(m)]:
         raise ValueError(f"prep: {len(missing)} of {num_tasks} array tasks have not finished ({missing[:3]}): "
                          "run the prep stage again (finished shards are kept)")
@@ -99,8 +92,8 @@ def finish_array(data: DataConfig, store: ArtifactStore, key: str, *, num_tasks:
     num_shards = {store.read_json(m)["num_shards"] for m in _markers(store, key, num_tasks)}
     assert len(num_shards) == 1, f"tasks disagree on the input's shard count: {num_shards}"
     shards = range(num_shards.pop())
-    logs = [store.read_json(f"{key}/{shard_name(i)}{RECORDS_SUFFIX}")["records"] for i in shards]
-    sidecars = [store.read_json(f"{key}/{shard_name(i)}{SIDECAR_SUFFIX}") for i in shards]
+    logs = [store.read_json(member_key(key, shard_name(i) + RECORDS_SUFFIX))["records"] for i in shards]
+    sidecars = [store.read_json(member_key(key, shard_name(i) + SIDECAR_SUFFIX)) for i in shards]
     first: dict[int, int] = {}  # image hash -> the shard that admitted it first
     for i, records in zip(shards, logs, strict=True):
         for _, digest, _, admitted, _ in records:
@@ -134,7 +127,7 @@ def _drop(store: ArtifactStore, key: str, index: int, records: list[list[Any]], 
         out = store.local_dir(key) or Path(tmp)
         tar_path, kept = out / f".{name}.tmp", 0
         with tarfile.open(tar_path, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for sample in iter_shard_samples([store.url(f"{key}/{name}")]):
+            for sample in iter_shard_samples([store.url(member_key(key, name))]):
                 if sample["__key__"] not in dropped:
                     add_member(tar, f"{sample['__key__']}.jpg", sample["jpg"])
                     add_member(tar, f"{sample['__key__']}.json", sample["json"])

@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from ito_core import checkpoint
-from ito_core.artifacts import RunLayout, committed, read_manifest, train_data_key
+from ito_core.artifacts import RunLayout, committed, member_key, read_manifest, train_data_key
 from ito_core.config import ModelConfig, RunConfig, as_dict
 from ito_core.data import tokenizer as clip_bpe
 from ito_core.export import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, export_open_clip
@@ -200,7 +200,7 @@ def write_model_folder(state: dict[str, torch.Tensor], cfg: RunConfig, out_dir: 
 def write_model_card(cfg: RunConfig, *, store: ArtifactStore, run_key: str, records: list[dict[str, Any]]) -> None:
     """Rewrite ``<run_key>/model/README.md`` with the eval summary (for the eval stage)."""
     model = RunLayout(run_key).model
-    store.write_text(f"{model}/{MODEL_CARD}", model_card(cfg, read_manifest(store, model), records))
+    store.write_text(member_key(model, MODEL_CARD), model_card(cfg, read_manifest(store, model), records))
 
 
 def strip(cfg: RunConfig, *, store: ArtifactStore, run_key: str, staging: Path) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 One call of ``train`` is one rank of one run. Every stateful piece is restored on resume:
 weights, optimizer, scheduler and step live in the DeepSpeed checkpoint; the data position
-(``train_state["data"]``: the next batch and the world size) is the number of consumed batches, since
+(``TrainState.data``: the next batch and the world size) is the number of consumed batches, since
 the stream is deterministic (``ito_core.data.loader``); augmentation randomness is
 re-seeded from (seed, rank, step) each step, so it needs no saved state. An interrupted and
 resumed run therefore equals an uninterrupted one, bitwise on CPU. A run may resume at another
@@ -46,6 +46,7 @@ from ito_core.flops import mfu, peak_flops, train_flops_per_sample
 from ito_core.methods import build_augment, build_model, build_objective
 from ito_core.storage import ArtifactStore, commit
 from ito_core.tracking import Tracker
+from ito_core.train_state import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +138,13 @@ def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], s
     resume = checkpoint.find_resume_point(store, ckpt_key, world_size=env.world_size,
                                           zero_stage=cfg.deepspeed.zero_stage)
     engine = build_engine(cfg, env, load_universal=resume is not None and resume.universal)
-    state = {"step": 0, "skipped_steps": 0, "history": []}
+    state = TrainState()
     if resume is not None:
-        state.update(checkpoint.restore(engine, resume, store=store, key=ckpt_key, staging=scratch))
+        state = TrainState.from_state_dict(checkpoint.restore(engine, resume, store=store, key=ckpt_key,
+                                                              staging=scratch))
     if env.rank == 0:  # start-up is over (bench/orchestration.py times the phases by these log lines)
         log.info("engine ready: ZeRO-%d %s, world size %d, at step %d", cfg.deepspeed.zero_stage,
-                 cfg.deepspeed.precision, env.world_size, state["step"])
+                 cfg.deepspeed.precision, env.world_size, state.step)
         for warning in config_warnings(cfg):
             log.warning("%s", warning)
     device, dtype = engine.device, DTYPES[cfg.deepspeed.precision]
@@ -153,13 +155,13 @@ def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], s
         shard_paths, batch_size=cfg.train.batch_size // env.world_size, num_texts=cfg.ito.texts,
         tokenizer=build_tokenizer(cfg.model.context_length), seed=cfg.seed, rank=env.rank,
         world_size=env.world_size, shard_samples=shard_samples, max_bad_shards=cfg.train.max_bad_shards,
-        start_batch=resume_batch(state.get("data"), step=state["step"], world_size=env.world_size))
+        start_batch=resume_batch(state.data, step=state.step, world_size=env.world_size))
     tracker = Tracker(cfg, run_key=run_key, rank=env.rank, directory=staging / "wandb")
-    tracker.catch_up(state["history"])  # a resumed run: the rows W&B lost with the killed job
-    meter = StepMeter(cfg, env, start_step=state["step"])
+    tracker.catch_up(state.history)  # a resumed run: the rows W&B lost with the killed job
+    meter = StepMeter(cfg, env, start_step=state.step)
     loader = build_train_loader(stream, num_workers=cfg.data.num_workers)
     batches = iter(loader)
-    for step in range(state["step"], total):
+    for step in range(state.step, total):
         batch = next(batches)
         torch.manual_seed(step_seed(cfg.seed, env.rank, step))
         # Pinned batches (the loader pins them on CUDA) copy without blocking the host.
@@ -169,16 +171,16 @@ def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], s
         meter.count(text_tokens=texts_BNL.shape[-1])
         if (problem := try_update(accum, losses, precision=cfg.deepspeed.precision)) is not None:
             skip_or_stop(state, losses=losses, cfg=cfg, problem=problem, checkpoints=store.url(ckpt_key))
-        state["step"] = step + 1
-        if state["step"] % cfg.train.log_every == 0 or state["step"] == total:
-            state["history"].append(meter.row(state, losses, lr=engine.get_lr()[0]))
-            tracker.log(state["history"][-1])
-        if state["step"] % cfg.train.checkpoint_every == 0 or state["step"] == total:
-            state["data"] = loader.state_dict()
-            checkpoint.save(engine, store=store, key=ckpt_key, staging=scratch, step=state["step"],
-                            train_state=state, keep=cfg.train.keep_checkpoints)
-    summary = {"step": state["step"], "checkpoint": checkpoint.tag_for(state["step"]),
-               "history": state["history"], "config": as_dict(cfg)}
+        state.step = step + 1
+        if state.step % cfg.train.log_every == 0 or state.step == total:
+            state.history.append(meter.row(state, losses, lr=engine.get_lr()[0]))
+            tracker.log(state.history[-1])
+        if state.step % cfg.train.checkpoint_every == 0 or state.step == total:
+            state.data = loader.state_dict()
+            checkpoint.save(engine, store=store, key=ckpt_key, staging=scratch, step=state.step,
+                            train_state=state.state_dict(), keep=cfg.train.keep_checkpoints)
+    summary = {"step": state.step, "checkpoint": checkpoint.tag_for(state.step),
+               "history": state.history, "config": as_dict(cfg)}
     if env.rank == 0:
         commit(store, run.train, summary)
     tracker.finish()
@@ -208,20 +210,20 @@ def try_update(accum: GradientAccumulation, losses: dict[str, torch.Tensor], *, 
     return None
 
 
-def skip_or_stop(state: dict[str, Any], *, losses: dict[str, torch.Tensor], cfg: RunConfig, problem: str,
+def skip_or_stop(state: TrainState, *, losses: dict[str, torch.Tensor], cfg: RunConfig, problem: str,
                  checkpoints: str) -> None:
     """Count a skipped step; raise ``FloatingPointError`` under ``stop`` or past ``train.max_skipped_steps``."""
-    state["skipped_steps"] += 1
-    tr, step = cfg.train, state["step"] + 1
+    state.skipped_steps += 1
+    tr, step = cfg.train, state.step + 1
     what = f"{problem} at step {step} ({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())})"
     kept = (f"the committed checkpoints under {checkpoints} are untouched: resume from the newest, e.g. with a "
             "lower train.lr, a tighter train.grad_clip or deepspeed.precision=fp32")
     if tr.nonfinite == "stop":
         raise FloatingPointError(f"{what} with train.nonfinite=stop; {kept}")
-    if state["skipped_steps"] > tr.max_skipped_steps:
-        raise FloatingPointError(f"{what}: {state['skipped_steps']} steps skipped, more than "
+    if state.skipped_steps > tr.max_skipped_steps:
+        raise FloatingPointError(f"{what}: {state.skipped_steps} steps skipped, more than "
                                  f"train.max_skipped_steps={tr.max_skipped_steps}; {kept}")
-    log.warning("%s; update skipped on all ranks (%d/%d allowed)", what, state["skipped_steps"], tr.max_skipped_steps)
+    log.warning("%s; update skipped on all ranks (%d/%d allowed)", what, state.skipped_steps, tr.max_skipped_steps)
 
 
 class StepMeter:
@@ -242,18 +244,18 @@ class StepMeter:
         self.flops_per_sample_sum += self.flops_by_text_tokens[text_tokens]
         self.counted_steps += 1
 
-    def row(self, state: dict[str, Any], losses: dict[str, torch.Tensor], *, lr: float) -> dict[str, Any]:
+    def row(self, state: TrainState, losses: dict[str, torch.Tensor], *, lr: float) -> dict[str, Any]:
         now = time.perf_counter()
-        samples_per_s = self.cfg.train.batch_size * (state["step"] - self.last_step) / (now - self.tick)
-        row = {"step": state["step"], "lr": lr, **{k: round(v.item(), 5) for k, v in losses.items()},
-               "skipped_steps": state["skipped_steps"], "samples_per_s": round(samples_per_s, 1)}
+        samples_per_s = self.cfg.train.batch_size * (state.step - self.last_step) / (now - self.tick)
+        row = {"step": state.step, "lr": lr, **{k: round(v.item(), 5) for k, v in losses.items()},
+               "skipped_steps": state.skipped_steps, "samples_per_s": round(samples_per_s, 1)}
         util = mfu(train_flops_per_sample=self.flops_per_sample_sum / max(self.counted_steps, 1),
                    samples_per_s=samples_per_s, world_size=self.env.world_size, peak=self.peak)
         self.flops_per_sample_sum, self.counted_steps = 0.0, 0
         if util is not None:
             row["mfu"] = round(util, 4)
-        self.last_step, self.tick = state["step"], now
+        self.last_step, self.tick = state.step, now
         if self.env.rank == 0:
-            log.info("step %d/%d %s", state["step"], self.cfg.train.steps,
+            log.info("step %d/%d %s", state.step, self.cfg.train.steps,
                      " ".join(f"{k}={v}" for k, v in row.items() if k != "step"))
         return row

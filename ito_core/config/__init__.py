@@ -13,6 +13,7 @@ from ito_core.config.loading import (
     to_run_config,
     unknown_keys,
 )
+from ito_core.config.registry import EVAL_LAYOUTS
 from ito_core.config.schema import (
     PLOT_METRICS,
     ClusterConfig,
@@ -36,7 +37,6 @@ from ito_core.config.schema import (
 from ito_core.config.validation import (
     EMBEDDED_EVAL_SETS,
     EMBEDDED_SOURCES,
-    EVAL_LAYOUTS,
     accumulation_steps,
     check_job_folder,
     config_warnings,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 
+from ito_core.config.registry import EVAL_LAYOUTS, RAW_INPUT_KINDS
 from ito_core.config.schema import (
     ClusterConfig,
     DataConfig,
@@ -37,10 +39,8 @@ STORAGE_KINDS = ("local", "s3")
 EMBEDDED_SOURCES = ("fashion_mnist", "shapes", "openclipart")  # data=embedded training sources
 EMBEDDED_EVAL_SETS = ("fashion_mnist", "shapes", "shapes_heldout", "tuxpaint")  # ito_core/prep.py
 DATA_NAMES = ("embedded", "webdataset", "raw")
-RAW_INPUT_KINDS = ("img2dataset", "table", "folder")
 RESIZE_MODES = ("center_crop", "shorter_side")
 PRECISIONS = ("fp32", "bf16", "fp16")
-EVAL_LAYOUTS = ("folder", "imagenet", "cifar10", "cifar100", "karpathy", "wds")  # ito_core/data/eval_sets.py
 EVAL_EXECUTORS = ("auto", "inprocess", "job")
 EVAL_TASK_KEYS = ("zero_shot", "retrieval", "linear_probe", "modality_gap")
 NONFINITE_POLICIES = ("skip", "stop")
@@ -64,7 +64,7 @@ def _require(ok: bool, key: str, problem: str, fix: str) -> None:
         raise ValueError(f"config {key}: {problem}; {fix}")
 
 
-def _choice(value: str, key: str, allowed: tuple[str, ...]) -> None:
+def _choice(value: str, key: str, allowed: Collection[str]) -> None:
     _require(value in allowed, key, f"{value!r} is not supported", f"choose one of {list(allowed)}")
 
 

@@ -46,7 +46,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ito_core.artifacts import committed, raw_prep_config, read_manifest
+from ito_core.artifacts import committed, member_key, raw_prep_config, read_manifest
 from ito_core.config import DataConfig, config_hash
 from ito_core.data.files import read_bytes
 from ito_core.data.prep_parts import TaskShards, task_shards
@@ -155,16 +155,17 @@ class _Run:
     def _finished(self, index: int) -> dict[str, Any] | None:
         """The sidecar of a shard a previous run completed, else None."""
         name = shard_name(index)
-        if not self.store.exists(f"{self.key}/{name}{SIDECAR_SUFFIX}") or (
-                self.part is not None and not self.store.exists(f"{self.key}/{name}{RECORDS_SUFFIX}")):
+        sidecar_key = member_key(self.key, name + SIDECAR_SUFFIX)
+        if not self.store.exists(sidecar_key) or (
+                self.part is not None and not self.store.exists(member_key(self.key, name + RECORDS_SUFFIX))):
             return None
-        sidecar = self.store.read_json(f"{self.key}/{name}{SIDECAR_SUFFIX}")
+        sidecar = self.store.read_json(sidecar_key)
         if not sidecar["num_samples"]:
             return sidecar
         if self.local is not None:  # a local tar can be truncated; an S3 object is all or nothing
             tar = self.local / name
             return sidecar if tar.is_file() and tar.stat().st_size == sidecar["size"] else None
-        return sidecar if self.store.exists(f"{self.key}/{name}") else None
+        return sidecar if self.store.exists(member_key(self.key, name)) else None
 
     def _spill(self, index: int, chunk: Iterable[RawRecord], bar: tqdm, *, first_key: int) -> ShardTask:
         """Admit the chunk's records into a spill file; count what is skipped here."""

@@ -17,7 +17,7 @@ import torch
 from ito_core.artifacts import RunLayout, committed, eval_id, read_manifest
 from ito_core.config import RunConfig
 from ito_core.eval.suite import evaluate
-from ito_core.eval.text_conditioned import evaluate_text_conditioned
+from ito_core.eval.text_conditioned import text_conditioned_eval
 from ito_core.methods.flair import load_pooler
 from ito_core.prep import shard_urls
 from ito_core.storage import ArtifactStore, commit, export_shard_endpoint
@@ -50,11 +50,10 @@ def run_eval(cfg: RunConfig, *, store: ArtifactStore, run_key: str, data_keys: d
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     plot_dir = staging / "eval-plots"
     model, shards = load_stripped(model_dir).to(device), {name: shard_urls(store, key)[0] for name, key in sets.items()}
+    pool = load_pooler(model_dir)  # a FLAIR model: also scored text-conditioned
     records = evaluate(model, cfg, shards, model_name=cfg.model.name, pretrained=store.url(run.model),
-                       plot_dir=plot_dir, manifests=manifests)
-    if (pool := load_pooler(model_dir)) is not None:  # a FLAIR model: also scored text-conditioned
-        records += evaluate_text_conditioned(model, pool, cfg, shards, model_name=cfg.model.name,
-                                             pretrained=store.url(run.model), manifests=manifests)
+                       plot_dir=plot_dir, manifests=manifests,
+                       extra_eval=text_conditioned_eval(pool) if pool is not None else None)
     if plot_dir.is_dir():
         store.upload_dir(plot_dir, run.eval)  # umap-<set>.png beside the eval manifest
     write_model_card(cfg, store=store, run_key=run_key, records=records)

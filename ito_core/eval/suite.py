@@ -1,12 +1,13 @@
 """The eval stage: zero-shot classification, retrieval, linear probe and modality gap of a stripped model.
 
-Each eval set is encoded once per model (images, plus captions when a task needs them) and every task on
-that set reads the same features. Results use CLIP_benchmark's record layout (``dataset``, ``model``,
-``pretrained``, ``task``, ``metrics``) so they can sit beside CLIP_benchmark outputs; a modality-gap record
+Each eval set is read and encoded once per model (images, plus captions when a task needs them:
+``ito_core.eval.encode``) and every task on that set reads the same features, a method's extra eval path
+(``ito_core.eval.extra``, FLAIR's text-conditioned scoring) included. Results use CLIP_benchmark's record layout
+(``dataset``, ``model``, ``pretrained``, ``task``, ``metrics``) so they can sit beside CLIP_benchmark outputs;
+a modality-gap record
 also names its UMAP plot under ``plots``, and every record says whether its set is ``in_distribution``: drawn
 from a source the training data holds (``in_distribution``), so its zero-shot score is recall rather than
-transfer. Encoding runs on the model's device under ``eval.precision`` (autocast; features are float32), with a
-progress bar on a terminal.
+transfer.
 
 Each task key of ``EvalConfig`` names a list of sets (or one set); a set is encoded once for all its tasks.
 Zero-shot scores the samples with a label (a set may hold unclassed samples for retrieval: Tux Paint).
@@ -14,92 +15,34 @@ Zero-shot scores the samples with a label (a set may hold unclassed samples for 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ito_core.config import EMBEDDED_EVAL_SETS, EvalConfig, RunConfig, eval_task_sets
-from ito_core.data.augment import eval_transform
 from ito_core.data.embedded import embedded_eval_classes
 from ito_core.data.eval_sets import check_eval_tasks
-from ito_core.data.loader import iter_eval_batches
-from ito_core.data.tokenizer import build_tokenizer, trim_padding
-from ito_core.eval.features import compute_features, eval_mode, model_device
+from ito_core.eval.encode import EvalFeatures, encode_eval_set, zero_shot_classifier
+from ito_core.eval.extra import ExtraEval
+from ito_core.eval.features import model_device
 from ito_core.eval.linear_probe import linear_probe_metrics, split_indices
 from ito_core.eval.modality_gap import modality_gap_metrics
 from ito_core.eval.names import TASKS, eval_plan
 from ito_core.eval.plots import plot_modality_umap
 from ito_core.eval.retrieval import retrieval_metrics
-from ito_core.eval.templates import OPENAI_IMAGENET_TEMPLATES
-from ito_core.eval.zero_shot import build_zero_shot_classifier, zero_shot_metrics
+from ito_core.eval.zero_shot import zero_shot_metrics
 from ito_core.models.dual_encoder import DualEncoder
 
 log = logging.getLogger(__name__)
 
 TEXT_TASKS = {"zeroshot_retrieval", "modality_gap"}  # tasks that need the captions encoded
 PROBE_SPLIT_SEED = 0  # fixed, so every grid point's probe sees the same split
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Embedded eval set -> the data=embedded training source it is drawn from (same distribution, other samples).
 # shapes_heldout (unseen colour x shape pairs) and tuxpaint (another package, deduplicated) have none.
 EVAL_SET_SOURCES = {"fashion_mnist": "fashion_mnist", "shapes": "shapes"}
-
-
-@dataclass
-class EvalFeatures:
-    """One model's L2-normalised features of one eval set, shared by every task on that set."""
-
-    images_ND: torch.Tensor
-    labels_N: torch.Tensor  # -1 where a sample has no label
-    texts_TD: torch.Tensor | None = None  # every caption of every image, when a task needs them
-    text_to_image_T: torch.Tensor | None = None  # image index of each caption
-    text_ids_T: torch.Tensor | None = None  # equal for captions with the same tokens (tie-aware retrieval)
-    classnames: list[str] = field(default_factory=list)  # the set's class names in label order (zero-shot)
-
-
-@dataclass
-class EvalSetReader:
-    """One pass over an eval set, a batch at a time: yields each batch's pixels and keeps what the encoders
-    need afterwards (captions, labels), so memory holds one batch of pixels whatever the set's size."""
-
-    shards: list[str]
-    cfg: RunConfig
-    captions: list[list[str]] = field(default_factory=list)  # per image read so far
-    labels: list[torch.Tensor] = field(default_factory=list)  # per batch read so far
-    _tokens: torch.Tensor | None = None
-
-    def pixel_batches(self) -> Iterator[torch.Tensor]:
-        eval_cfg = self.cfg.eval
-        for batch in iter_eval_batches(self.shards, batch_size=eval_cfg.batch_size, limit=eval_cfg.max_samples):
-            self.captions.extend(batch.captions)
-            self.labels.append(batch.labels_B)
-            yield batch.images_BCHW
-
-    def labels_N(self) -> torch.Tensor:
-        return torch.cat(self.labels)
-
-    def caption_tokens(self) -> torch.Tensor:
-        """Every caption of the images read, tokenized (once)."""
-        if self._tokens is None:
-            texts = [text for caps in self.captions for text in caps]
-            self._tokens = build_tokenizer(self.cfg.model.context_length)(texts)
-        return self._tokens
-
-    def caption_token_batches(self) -> Iterator[torch.Tensor]:
-        """``caption_tokens`` in batches of ``eval.batch_size`` with padding trimmed."""
-        return map(trim_padding, self.caption_tokens().split(self.cfg.eval.batch_size))
-
-    def text_ids_T(self) -> torch.Tensor:
-        """One id per caption, equal for captions the text tower cannot tell apart (the same tokens)."""
-        return torch.unique(self.caption_tokens(), dim=0, return_inverse=True)[1]
-
-    def text_to_image_T(self) -> torch.Tensor:
-        """Image index of each caption, in ``caption_token_batches`` order."""
-        return torch.tensor([i for i, caps in enumerate(self.captions) for _ in caps], dtype=torch.long)
 
 
 def in_distribution(name: str, cfg: RunConfig) -> bool:
@@ -136,40 +79,6 @@ def check_precision(precision: str, device: torch.device) -> None:
                          "use eval.precision=bf16 or fp32")
 
 
-@contextlib.contextmanager
-def encoding(model: DualEncoder, precision: str) -> Iterator[None]:
-    """Eval mode, no grad and autocast to ``eval.precision`` around the model's forward passes only: the
-    metrics computed afterwards compare float32 features."""
-    dtype = AUTOCAST_DTYPES.get(precision)
-    with eval_mode(model), torch.autocast(model_device(model).type, dtype=dtype, enabled=dtype is not None):
-        yield
-
-
-def _encode(model: DualEncoder, fn: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[torch.Tensor],
-            cfg: RunConfig, *, desc: str) -> torch.Tensor:
-    with encoding(model, cfg.eval.precision):
-        return compute_features(fn, batches, device=model_device(model), desc=desc)
-
-
-def encode_eval_set(model: DualEncoder, shards: list[str], cfg: RunConfig, *, with_texts: bool,
-                    name: str = "eval") -> EvalFeatures:
-    """Read an eval set once, a batch at a time, and encode its images (and, ``with_texts``, all of its
-    captions). Memory holds one batch of pixels plus the features, whatever the set's size."""
-    reader = EvalSetReader(shards, cfg)
-
-    def encode_pixels(images_BCHW: torch.Tensor) -> torch.Tensor:
-        return model.encode_image(eval_transform(images_BCHW, cfg.model.image_size))
-
-    images_ND = _encode(model, encode_pixels, reader.pixel_batches(), cfg, desc=f"{name} images")
-    features = EvalFeatures(images_ND, reader.labels_N())
-    if with_texts:
-        features.texts_TD = _encode(model, model.encode_text, reader.caption_token_batches(), cfg,
-                                    desc=f"{name} captions")
-        features.text_to_image_T = reader.text_to_image_T()
-        features.text_ids_T = reader.text_ids_T()
-    return features
-
-
 def set_classnames(name: str, manifest: dict[str, Any]) -> list[str]:
     """Class names from the set's prep manifest; embedded sets prepared before manifests had them use their own."""
     if manifest.get("classnames"):
@@ -182,12 +91,8 @@ def zero_shot_task(model: DualEncoder, name: str, feats: EvalFeatures, cfg: RunC
     if not labelled_N.any():
         raise ValueError(f"config eval.zero_shot names {name!r}, whose samples have no labels; leave it out of "
                          "eval.zero_shot")
-    with encoding(model, cfg.eval.precision):
-        classifier = build_zero_shot_classifier(model, feats.classnames, OPENAI_IMAGENET_TEMPLATES,
-                                                build_tokenizer(cfg.model.context_length),
-                                                batch_size=cfg.eval.batch_size)
     return zero_shot_metrics(feats.images_ND[labelled_N.to(feats.images_ND.device)], feats.labels_N[labelled_N],
-                             classifier)
+                             zero_shot_classifier(model, feats, cfg))
 
 
 def retrieval_task(model: DualEncoder, name: str, feats: EvalFeatures, cfg: RunConfig) -> dict[str, float]:
@@ -215,11 +120,12 @@ TASK_FNS: dict[str, Callable[[DualEncoder, str, EvalFeatures, RunConfig], dict[s
 
 
 def evaluate(model: DualEncoder, cfg: RunConfig, eval_shards: dict[str, list[str]], *, model_name: str,
-             pretrained: str, plot_dir: Path | None = None,
-             manifests: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+             pretrained: str, plot_dir: Path | None = None, manifests: dict[str, dict[str, Any]] | None = None,
+             extra_eval: ExtraEval | None = None) -> list[dict[str, Any]]:
     """Run every configured eval task; ``eval_shards`` maps eval set names to shard paths and ``manifests`` to
     their prep manifests (class names; whether the captions are the set's own). With ``plot_dir`` (and
-    ``eval.umap_points`` > 0) the modality-gap record names its ``umap-<set>.png`` written there."""
+    ``eval.umap_points`` > 0) the modality-gap record names its ``umap-<set>.png`` written there. ``extra_eval``: a
+    method's own eval path, handed each set's features; its records follow the suite's."""
     check_eval_config(cfg.eval)
     plan = eval_plan(cfg.eval)
     missing = {name: [k for k in TASKS if name in eval_task_sets(cfg.eval, k)] for name in plan
@@ -233,22 +139,37 @@ def evaluate(model: DualEncoder, cfg: RunConfig, eval_shards: dict[str, list[str
     for name in plan:  # every set is checked before the first one is encoded
         check_eval_tasks(name, classnames=classnames[name], captioned=manifests.get(name, {}).get("captioned", True),
                          eval_cfg=cfg.eval)
-    records = []
+    records, extra_records = [], []
     for name, tasks in plan.items():
-        feats = encode_eval_set(model, eval_shards[name], cfg, with_texts=bool(TEXT_TASKS & set(tasks)), name=name)
-        feats.classnames = classnames[name]
+        extra = extra_eval if extra_eval is not None and extra_eval.wants(tasks) else None
+        with_texts = bool(TEXT_TASKS & set(tasks)) or (extra is not None and extra.wants_texts(tasks))
+        feats = encode_eval_set(model, eval_shards[name], cfg, with_texts=with_texts, name=name,
+                                image_extra=extra.image_extra if extra is not None else None)
+        feats.classnames, feats.in_distribution = classnames[name], in_distribution(name, cfg)
         for task in tasks:
-            record = {"dataset": name, "model": model_name, "pretrained": pretrained, "task": task,
-                      "in_distribution": in_distribution(name, cfg), "metrics": TASK_FNS[task](model, name, feats, cfg)}
+            record = _record(name, task, TASK_FNS[task](model, name, feats, cfg), feats, model_name, pretrained)
             if task == "modality_gap" and plot_dir is not None and cfg.eval.umap_points > 0:
-                assert feats.texts_TD is not None
-                plot = plot_modality_umap(feats.images_ND, feats.texts_TD, Path(plot_dir) / f"umap-{name}.png",
-                                          max_points=cfg.eval.umap_points, title=f"{model_name} on {name}: centroid "
-                                          f"distance {record['metrics']['centroid_distance']:.3f}")
-                record["plots"] = {"umap": plot.name}
-            log.info("eval %s %s: %s", name, task, {k: round(v, 4) for k, v in record["metrics"].items()})
+                record["plots"] = {"umap": _umap(feats, Path(plot_dir) / f"umap-{name}.png", cfg,
+                                                 title=f"{model_name} on {name}: centroid distance "
+                                                 f"{record['metrics']['centroid_distance']:.3f}")}
             records.append(record)
-    return records
+        if extra is not None:
+            extra_records += [_record(name, r["task"], r["metrics"], feats, model_name, pretrained)
+                              for r in extra.run(model, {name: feats}, cfg)]
+    return records + extra_records
+
+
+def _record(name: str, task: str, metrics: dict[str, float], feats: EvalFeatures, model_name: str,
+            pretrained: str) -> dict[str, Any]:
+    log.info("eval %s %s: %s", name, task, {k: round(v, 4) for k, v in metrics.items()})
+    return {"dataset": name, "model": model_name, "pretrained": pretrained, "task": task,
+            "in_distribution": feats.in_distribution, "metrics": metrics}
+
+
+def _umap(feats: EvalFeatures, path: Path, cfg: RunConfig, *, title: str) -> str:
+    assert feats.texts_TD is not None
+    return plot_modality_umap(feats.images_ND, feats.texts_TD, path, max_points=cfg.eval.umap_points,
+                              title=title).name
 
 
 def summary_metrics(records: list[dict[str, Any]]) -> dict[str, float]:

@@ -5,7 +5,8 @@ can also score it as ``cos(v_tc(i, t), t)``, where ``v_tc(i, t)`` is image i's p
 t's global embedding (``ito_core.methods.flair.TextConditionedPool``, saved beside the stripped model as
 ``flair_pool.safetensors``). This module runs zero-shot classification (query: the class embedding, the mean
 of its normalised prompt embeddings) and retrieval (query: each caption) that way, with the suite's metric
-definitions; records carry the task name suffixed ``_tc`` and metric names prefixed ``tc_`` so that the flat
+definitions, as an extra eval path (``text_conditioned_eval``) on the features the suite encoded once; records
+carry the task name suffixed ``_tc`` and metric names prefixed ``tc_`` so that the flat
 ``<dataset>/<metric>`` summary keeps both paths. Cost: :func:`tc_scoring_flops` (docs/METHOD.md "FLAIR").
 
 Shape legend: N images, P patch tokens, E joint dim, Q queries (classes or captions), C classes, T captions,
@@ -20,15 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from ito_core.config import RunConfig
-from ito_core.data.augment import eval_transform
-from ito_core.data.tokenizer import build_tokenizer
-from ito_core.eval.features import compute_features, model_device
-from ito_core.eval.names import TC_TASKS
+from ito_core.eval.encode import EvalFeatures, encoding, zero_shot_classifier
+from ito_core.eval.extra import ExtraEval
+from ito_core.eval.features import model_device
+from ito_core.eval.names import TC_TASKS, eval_plan
 from ito_core.eval.ranking import classification_metrics, true_class_ranks
 from ito_core.eval.retrieval import dense_text_ids, describes
-from ito_core.eval.suite import EvalSetReader, encoding, eval_plan, in_distribution, set_classnames
-from ito_core.eval.templates import OPENAI_IMAGENET_TEMPLATES
-from ito_core.eval.zero_shot import build_zero_shot_classifier
 from ito_core.methods.flair import TextConditionedPool
 from ito_core.models.dual_encoder import DualEncoder
 
@@ -86,50 +84,38 @@ def tc_scoring_flops(*, images: int, queries: int, patches: int, dim: int) -> di
     return {"clip_flops": float(clip), "tc_flops": float(tc)}
 
 
-def _encode_set(model: DualEncoder, shards: list[str], cfg: RunConfig, *, with_texts: bool) -> dict[str, Any]:
-    """Patch tokens (joint space, CLS left out), labels and, ``with_texts``, the normalised caption embeddings."""
-    reader, device, patches = EvalSetReader(shards, cfg), model_device(model), []
+def patch_tokens(model: DualEncoder, pixels_BCHW: torch.Tensor) -> torch.Tensor:
+    """Each image's patch tokens in the joint space, CLS left out ``[B, P, E]``: computed beside the suite's image
+    features on the same pixel batches (a second image-tower pass: the pooled features stay the suite's own)."""
+    _, tokens_BTE = model.visual(pixels_BCHW, return_tokens=True)
+    return tokens_BTE[:, 1:].float()
+
+
+def text_conditioned_eval(pool: TextConditionedPool) -> ExtraEval:
+    """FLAIR's extra eval path: zero-shot classification and retrieval scored text-conditioned, on the sets the
+    suite runs them on, from the features the suite encoded (``evaluate`` has checked the sets and tasks)."""
+
+    def run(model: DualEncoder, eval_sets: dict[str, EvalFeatures], cfg: RunConfig) -> list[dict[str, Any]]:
+        pooler = pool.to(model_device(model)).eval()
+        plan = eval_plan(cfg.eval)
+        return [{"dataset": name, "task": f"{task}_tc",
+                 "metrics": {f"tc_{k}": v for k, v in _score(model, pooler, feats, task, cfg).items()}}
+                for name, feats in eval_sets.items() for task in plan[name] if task in TC_TASKS]
+
+    return ExtraEval(tasks=TC_TASKS, run=run, text_tasks=("zeroshot_retrieval",), image_extra=patch_tokens)
+
+
+def _score(model: DualEncoder, pool: TextConditionedPool, feats: EvalFeatures, task: str,
+           cfg: RunConfig) -> dict[str, float]:
+    patches_NPE = feats.image_extra
+    assert patches_NPE is not None
     with encoding(model, cfg.eval.precision):
-        for images_BCHW in reader.pixel_batches():
-            _, tokens_BTE = model.visual(eval_transform(images_BCHW.to(device), cfg.model.image_size),
-                                         return_tokens=True)
-            patches.append(tokens_BTE[:, 1:].float())
-        out: dict[str, Any] = {"patches_NPE": torch.cat(patches), "labels_N": reader.labels_N()}
-        if with_texts:
-            out["texts_TE"] = compute_features(model.encode_text, reader.caption_token_batches(), device=device,
-                                               desc="captions (tc)")
-            out["text_to_image_T"] = reader.text_to_image_T()
-            out["text_ids_T"] = reader.text_ids_T()
-    return out
-
-
-def evaluate_text_conditioned(model: DualEncoder, pool: TextConditionedPool, cfg: RunConfig,
-                              eval_shards: dict[str, list[str]], *, model_name: str, pretrained: str,
-                              manifests: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Zero-shot classification and retrieval records of the text-conditioned path, for the sets the suite ran
-    them on (``evaluate`` has checked the sets and tasks)."""
-    pool = pool.to(model_device(model)).eval()
-    records = []
-    for name, tasks in eval_plan(cfg.eval).items():
-        tasks = [t for t in tasks if t in TC_TASKS]
-        if not tasks:
-            continue
-        feats = _encode_set(model, eval_shards[name], cfg, with_texts="zeroshot_retrieval" in tasks)
-        for task in tasks:
-            with encoding(model, cfg.eval.precision):
-                if task == "zeroshot_classification":
-                    classnames = set_classnames(name, (manifests or {}).get(name, {}))
-                    classifier_EC = build_zero_shot_classifier(
-                        model, classnames, OPENAI_IMAGENET_TEMPLATES, build_tokenizer(cfg.model.context_length),
-                        batch_size=cfg.eval.batch_size)
-                    labelled_N = feats["labels_N"] >= 0  # a set's unclassed samples sit out zero-shot
-                    scores_NC = tc_scores(pool, feats["patches_NPE"][labelled_N], classifier_EC.T).cpu()
-                    labels_N = feats["labels_N"][labelled_N]
-                    metrics = classification_metrics(true_class_ranks(scores_NC, labels_N), labels_N, len(classnames))
-                else:
-                    scores_NT = tc_scores(pool, feats["patches_NPE"], feats["texts_TE"]).cpu()
-                    metrics = tc_retrieval_metrics(scores_NT, feats["text_to_image_T"], text_ids_T=feats["text_ids_T"])
-            records.append({"dataset": name, "model": model_name, "pretrained": pretrained, "task": f"{task}_tc",
-                            "in_distribution": in_distribution(name, cfg),
-                            "metrics": {f"tc_{k}": v for k, v in metrics.items()}})
-    return records
+        if task == "zeroshot_classification":
+            classifier_EC = zero_shot_classifier(model, feats, cfg)
+            labelled_N = feats.labels_N >= 0  # a set's unclassed samples sit out zero-shot
+            scores_NC = tc_scores(pool, patches_NPE[labelled_N], classifier_EC.T).cpu()
+            labels_N = feats.labels_N[labelled_N]
+            return classification_metrics(true_class_ranks(scores_NC, labels_N), labels_N, len(feats.classnames))
+        assert feats.texts_TD is not None and feats.text_to_image_T is not None
+        scores_NT = tc_scores(pool, patches_NPE, feats.texts_TD).cpu()
+        return tc_retrieval_metrics(scores_NT, feats.text_to_image_T, text_ids_T=feats.text_ids_T)

@@ -12,13 +12,13 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from ito_core.artifacts import PREFLIGHT, member_key, preflight_probe_key
 from ito_core.config import StorageConfig
 from ito_core.preflight.finding import Finding, failed, ok
 from ito_core.storage import S3Store, build_store
 
 CHECK = "storage"
 PROBE_DEADLINE_S = 5.0  # how long transient S3 failures (endpoint down) are retried here
-SCRATCH = ".preflight"  # scratch key under the root; the probe object is deleted at once
 CREDENTIALS_FIX = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment, never in "
                    "configs")
 
@@ -31,13 +31,13 @@ def check_storage(cfg: StorageConfig) -> Finding:
     assert isinstance(store, S3Store)
     if not store.has_credentials():
         return failed(CHECK, f"{where}: no AWS credentials found; {CREDENTIALS_FIX}")
-    probe = f"{SCRATCH}/{uuid.uuid4().hex}"
+    probe = preflight_probe_key(uuid.uuid4().hex)
     try:
-        store.write_text(f"{probe}/probe.txt", "ito-sweep preflight: safe to delete\n")
+        store.write_text(member_key(probe, "probe.txt"), "ito-sweep preflight: safe to delete\n")
         store.delete_dir(probe)
     except Exception as err:  # noqa: BLE001 - any store error is the finding; the message says what to fix
         return failed(CHECK, f"{where}: {err}")
-    return ok(CHECK, f"{store.url('')} is writable (put and delete of {store.url(SCRATCH)}/...)")
+    return ok(CHECK, f"{store.url('')} is writable (put and delete of {store.url(PREFLIGHT)}/...)")
 
 
 def _check_local(root: Path, where: str) -> Finding:

@@ -1,9 +1,11 @@
 """ito_core.artifacts is the one home of store keys: their shapes, what changes them (and what does not), a
-run's folders, and a scan of the sources for any other module that spells a store path or a manifest name."""
+run's folders, and scans of the sources for any other module that spells a store path or a manifest name, or
+formats a key inside an artifact."""
 
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 from pathlib import Path
 
@@ -22,11 +24,18 @@ from ito_core.artifacts import (
     train_data_key,
 )
 from ito_core.config import as_dict, config_hash, load_config
-from ito_core.storage import LocalStore, commit
+from ito_core.storage import ArtifactStore, LocalStore, commit
 
 ROOT = Path(__file__).resolve().parents[2]
 # Where store keys and the commit marker may be spelled out: the key module and the store's commit rule.
 KEY_HOMES = {"ito_core/artifacts.py", "ito_core/storage/base.py"}
+# Where keys inside an artifact may be formatted: the key module, and the stores, which map a key to files or objects.
+FORMAT_HOMES = ("ito_core/artifacts.py", "ito_core/storage/")
+# TODO(lead): drop once the async-checkpoint branch builds its keys with RunLayout.checkpoint (issue 24).
+FORMAT_HOMES_PENDING = ("ito_core/checkpoint.py",)
+STORE_CALLS = {name for name in dir(ArtifactStore) if not name.startswith("_")}  # store.<method>(key, ...)
+KEY_CALLS = {"commit", "committed", "read_manifest", "manifest_key"}  # f(store, key, ...) or manifest_key(key)
+TOP_FOLDERS = {"RUNS", "DATA", "SWEEPS", "PREFLIGHT", "PREP_TASKS"}
 STORE_PATH = re.compile(r"^(runs|data|sweeps)/|manifest\.json|^/(train|model|eval|checkpoints|config\.json)\b")
 
 
@@ -99,3 +108,63 @@ def test_no_other_module_spells_a_store_path() -> None:
     found = [hit for path in sources for hit in _spelled_store_paths(path)]
     assert not found, f"build store keys with ito_core.artifacts (RunLayout, *_key) instead: {found}"
     assert _spelled_store_paths(ROOT / "ito_core" / "artifacts.py"), "the scan sees the keys where they are"
+
+
+def _formatted(node: ast.AST) -> bool:
+    """Whether ``node`` builds a path from pieces: an f-string, ``a + "/..."`` or ``"{}/{}".format(...)``."""
+    pieces = node.values if isinstance(node, ast.JoinedStr) else [node.left, node.right] if isinstance(
+        node, ast.BinOp) and isinstance(node.op, ast.Add) else [node.func.value] if isinstance(
+        node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format" else []
+    return any(isinstance(p, ast.Constant) and "/" in str(p.value) for p in pieces)
+
+
+def _tail_name(node: ast.AST) -> str:
+    return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+
+
+def formatted_store_keys(source: str, where: str) -> list[str]:
+    """Places that format a store key: a formatted key handed to a store method or to commit/committed/
+    read_manifest, an f-string that appends ``/...`` to a ``*key`` value, or one that spells a top folder."""
+    hits: dict[int, str] = {}  # line -> what it formats
+    for node in ast.walk(ast.parse(source)):
+        suspect = None
+        if isinstance(node, ast.Call):
+            name = _tail_name(node.func)
+            args = node.args[:1] if isinstance(node.func, ast.Attribute) and name in STORE_CALLS else \
+                node.args[:2] if name in KEY_CALLS else []
+            suspect = next((arg for arg in args if _formatted(arg)), None)
+        elif isinstance(node, ast.JoinedStr):
+            pieces = node.values
+            appends = any(isinstance(a, ast.FormattedValue) and _tail_name(a.value).lower().endswith("key")
+                          and isinstance(b, ast.Constant) and str(b.value).startswith("/")
+                          for a, b in itertools.pairwise(pieces))
+            folders = any(isinstance(v, ast.FormattedValue) and _tail_name(v.value) in TOP_FOLDERS for v in pieces)
+            suspect = node if appends or folders else None
+        if suspect is not None:
+            hits.setdefault(node.lineno, f"{where}:{node.lineno}: {ast.unparse(suspect)[:80]}")
+    return [hits[line] for line in sorted(hits)]
+
+
+def test_no_other_module_formats_a_key_inside_an_artifact() -> None:
+    homes = FORMAT_HOMES + FORMAT_HOMES_PENDING
+    sources = sorted(p for package in ("ito_core", "cluster", "flows", "bench") for p in (ROOT / package).rglob("*.py")
+                     if not p.relative_to(ROOT).as_posix().startswith(homes))
+    found = [hit for path in sources for hit in formatted_store_keys(path.read_text(), str(path.relative_to(ROOT)))]
+    assert not found, f"build keys inside an artifact with ito_core.artifacts (member_key, RunLayout, ...): {found}"
+
+
+@pytest.mark.parametrize("line", [
+    'store.exists(f"{self.key}/{name}.json")',
+    'store.write_text(folder + "/report.md", text)',
+    'commit(store, "{}/{}".format(key, tag), manifest)',
+    'marker = f"{key}/tasks/{task}.json"',
+    'hint = f"{RUNS}/<run>"',
+])
+def test_the_format_scan_sees_each_way_of_spelling_a_key(line: str) -> None:
+    assert formatted_store_keys(line, "snippet"), line
+
+
+def test_the_format_scan_leaves_other_strings_alone() -> None:
+    source = ('store.exists(member_key(key, name))\nlog.info(f"{done}/{total} shards")\n'
+              'rng_key = f"{seed}/lanes/{epoch}"\nmetric = f"{dataset}/{name}"\n')
+    assert not formatted_store_keys(source, "snippet")

@@ -16,6 +16,7 @@ from ito_core.flops import (
     train_flops_per_sample,
     transformer_flops,
 )
+from ito_core.train_state import TrainState
 
 
 def skipped_rows_flops(*, tokens: int, width: int) -> int:
@@ -108,7 +109,7 @@ def test_history_rows_are_arithmetic_on_the_clock(monkeypatch: pytest.MonkeyPatc
     for tokens in (8, 16):
         meter.count(text_tokens=tokens)
     now[0] += 0.5  # two steps of 32 samples in 0.5 s
-    row = meter.row({"step": 6, "skipped_steps": 1}, {"loss": torch.tensor(2.5)}, lr=1e-3)
+    row = meter.row(TrainState(step=6, skipped_steps=1), {"loss": torch.tensor(2.5)}, lr=1e-3)
     flops = [train_flops_per_sample(cfg.model, cfg.ito, text_tokens=tokens) for tokens in (8, 16)]
     assert row["samples_per_s"] == 128.0 and row["skipped_steps"] == 1 and row["loss"] == 2.5
     assert row["mfu"] == round(sum(flops) / 2 * 128.0 / (1e9 * 2), 4) > 0

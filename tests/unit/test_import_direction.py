@@ -1,10 +1,12 @@
 """Imports point one way: flows -> cluster -> ito_core. ito_core never imports prefect or submitit,
 cluster never imports prefect (checked in a fresh interpreter with those packages blocked), and inside
-ito_core the layers of ``LAYERS`` only import downwards (checked on the sources)."""
+ito_core the layers of ``LAYERS`` only import downwards, type-checking imports included, with no circle between
+modules (checked on the sources)."""
 
 from __future__ import annotations
 
 import ast
+import graphlib
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +45,8 @@ LAYERS = (
     ("ito_core.artifacts", "ito_core.distributed", "ito_core.flops", "ito_core.shapes",
      "ito_core.tracking"),  # keys, process group, input checks
     ("ito_core.models", "ito_core.losses", "ito_core.data", "ito_core.eval", "ito_core.accumulation",
-     "ito_core.activation_checkpointing", "ito_core.checkpoint", "ito_core.export", "ito_core.methods"),  # components
+     "ito_core.activation_checkpointing", "ito_core.checkpoint", "ito_core.export", "ito_core.methods",
+     "ito_core.train_state"),  # components
     ("ito_core.prep", "ito_core.prep_array", "ito_core.train", "ito_core.strip", "ito_core.eval.stage",
      "ito_core.preflight"),  # stages
     ("cluster",),
@@ -59,16 +62,25 @@ def layer_of(module: str) -> int:
     return max(matches)[1]
 
 
-def runtime_imports(path: Path) -> set[str]:
-    """Modules of this project ``path`` imports when it runs (``if TYPE_CHECKING:`` blocks left out)."""
+def is_module(name: str) -> bool:
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def project_imports(path: Path, *, type_checking: bool = True) -> set[str]:
+    """Modules of this project ``path`` imports; ``type_checking=False`` leaves ``if TYPE_CHECKING:`` blocks out
+    (what it imports when it runs)."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+        if not type_checking and isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
             return
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names if node.module == "ito_core")
+            # `from package import module` imports that module; `from module import name`, the module itself
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+            found.update(name for name in names if is_module(name))
+            if not all(map(is_module, names)):
+                found.add(node.module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         for child in ast.iter_child_nodes(node):
@@ -78,12 +90,46 @@ def runtime_imports(path: Path) -> set[str]:
     return {name for name in found if name.split(".")[0] in ("ito_core", "cluster", "flows") and name != "ito_core"}
 
 
-def test_no_module_imports_from_a_higher_layer() -> None:
-    upward = []
+def import_graph(*, type_checking: bool = True) -> dict[str, set[str]]:
+    """Each module of ito_core, cluster and flows -> the project modules it imports."""
+    graph = {}
     for path in sorted(p for package in ("ito_core", "cluster", "flows") for p in (ROOT / package).rglob("*.py")):
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        upward += [f"{module} -> {dep}" for dep in sorted(runtime_imports(path)) if layer_of(dep) > layer_of(module)]
+        graph[module] = project_imports(path, type_checking=type_checking)
+    return graph
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return [f"{module} -> {dep}" for module, deps in graph.items() for dep in sorted(deps)
+            if layer_of(dep) > layer_of(module)]
+
+
+def circles(graph: dict[str, set[str]]) -> list[str]:
+    """One circle of imports between modules (a package counts as its ``__init__``), or none."""
+    try:
+        tuple(graphlib.TopologicalSorter({m: {d for d in deps if d in graph} for m, deps in graph.items()})
+              .static_order())
+    except graphlib.CycleError as err:
+        return list(err.args[1])
+    return []
+
+
+def test_no_module_imports_from_a_higher_layer() -> None:
+    """Type-checking imports count too: a type from a higher layer still ties the lower one to it."""
+    upward = upward_imports(import_graph())
     assert not upward, f"imports from a higher layer: {upward}"
+
+
+def test_no_modules_import_each_other_in_a_circle() -> None:
+    assert not circles(import_graph()), f"an import circle: {' -> '.join(circles(import_graph()))}"
+
+
+def test_the_checks_see_an_upward_import_made_only_for_type_checking(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ito_core.config import X\n")
+    assert project_imports(source) == {"ito_core.config"} and not project_imports(source, type_checking=False)
+    assert upward_imports({"ito_core.storage": project_imports(source)}) == ["ito_core.storage -> ito_core.config"]
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) and not circles({"a": {"b"}, "b": set()})
 
 
 def test_naming_a_run_loads_no_torch() -> None:

@@ -10,7 +10,7 @@ means a tampered or foreign tar, and prep stops with an error naming it (webdata
 does not check names). A tar that breaks off (truncated, corrupt) counts once as ``broken_tar``
 and prep goes on with the next one. The parquet files img2dataset writes beside the tars are not needed.
 
-``tar_counts`` gives each tar's record count from its member headers alone (a seek from header to header,
+``record_counts`` gives each tar's record count from its member headers alone (a seek from header to header,
 ~512 bytes read per member), so a prep array task can start at its first record and skip the tars before
 it (``records(data, start=...)``). Only plain local tars can be walked so; a tar that breaks off is counted
 by reading it as prep does, so the counts always equal what ``records`` yields.
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def records(data: DataConfig, *, start: int = 0, counts: list[int] | None = None) -> Iterator[RawRecord]:
-    """The records from number ``start`` on; ``counts`` (``tar_counts``) lets the tars before it go unread."""
+    """The records from number ``start`` on; ``counts`` (``record_counts``) lets the tars before it go unread."""
     assert not start or counts is not None, "a start needs the tars' record counts"
     for i, url in enumerate(tar_urls(data.input)):
         if counts is not None and start >= counts[i]:
@@ -58,7 +58,7 @@ def _tar_records(url: str, caption_columns: list[str]) -> Iterator[RawRecord]:
         yield RawRecord(source=url, skip="broken_tar")
 
 
-def tar_counts(data: DataConfig) -> list[int] | None:
+def record_counts(data: DataConfig) -> list[int] | None:
     """How many records ``records`` yields from each tar, or None when a tar cannot be walked header by header
     (on S3, behind a pipe:, compressed or not a tar): only reading all of it would tell."""
     counts = []

@@ -14,8 +14,10 @@ import webdataset as wds
 from PIL import Image
 
 from ito_core.config import EVAL_LAYOUTS, eval_task_sets, load_config, validate
-from ito_core.data import eval_sets
-from ito_core.data.eval_sets import IMAGENET_NUM_CLASSES, check_eval_tasks, read_eval_source
+from ito_core.config.registry import resolve
+from ito_core.data import eval_layouts, eval_sets
+from ito_core.data.eval_layouts import IMAGENET_NUM_CLASSES
+from ito_core.data.eval_sets import check_eval_tasks, read_eval_source
 from ito_core.data.shards import write_shards
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
@@ -37,8 +39,10 @@ def pixel(sample: eval_sets.Sample) -> tuple[int, ...]:
     return sample.image.convert("RGB").getpixel((0, 0))
 
 
-def test_readers_cover_every_configurable_layout() -> None:
-    assert set(eval_sets.READERS) == set(EVAL_LAYOUTS)
+@pytest.mark.parametrize("layout", sorted(EVAL_LAYOUTS))
+def test_every_configurable_layout_resolves_to_its_reader(layout: str) -> None:
+    reader = resolve(EVAL_LAYOUTS, layout)
+    assert callable(reader) and reader.__module__ == "ito_core.data.eval_layouts"
 
 
 @pytest.mark.parametrize(("count", "k", "picked"), [(10, 0, list(range(10))), (10, 20, list(range(10))),
@@ -53,8 +57,8 @@ def test_max_samples_keeps_an_even_spread(count: int, k: int, picked: list[int] 
 
 
 def test_reservoir_is_seeded_uniform_and_keeps_stream_order() -> None:
-    picked = eval_sets._reservoir(range(1000), 50)
-    assert picked == eval_sets._reservoir(range(1000), 50) and picked == sorted(picked)
+    picked = eval_layouts._reservoir(range(1000), 50)
+    assert picked == eval_layouts._reservoir(range(1000), 50) and picked == sorted(picked)
     assert len(set(picked)) == 50 and max(picked) > 500  # not just the head of the stream
 
 
@@ -182,7 +186,7 @@ def test_imagenet_needs_the_1000_wnid_folders(tmp_path: Path) -> None:
 
 
 def write_cifar(root: Path, layout: str, labels: list[int], names: list[bytes]) -> np.ndarray:
-    folder, test_file, meta_file, label_key, names_key = eval_sets._CIFAR[layout]
+    folder, test_file, meta_file, label_key, names_key = eval_layouts._CIFAR[layout]
     data_NK = np.zeros((len(labels), 3 * 32 * 32), dtype=np.uint8)
     for i, label in enumerate(labels):
         data_NK[i, :1024] = 40 * label  # red plane, channel-major as in the real files
@@ -199,7 +203,7 @@ def write_cifar(root: Path, layout: str, labels: list[int], names: list[bytes]) 
 @pytest.mark.parametrize("layout", ["cifar10", "cifar100"])
 def test_cifar_test_split_through_the_restricted_unpickler(tmp_path: Path, layout: str) -> None:
     write_cifar(tmp_path, layout, [2, 0, 1, 2], [b"airplane", b"aquarium_fish", b"bird"])
-    folder = eval_sets._CIFAR[layout][0]
+    folder = eval_layouts._CIFAR[layout][0]
     for root in (tmp_path, tmp_path / folder):  # torchvision's root, or the batches folder itself
         source = read_eval_source("c", f"{layout}:{root}", max_samples=0)
         samples = list(source.samples)

@@ -69,7 +69,7 @@ def test_header_counts_equal_what_the_reader_yields(tmp_path: Path, tars: Path) 
     shutil.copytree(tars, tmp_path / "in")
     per_tar = [sum(1 for _ in img2dataset.records(dataclasses.replace(data, input=url)))
                for url in img2dataset.tar_urls(data.input)]
-    assert img2dataset.tar_counts(data) == per_tar == [4, 4, 4, 3, 4]  # the broken one: 2 samples + broken_tar
+    assert img2dataset.record_counts(data) == per_tar == [4, 4, 4, 3, 4]  # the broken one: 2 samples + broken_tar
     every = list(img2dataset.records(data))
     for start in (0, 3, 4, 9, 14, 18, 19):
         assert [r.source for r in img2dataset.records(data, start=start, counts=per_tar)] == \
@@ -80,7 +80,7 @@ def test_compressed_tars_cannot_be_counted_from_headers(tmp_path: Path, tars: Pa
     shutil.copytree(tars, tmp_path / "in")
     first = tmp_path / "in" / "00000.tar"
     first.write_bytes(gzip.compress(first.read_bytes()))
-    assert img2dataset.tar_counts(_config(tmp_path, "out").data) is None
+    assert img2dataset.record_counts(_config(tmp_path, "out").data) is None
 
 
 def _counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:

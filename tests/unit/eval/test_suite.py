@@ -11,7 +11,7 @@ import torch
 from fixtures.tiny_run import write_shapes_shards
 
 from ito_core.config import RunConfig, load_config
-from ito_core.eval import suite
+from ito_core.eval import encode, suite
 from ito_core.eval.plots import plot_modality_umap
 from ito_core.models.dual_encoder import DualEncoder
 
@@ -43,7 +43,7 @@ def test_features_are_computed_once_per_set_and_shared_by_every_task(
         shapes_shards: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(["model=tiny", *ALL_ON_SHAPES])
     model, reads, image_batches = tiny_model(cfg), [], []
-    monkeypatch.setattr(suite, "iter_eval_batches", counted(suite.iter_eval_batches, reads))
+    monkeypatch.setattr(encode, "iter_eval_batches", counted(encode.iter_eval_batches, reads))
     model.encode_image = counted(model.encode_image, image_batches)  # type: ignore[method-assign]
     records = suite.evaluate(model, cfg, {"shapes": shapes_shards}, model_name="tiny", pretrained="runs/x/model")
 
@@ -134,7 +134,7 @@ def test_modality_gap_record_links_its_umap_png(shapes_shards: list[str], tmp_pa
 
 
 def test_caption_ids_are_equal_exactly_when_the_tokens_are() -> None:
-    reader = suite.EvalSetReader([], load_config(["model=tiny"]))
+    reader = encode.EvalSetReader([], load_config(["model=tiny"]))
     reader.captions = [["A red circle.", "a  red   circle."], ["a red circle"], ["A red circle."]]
     ids = reader.text_ids_T().tolist()
     assert ids[0] == ids[1] == ids[3] != ids[2]  # case and spacing fold away; the full stop is a token

@@ -1,28 +1,31 @@
 """FLAIR's text-conditioned eval path: chunked scores == one pair at a time, the metrics == the suite's on the same
-scores, the analytic FLOPs == torch's FLOP counter, and records for a tiny model on real shards."""
+scores, the analytic FLOPs == torch's FLOP counter, records for a tiny model on real shards, and the suite reads
+and encodes each set once for its own tasks and the text-conditioned ones together."""
 
 from __future__ import annotations
 
-import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures.stripped_model import commit_model_folder
 from fixtures.tiny_run import write_shapes_shards
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from ito_core.config import load_config
+from ito_core.config import RunConfig, load_config
+from ito_core.eval import encode
 from ito_core.eval import text_conditioned as tc
 from ito_core.eval.retrieval import retrieval_metrics
 from ito_core.eval.stage import run_eval
+from ito_core.eval.suite import evaluate
 from ito_core.methods import build_model
-from ito_core.methods.flair import TextConditionedPool, save_pooler
+from ito_core.methods.flair import TextConditionedPool
 from ito_core.models.dual_encoder import DualEncoder
 from ito_core.prep import prepare
-from ito_core.storage import LocalStore, commit
-from ito_core.strip import encoder_state, write_model_folder
+from ito_core.storage import LocalStore
 
 NUM_SAMPLES = 24
 
@@ -67,17 +70,48 @@ def shapes_shards(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
                                samples_per_shard=NUM_SAMPLES)
 
 
+def tc_config() -> RunConfig:
+    return load_config(["model=tiny", "eval.zero_shot=shapes", "eval.retrieval=shapes", "eval.linear_probe=shapes",
+                        "eval.modality_gap=shapes", f"eval.max_samples={NUM_SAMPLES}", "eval.batch_size=10"])
+
+
 def test_records_for_zero_shot_and_retrieval_only(shapes_shards: list[str]) -> None:
-    cfg = load_config(["model=tiny", "eval.zero_shot=shapes", "eval.retrieval=shapes", "eval.linear_probe=shapes",
-                       "eval.modality_gap=shapes", f"eval.max_samples={NUM_SAMPLES}", "eval.batch_size=10"])
+    cfg = tc_config()
     torch.manual_seed(0)
     model, pool = DualEncoder(cfg.model).eval(), TextConditionedPool(cfg.model.embed_dim, 8)
-    records = tc.evaluate_text_conditioned(model, pool, cfg, {"shapes": shapes_shards}, model_name="tiny",
-                                           pretrained="runs/x/model")
-    assert [r["task"] for r in records] == ["zeroshot_classification_tc", "zeroshot_retrieval_tc"]
-    assert set(records[0]["metrics"]) == {"tc_acc1", "tc_acc5", "tc_mean_per_class_recall"}
-    assert {"tc_image_retrieval_recall@1", "tc_text_retrieval_recall@10"} <= set(records[1]["metrics"])
-    assert all(0.0 <= v <= 1.0 for r in records for v in r["metrics"].values())
+    records = evaluate(model, cfg, {"shapes": shapes_shards}, model_name="tiny", pretrained="runs/x/model",
+                       extra_eval=tc.text_conditioned_eval(pool))
+    tc_records = records[4:]  # after the suite's four
+    assert [r["task"] for r in tc_records] == ["zeroshot_classification_tc", "zeroshot_retrieval_tc"]
+    assert {"dataset": "shapes", "model": "tiny", "pretrained": "runs/x/model"}.items() <= tc_records[0].items()
+    assert set(tc_records[0]["metrics"]) == {"tc_acc1", "tc_acc5", "tc_mean_per_class_recall"}
+    assert {"tc_image_retrieval_recall@1", "tc_text_retrieval_recall@10"} <= set(tc_records[1]["metrics"])
+    assert all(0.0 <= v <= 1.0 for r in tc_records for v in r["metrics"].values())
+
+
+def test_each_set_is_read_and_encoded_once_for_the_suite_and_the_tc_path(
+        shapes_shards: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before issue 24 the tc path read each set a second time and encoded its captions and class prompts again
+    (2 reads, twice the suite's text-tower batches). Now: 1 read; the image tower runs once per batch for the
+    suite's pooled features and once for the patch tokens (a full-token pass pools differently in the last bits,
+    so the suite's numbers stay its own); captions and class prompts are encoded once."""
+    cfg = tc_config()
+    torch.manual_seed(0)
+    model, pool = DualEncoder(cfg.model).eval(), TextConditionedPool(cfg.model.embed_dim, 8)
+    counts: Counter[str] = Counter()
+    real_reads = encode.iter_eval_batches
+    monkeypatch.setattr(encode, "iter_eval_batches", lambda *a, **k: counts.update(["reads"]) or real_reads(*a, **k))
+    model.visual.register_forward_hook(lambda *_: counts.update(["image batches"]))
+    model.text.register_forward_hook(lambda *_: counts.update(["text batches"]))
+    evaluate(model, cfg, {"shapes": shapes_shards}, model_name="tiny", pretrained="x")
+    suite_only = dict(counts)
+    counts.clear()
+    evaluate(model, cfg, {"shapes": shapes_shards}, model_name="tiny", pretrained="x",
+             extra_eval=tc.text_conditioned_eval(pool))
+    image_batches = -(-NUM_SAMPLES // cfg.eval.batch_size)
+    assert suite_only["reads"] == counts["reads"] == 1
+    assert (suite_only["image batches"], counts["image batches"]) == (image_batches, 2 * image_batches)
+    assert counts["text batches"] == suite_only["text batches"]  # captions and class prompts: not again
 
 
 def test_the_eval_stage_adds_tc_records_when_the_model_folder_has_the_pooler(tmp_path: Path) -> None:
@@ -91,16 +125,7 @@ def test_the_eval_stage_adds_tc_records_when_the_model_folder_has_the_pooler(tmp
     store = LocalStore(cfg.storage.root)
     keys = prepare(cfg.data, cfg.eval, store)
     torch.manual_seed(0)
-    full = build_model(cfg).state_dict()
-    state = encoder_state(full)
-    manifest = {"checkpoint": "random-init", "num_parameters": sum(v.numel() for v in state.values()),
-                "dropped_parameters": 0, "steps": 0, "final_loss": None, "data_key": "none",
-                "data_manifest_sha256": "unknown", "source_checkpoint": "none"}
-    with tempfile.TemporaryDirectory() as tmp:
-        write_model_folder(state, cfg, Path(tmp), manifest)
-        save_pooler(full, Path(tmp), dim=cfg.model.embed_dim, heads=cfg.method.flair_heads)
-        store.upload_dir(Path(tmp), "runs/flair/model")
-    commit(store, "runs/flair/model", manifest)
+    commit_model_folder(store, cfg, build_model(cfg).state_dict(), run_key="runs/flair", steps=0)
 
     records = run_eval(cfg, store=store, run_key="runs/flair", data_keys=keys, staging=tmp_path / "staging")
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ito_core.config import RunConfig, load_config
-from ito_core.eval import suite
+from ito_core.eval import encode, suite
 from ito_core.eval.stage import committed_eval, run_eval
 from ito_core.models.dual_encoder import DualEncoder
 from ito_core.prep import prepare, shard_urls
@@ -124,7 +124,7 @@ def test_bf16_autocast_on_cpu_stays_close_to_fp32(colour_shards: tuple[list[str]
         cfg = user_set_config(tmp_path, "folder:/unused", f"eval.precision={precision}")
         torch.manual_seed(0)
         model = DualEncoder(cfg.model)
-        features[precision] = suite.encode_eval_set(model, shards, cfg, with_texts=False).images_ND
+        features[precision] = encode.encode_eval_set(model, shards, cfg, with_texts=False).images_ND
     assert features["bf16"].dtype == torch.float32
     assert not torch.equal(features["bf16"], features["fp32"])  # autocast did run in bf16
     assert torch.allclose(features["bf16"], features["fp32"], atol=0.05)
@@ -146,14 +146,14 @@ def test_zero_shot_class_names_come_from_the_manifest(colour_shards: tuple[list[
     shards, manifest = colour_shards
     cfg = user_set_config(tmp_path, "folder:/unused")
     seen: list[list[str]] = []
-    real = suite.build_zero_shot_classifier
+    real = encode.build_zero_shot_classifier
 
     def spy(model: DualEncoder, classnames: list[str], *args: object, **kwargs: object) -> torch.Tensor:
         seen.append(list(classnames))
         return real(model, classnames, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(suite, "build_zero_shot_classifier", spy)
+        patch.setattr(encode, "build_zero_shot_classifier", spy)
         suite.evaluate(DualEncoder(cfg.model), cfg, {"colours": shards}, model_name="tiny", pretrained="x",
                        manifests={"colours": manifest})
     assert seen == [["blue square", "green square", "red square"]]
@@ -170,7 +170,7 @@ def test_fp16_and_bf16_on_cuda_stay_close_to_fp32(colour_shards: tuple[list[str]
         cfg = user_set_config(tmp_path, "folder:/unused", f"eval.precision={precision}")
         torch.manual_seed(0)
         model = DualEncoder(cfg.model).cuda()
-        feats = suite.encode_eval_set(model, shards, cfg, with_texts=True)
+        feats = encode.encode_eval_set(model, shards, cfg, with_texts=True)
         features[precision] = torch.cat([feats.images_ND, feats.texts_TD]).cpu()
     for precision in ("bf16", "fp16"):
         assert features[precision].dtype == torch.float32
