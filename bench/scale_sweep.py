@@ -77,15 +77,17 @@ def bring_up(nodes: int, database: str) -> tuple[str, str]:
 class Faults(threading.Thread):
     """One fault every ``gap_s`` from ``start_s`` on, while the sweep runs; notes when each happened."""
 
-    def __init__(self, *, server: PrefectServer, s3: Any, nodes: int, start_s: float, gap_s: float) -> None:
+    def __init__(self, *, server: PrefectServer, s3: Any, nodes: int, work: Path, start_s: float,
+                 gap_s: float) -> None:
         super().__init__(daemon=True)
-        self.server, self.s3, self.nodes, self.start_s, self.gap_s = server, s3, nodes, start_s, gap_s
+        self.server, self.s3, self.nodes, self.work, self.start_s, self.gap_s = server, s3, nodes, work, start_s, gap_s
+        self.killed = ""
         self.done: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
 
     def run(self) -> None:
         steps = [("slurmctld restarted", self.restart_slurmctld), ("Prefect server restarted", self.restart_prefect),
-                 ("S3 server down 30 s", self.s3_down), (f"node mn{self.nodes} killed", self.kill_node)]
+                 ("S3 server down 30 s", self.s3_down), ("a node running a job killed", self.kill_node)]
         time.sleep(self.start_s)
         for name, action in steps:
             began = time.monotonic() - self.t0
@@ -117,14 +119,19 @@ class Faults(threading.Thread):
 
     def restore_node(self) -> None:
         """Start the killed node's slurmd again (ReturnToService=2 puts it back): leave the cluster as found."""
-        if any(f["fault"].startswith("node") for f in self.done):
-            node = f"mn{self.nodes}"
-            subprocess.run([str(MN_DIR / "mnexec"), node, "slurmd", "-N", node], check=False)
+        if self.killed:
+            subprocess.run([str(MN_DIR / "mnexec"), self.killed, "slurmd", "-N", self.killed], check=False)
 
     def kill_node(self) -> None:
-        node = f"mn{self.nodes}"
-        pids = subprocess.run(["ip", "netns", "pids", node], capture_output=True, text=True, check=True).stdout.split()
+        """SIGKILL everything on a node that runs one of this sweep's jobs (slurmd, slurmstepd, the job's ranks)."""
+        queue = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%N %Z"], capture_output=True, text=True, check=True,
+                               env={**os.environ, "SLURM_CONF": str(MN_DIR / "slurm.conf")}).stdout
+        busy = [line.split()[0] for line in queue.splitlines() if str(self.work) in line and "," not in line]
+        self.killed = busy[-1] if busy else f"mn{self.nodes}"
+        pids = subprocess.run(["ip", "netns", "pids", self.killed], capture_output=True, text=True,
+                              check=True).stdout.split()
         subprocess.run(["kill", "-KILL", *pids], check=False)
+        self.done.append({"fault": f"killed node {self.killed}", "running_jobs_of_this_sweep": len(busy)})
 
 
 def report_rows(client: Any, bucket: str) -> list[dict[str, str]]:
@@ -181,7 +188,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 sdiag_reset(slurm_conf)
                 slurmd = slurmd_rss_mb(MN_DIR)
                 s3_before = proxy.total()
-                faults = (Faults(server=server, s3=s3, nodes=args.nodes, start_s=args.fault_start_s,
+                faults = (Faults(server=server, s3=s3, nodes=args.nodes, work=work, start_s=args.fault_start_s,
                                  gap_s=args.fault_gap_s) if args.faults else None)
                 if faults:
                     faults.start()
