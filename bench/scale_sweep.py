@@ -123,15 +123,26 @@ class Faults(threading.Thread):
             subprocess.run([str(MN_DIR / "mnexec"), self.killed, "slurmd", "-N", self.killed], check=False)
 
     def kill_node(self) -> None:
-        """SIGKILL everything on a node that runs one of this sweep's jobs (slurmd, slurmstepd, the job's ranks)."""
+        """SIGKILL everything on a node that runs one of this sweep's jobs (slurmd, slurmstepd, the job's ranks), and
+        none of anyone else's (other sessions' tests share the cluster)."""
         queue = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%N %Z"], capture_output=True, text=True, check=True,
                                env={**os.environ, "SLURM_CONF": str(MN_DIR / "slurm.conf")}).stdout
-        busy = [line.split()[0] for line in queue.splitlines() if str(self.work) in line and "," not in line]
+        jobs = [line.split(maxsplit=1) for line in queue.splitlines() if line.strip()]
+        others = {node for nodes, folder in jobs if not folder.startswith(str(self.work)) for node in expand(nodes)}
+        busy = [nodes for nodes, folder in jobs if folder.startswith(str(self.work)) and nodes not in others
+                and "," not in nodes and "[" not in nodes]
         self.killed = busy[-1] if busy else f"mn{self.nodes}"
         pids = subprocess.run(["ip", "netns", "pids", self.killed], capture_output=True, text=True,
                               check=True).stdout.split()
         subprocess.run(["kill", "-KILL", *pids], check=False)
         self.done.append({"fault": f"killed node {self.killed}", "running_jobs_of_this_sweep": len(busy)})
+
+
+def expand(nodes: str) -> list[str]:
+    """``mn[1-2]`` -> mn1, mn2 (scontrol's own expansion)."""
+    out = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=False,
+                         env={**os.environ, "SLURM_CONF": str(MN_DIR / "slurm.conf")}).stdout
+    return out.split() or [nodes]
 
 
 def report_rows(client: Any, bucket: str) -> list[dict[str, str]]:
