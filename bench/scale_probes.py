@@ -78,7 +78,8 @@ def slurm_wrappers(folder: Path) -> tuple[Path, Path]:
     for name in SLURM_CLIENTS:
         real = subprocess.run(["which", name], capture_output=True, text=True, check=True).stdout.strip()
         script = folder / name
-        script.write_text(f'#!/bin/sh\necho "$(date +%s.%N) {name}" >> {log}\nexec {real} "$@"\n')
+        text = f'#!/bin/sh\necho "$(date +%s.%N) {name}" >> {log}\nexec {real} "$@"\n'
+        script.write_text(text)
         script.chmod(0o755)
     return folder, log
 

@@ -29,7 +29,7 @@ from prefect.exceptions import MissingContextError
 from cluster.jobs import running_eval, running_training, staging_dir, submit_eval, submit_training
 from cluster.prep_jobs import run_prep_array, run_prep_job
 from cluster.waiting import wait_streaming
-from ito_core.artifacts import RunLayout, committed, prep_keys, read_manifest
+from ito_core.artifacts import RunLayout, committed, member_key, prep_keys, read_manifest
 from ito_core.config import RunConfig, as_dict, eval_executor
 from ito_core.data.order import check_shards
 from ito_core.eval.stage import committed_eval, run_eval
@@ -67,7 +67,7 @@ def job_result(stage: str, cfg: RunConfig, key: str, running: submitit.Job | Non
     try:
         return wait_streaming(job, logger, progress_every_s=cfg.cluster.progress_every_s)
     finally:
-        keep_logs(build_store(cfg.storage), job, f"{RunLayout(key).logs}/{stage}", logger)
+        keep_logs(build_store(cfg.storage), job, RunLayout(key).job_logs(stage), logger)
 
 
 def keep_logs(store: ArtifactStore, job: submitit.Job, key: str, logger: logging.Logger | Any) -> None:
@@ -79,7 +79,7 @@ def keep_logs(store: ArtifactStore, job: submitit.Job, key: str, logger: logging
             paths = job.task(index).paths
             for path in (Path(paths.stdout), Path(paths.stderr)):
                 if path.is_file():
-                    store.write_text(f"{key}/{path.name}", path.read_text(errors="replace"))
+                    store.write_text(member_key(key, path.name), path.read_text(errors="replace"))
     except Exception as err:  # any store error: the logs are a copy, the stage must not fail for them
         logger.warning("job %s: rank logs not copied to %s (%s); they are in %s", job.job_id, store.url(key), err,
                        job.paths.folder)
