@@ -26,6 +26,7 @@ import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError, pickle_load
 
 from cluster.executors import EXECUTORS, Liveness, executor_of
+from cluster.log_forward import LogForwarder
 
 TAIL_LINES = 40
 # slurmstepd "exceeded memory limit" / "Exceeded job memory limit", cgroup "oom-kill", srun "Out Of Memory", CUDA
@@ -133,8 +134,9 @@ def _failure(job: submitit.Job, problem: str, *, failed_nodes: list[str] | None 
 
 
 def wait_streaming(job: submitit.Job, logger: logging.Logger | Any, *, poll_s: float = 1.0,
-                   pattern: str = "ito_core", grace_s: float = 10.0) -> Any:
-    """Block until ``job`` ends and return rank 0's result; log rank 0's stderr lines containing ``pattern``.
+                   pattern: str = "ito_core", grace_s: float = 10.0, progress_every_s: float = 0.0) -> Any:
+    """Block until ``job`` ends and return rank 0's result; log rank 0's stderr lines containing ``pattern``
+    (at most one per ``progress_every_s``; 0 = all) and every warning and error (``cluster/log_forward.py``).
 
     Raises ``JobFailedError`` (with the log tail) when the job ends without a result: a failed rank, a
     cancelled job, a node failure, ... A job that submitit requeued (preemption, time-out) is waited on. A job whose
@@ -145,28 +147,29 @@ def wait_streaming(job: submitit.Job, logger: logging.Logger | Any, *, poll_s: f
     executor = executor_of(job)
     watch = executor.liveness(job, logger, grace_s) if executor.liveness else None
     try:
-        return _wait(job, logger, watch, poll_s=poll_s, pattern=pattern)
+        return _wait(job, logger, watch, poll_s=poll_s, pattern=pattern, progress_every_s=progress_every_s)
     finally:
         if watch is not None:
             watch.close()
 
 
 def _wait(job: submitit.Job, logger: logging.Logger | Any, watch: Liveness | None, *, poll_s: float,
-          pattern: str) -> Any:
+          pattern: str, progress_every_s: float) -> Any:
     offset, stderr = 0, Path(job.task(0).paths.stderr)  # a multi-task job's own paths name no task
+    forward = LogForwarder(logger, job_id=job.job_id, every_s=progress_every_s, pattern=pattern, log_path=str(stderr))
     while True:
         done = _has_results(job) if watch else job.done()
         lines, offset = _new_lines(stderr, offset)
-        for line in lines:
-            if pattern in line:
-                logger.info("[job %s] %s", job.job_id, line.split(": ", 1)[-1])
+        forward.feed(lines)
         if watch is None and not done and _a_rank_raised(job):
             # Local ranks have no --kill-on-bad-exit: the others would wait in a collective until gloo times out.
             job.cancel()
             raise _failure(job, "failed: a rank raised, so its job's other ranks were stopped")
         if done:
             try:
-                return job.results()[0]  # rank 0's result (a multi-task job returns one per task)
+                result = job.results()[0]  # rank 0's result (a multi-task job returns one per task)
+                forward.close()
+                return result
             except (FailedJobError, UncompletedJobError) as err:
                 # A rank's error from before a requeue stays on disk until that rank finishes again:
                 # on a scheduler it only counts once the scheduler says the job is over.

@@ -230,10 +230,12 @@ def statistics_section(stats: dict[str, Any], names: list[str], in_distribution:
 
 def render_report(results: list[dict[str, Any]], axes: list[str], *, sweep: str, where: str, plots: list[str],
                   resume: str, metrics: list[str] = (), replicate_axis: str = "seed",
-                  baseline: dict[str, str] | None = None, stats: dict[str, Any] | None = None) -> str:
+                  baseline: dict[str, str] | None = None, stats: dict[str, Any] | None = None,
+                  logs: str = "") -> str:
     """The whole report.md: with a replicate axis, the arms (mean ± interval) and their comparison with the baseline
     (``statistics_section`` of ``stats``, the ``sweep_statistics`` the caller already has, else computed here);
-    then the points (status, losses), the metrics of each point, the plot files, the failed points."""
+    then the points (status, losses), the metrics of each point, the plot files, the failed points. ``logs``: where
+    each point's full job logs are, with ``<run>`` standing for the run column."""
     ok = sum(r["status"] == "ok" for r in results)
     rows, keys, names = report_rows(results, axes, metrics), row_axes(results, axes), metric_names(results, metrics)
     head = f"# Sweep {sweep}\n\n{ok}/{len(results)} grid points ok; files in `{where}`.\n\n"
@@ -246,6 +248,8 @@ def render_report(results: list[dict[str, Any]], axes: list[str], *, sweep: str,
                  "point is one run (n=1) and no difference below can be told from noise. Add e.g. "
                  f"`{replicate_axis}=0,1,2,3,4` to the grid for intervals and comparisons.\n\n")
     points = to_markdown([{k: row[k] for k in (*keys, "run", "status", *LOSS_COLUMNS)} for row in rows])
+    points += (f"\nEach point's full job logs (every rank's stdout and stderr, by stage): `{logs}`; Prefect's log "
+               "holds their warnings, errors and sampled progress.\n") if logs else ""
     body = f"## Grid points\n\n{points}" + (
         f"\n## Metrics per grid point\n\n{metric_tables(rows, keys, names, marks)}" if names else "")
     plot_list = "".join(f"- `{name}`\n" for name in plots)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prefect import get_run_logger, runtime, task
@@ -29,7 +30,7 @@ from cluster.executors import eval_executor, executor_for
 from cluster.jobs import running_eval, running_training, staging_dir, submit_eval, submit_training
 from cluster.prep_jobs import run_prep_array, run_prep_job
 from cluster.waiting import wait_streaming
-from ito_core.artifacts import RunLayout, committed, prep_keys, read_manifest
+from ito_core.artifacts import RunLayout, committed, member_key, prep_keys, read_manifest
 from ito_core.config import RunConfig, as_dict
 from ito_core.data.order import check_shards
 from ito_core.eval.stage import committed_eval, run_eval
@@ -60,10 +61,29 @@ def job_result(stage: str, cfg: RunConfig, key: str, running: submitit.Job | Non
     if running is not None:
         logger.info("%s: job %s for %s is still running (whoever waited for it died): waiting for it", stage,
                     running.job_id, key)
-        return wait_streaming(running, logger)
-    job = submit()
-    logger.info("%s: submitted job %s (%s executor) for %s", stage, job.job_id, cfg.cluster.kind, key)
-    return wait_streaming(job, logger)
+        job = running
+    else:
+        job = submit()
+        logger.info("%s: submitted job %s (%s executor) for %s", stage, job.job_id, cfg.cluster.kind, key)
+    try:
+        return wait_streaming(job, logger, progress_every_s=cfg.cluster.progress_every_s)
+    finally:
+        keep_logs(build_store(cfg.storage), job, RunLayout(key).job_logs(stage), logger)
+
+
+def keep_logs(store: ArtifactStore, job: submitit.Job, key: str, logger: logging.Logger | Any) -> None:
+    """Copy the job's rank logs (every task's stdout and stderr) to ``key`` in the store, beside the run's artifacts:
+    Prefect only got the job's warnings, errors and sampled progress. A failed copy is logged, not raised: the
+    stage's own outcome stands, and the logs are still in the job's folder."""
+    try:
+        for index in range(job.num_tasks):
+            paths = job.task(index).paths
+            for path in (Path(paths.stdout), Path(paths.stderr)):
+                if path.is_file():
+                    store.write_text(member_key(key, path.name), path.read_text(errors="replace"))
+    except Exception as err:  # any store error: the logs are a copy, the stage must not fail for them
+        logger.warning("job %s: rank logs not copied to %s (%s); they are in %s", job.job_id, store.url(key), err,
+                       job.paths.folder)
 
 
 def run_name(stage: str) -> Callable[[], str]:

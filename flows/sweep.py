@@ -119,7 +119,8 @@ def report_task(results: list[dict[str, Any]], axes: dict[str, list[str]], cfg: 
         store.upload_dir(Path(tmp), folder.key)
     markdown = render_report(results, list(axes), sweep=sweep, where=store.url(folder.key), plots=plots,
                              resume=resume_hint(store.url("")), metrics=report.metrics,
-                             replicate_axis=report.replicate_axis, baseline=baseline, stats=stats)
+                             replicate_axis=report.replicate_axis, baseline=baseline, stats=stats,
+                             logs=store.url(ANY_RUN.logs) + "/")
     store.write_json(folder.results, {"points": results, "statistics": stats})
     store.write_text(folder.report_csv, to_csv(rows))
     if report.replicate_axis in axes:

@@ -162,6 +162,15 @@ class RunLayout:
     def eval(self) -> str:
         return f"{self.key}/eval"
 
+    @property
+    def logs(self) -> str:
+        """Copies of the run's job logs (every rank's stdout and stderr), one folder per stage."""
+        return f"{self.key}/logs"
+
+    def job_logs(self, stage: str) -> str:
+        """The copies of one stage's job logs (``train``, ``eval``)."""
+        return f"{self.logs}/{stage}"
+
     def checkpoint(self, tag: str) -> str:
         return checkpoint_key(self.checkpoints, tag)
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["fixtures.tiny_run", "fixtures.s3_server", "fixtures.slurm_cluster", "fixtures.prefect_server",
-                  "fixtures.faults", "fixtures.multinode_cluster", "fixtures.slurm_jobs", "fixtures.process_executor"]
+pytest_plugins = ["fixtures.tiny_run", "fixtures.s3_server", "fixtures.slurm_cluster", "fixtures.postgres",
+                  "fixtures.prefect_server", "fixtures.faults", "fixtures.multinode_cluster", "fixtures.slurm_jobs",
+                  "fixtures.process_executor"]
 
 DIR_MARKERS = {"integration": ("integration", "slow"), "e2e": ("e2e", "slow", "integration"),
                "multinode": ("multinode", "integration", "slow", "distributed")}

@@ -150,6 +150,9 @@ class ClusterConfig:
     constraint: str = ""
     max_requeues: int = 3
     prep_tasks: int = 1  # kind=slurm: data=raw prep runs as a job array this wide (one CPU task each, no GPU)
+    # Rank 0's progress lines (a step's loss, a checkpoint) reach Prefect's log at most once per this many seconds
+    # per job; warnings and errors always. 0 = every line. The full rank logs stay in work_dir.
+    progress_every_s: float = 30.0
     work_dir: str = ".ito-sweep"  # submitit job folders + local staging; on a shared filesystem for SLURM
     # Node-local folder where training stages checkpoints (S3 transfers, universal conversion); read on the node.
     # Empty: $TMPDIR, else /tmp.

@@ -147,6 +147,8 @@ def validate_cluster(cfg: ClusterConfig) -> None:
                      ("torch_threads", 0)):
         value = getattr(cfg, key)
         _require(isinstance(value, int) and value >= low, f"cluster.{key}", f"{value!r}", f"use an integer >= {low}")
+    _require(isinstance(cfg.progress_every_s, int | float) and cfg.progress_every_s >= 0, "cluster.progress_every_s",
+             f"{cfg.progress_every_s!r}", "use seconds >= 0 (0 sends every progress line to Prefect)")
     if cfg.gpus_per_node:
         _require(cfg.tasks_per_node == cfg.gpus_per_node, "cluster.tasks_per_node",
                  f"{cfg.tasks_per_node} tasks for {cfg.gpus_per_node} GPUs per node (one training process per GPU)",

@@ -98,7 +98,7 @@ def test_a_rerun_waits_for_the_eval_job_left_running_unless_its_eval_settings_ch
             return _Submitted(str(controller.pid), 1, _Paths(folder))
 
     monkeypatch.setattr(jobs, "build_executor", lambda *args, **kwargs: Executor())
-    monkeypatch.setattr(stages, "wait_streaming", lambda job, logger: [{"waited_for": job.job_id}])
+    monkeypatch.setattr(stages, "wait_streaming", lambda job, logger, **_: [{"waited_for": job.job_id}])
     try:
         for _ in range(2):  # the first flow run dies waiting; the rerun finds its job still running
             assert stages.eval_task.fn(cfg, {}, key) == [{"waited_for": str(controller.pid)}]

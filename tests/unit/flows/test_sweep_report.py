@@ -132,3 +132,10 @@ def test_columns_do_not_depend_on_the_records_key_order() -> None:
     assert list(report_rows([fresh], ["ito.images"])[0]) == list(report_rows([stored], ["ito.images"])[0])
     columns = [c for c in report_rows([fresh], ["ito.images"])[0] if c.startswith("coco/")]
     assert columns.index("coco/image_retrieval_recall@5") < columns.index("coco/image_retrieval_recall@10")
+
+
+def test_report_says_where_each_points_full_logs_are(results: list[dict[str, Any]]) -> None:
+    markdown = render_report(results[:3], AXES, sweep="s", where="w", plots=[], resume="r",
+                             logs="s3://b/store/<run>/logs/")
+    assert "full job logs" in markdown and "`s3://b/store/<run>/logs/`" in markdown
+    assert "full job logs" not in render_report(results[:3], AXES, sweep="s", where="w", plots=[], resume="r")
