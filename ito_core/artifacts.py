@@ -44,6 +44,8 @@ RUN_IDENTITY = ("model", "ito", "loss", "train", "deepspeed", "seed")
 # Options added after runs were first named, left out of a run's identity at their default (which trains as before
 # they existed), so those runs keep their keys: section -> option -> default.
 NEUTRAL_DEFAULTS = {"ito": {"patch_dropout": 0.0, "second_view_size": 0}}
+# Options of how a run is carried out, which leave its weights bitwise as they are: never part of its identity.
+IDENTITY_IGNORED = {"train": ("async_checkpoint",)}
 DATA_IDENTITY = ("data", "eval", "storage")  # what prep's artifacts depend on
 EVAL_ID_IGNORED = ("executor", "batch_size")  # where and in what chunks: the records do not depend on them
 
@@ -95,6 +97,8 @@ def run_key(cfg: RunConfig) -> str:
     identity = {k: v for k, v in as_dict(cfg).items() if k in RUN_IDENTITY}
     for section, defaults in NEUTRAL_DEFAULTS.items():
         identity[section] = {k: v for k, v in identity[section].items() if k not in defaults or v != defaults[k]}
+    for section, ignored in IDENTITY_IGNORED.items():
+        identity[section] = {k: v for k, v in identity[section].items() if k not in ignored}
     identity["data"] = train_data_key(cfg.data)
     if (method := method_identity(cfg.method)) is not None:  # its spec says how the method names its runs
         identity["method"] = method

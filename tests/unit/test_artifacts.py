@@ -73,8 +73,11 @@ def test_options_added_later_keep_the_run_keys_from_before_them_at_their_default
     cfg = load_config(overrides)
     identity = {k: v for k, v in as_dict(cfg).items() if k in RUN_IDENTITY}
     identity["ito"] = {k: v for k, v in identity["ito"].items() if k not in ("patch_dropout", "second_view_size")}
+    identity["train"] = {k: v for k, v in identity["train"].items() if k != "async_checkpoint"}
     identity["data"] = train_data_key(cfg.data)
     assert run_key(cfg) == f"{RUNS}/{config_hash(identity)}"
+    # How checkpoints travel (issue 26) leaves the weights alone: not part of the key at any value.
+    assert run_key(load_config([*overrides, "train.async_checkpoint=false"])) == run_key(cfg)
     assert run_key(load_config([*overrides, "ito.fusion_image_tokens=cls", "ito.patch_dropout=0.5"])) != run_key(
         load_config([*overrides, "ito.fusion_image_tokens=cls"]))
 
