@@ -1,7 +1,7 @@
 """Golden numerics of every method on the tiny model: the losses of 3 AdamW steps and the sha256 of the stripped
 (deployable) weights and of the whole training state after them, bitwise on CPU.
 
-``python tests/unit/golden/numerics.py --write`` rewrites ``numerics.json``: only when a change is meant to alter
+``PYTHONPATH=.:tests python tests/unit/golden/numerics.py --write`` rewrites ``numerics.json``: only when a change is meant to alter
 the numbers, saying so in the commit message (torchtitan's numerics rule)."""
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import torch
+from fixtures.fixed_batch import train_on_fixed_batch
 
 from ito_core.config import load_config
-from ito_core.data.tokenizer import build_tokenizer
-from ito_core.methods import build_augment, build_model, build_objective
 from ito_core.strip import encoder_state
 
 GOLDEN = Path(__file__).with_name("numerics.json")
@@ -24,7 +23,6 @@ TINY = ["model=tiny", "model.vision_layers=1", "model.text_layers=1", "model.emb
         "model.text_width=16", "model.vision_heads=2", "model.text_heads=2", "model.image_size=16",
         "model.patch_size=8", "model.context_length=16", "train.batch_size=4"]
 OPTIONS = {"slip": ["method.slip_hidden=32", "method.slip_dim=8"], "flair": ["method.flair_heads=2"]}
-CAPTIONS = ["a red circle", "a blue square", "a green triangle", "a small star", "a big cross", "two dots"]
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -38,24 +36,10 @@ def state_sha256(state: dict[str, torch.Tensor]) -> str:
 def method_numerics(method: str, *, steps: int = 3) -> dict[str, object]:
     cfg = load_config([f"method={method}", *TINY, *OPTIONS.get(method, [])])
     torch.set_num_threads(1)  # the sums' order, hence the bits, depends on the thread count
-    torch.manual_seed(0)
-    model, augment = build_model(cfg), build_augment(cfg)
-    objective = build_objective(cfg, model, rank=0, world_size=1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(1)
-    images = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8, generator=gen)
-    tokenizer = build_tokenizer(cfg.model.context_length)
-    texts = [[CAPTIONS[(i + n) % len(CAPTIONS)] for n in range(cfg.ito.texts)] for i in range(4)]
-    tokens = torch.stack([tokenizer(t) for t in texts])
-    losses = []
-    for _ in range(steps):
-        out = objective(model(augment(images), tokens))
-        optimizer.zero_grad()
-        out["loss"].backward()
-        optimizer.step()
-        losses.append(out["loss"].item().hex())
+    model, losses = train_on_fixed_batch(cfg, lr=1e-3, steps=steps)
     full = model.state_dict()
-    return {"losses": losses, "stripped_sha256": state_sha256(encoder_state(full)), "state_sha256": state_sha256(full)}
+    return {"losses": [loss.hex() for loss in losses], "stripped_sha256": state_sha256(encoder_state(full)),
+            "state_sha256": state_sha256(full)}
 
 
 def current() -> dict[str, object]:

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fixtures.fixed_batch import train_on_fixed_batch
 from fixtures.stripped_model import commit_model_folder
 
 from ito_core.config import load_config
-from ito_core.data.tokenizer import build_tokenizer
 from ito_core.eval.stage import run_eval
-from ito_core.methods import build_augment, build_model, build_objective
 from ito_core.prep import prepare
 from ito_core.storage import LocalStore
 
@@ -31,25 +30,11 @@ TINY = ["model=tiny", "model.vision_layers=1", "model.text_layers=1", "model.emb
         "data.image_size=32", "data.sources=[shapes]", "data.shapes_train=8", "data.shapes_eval=12",
         "eval.zero_shot=shapes", "eval.retrieval=shapes", "eval.linear_probe=shapes", "eval.modality_gap=shapes",
         "eval.batch_size=5", "eval.umap_points=0", "eval.probe_c_grid=[1.0]"]
-CAPTIONS = ["a red circle", "a blue square", "a green triangle", "a small star", "a big cross", "two dots"]
 
 
 def trained_state(cfg: Any, *, steps: int = 3) -> dict[str, torch.Tensor]:
     """The method's training model after ``steps`` AdamW steps on a fixed random batch."""
-    torch.manual_seed(0)
-    model, augment = build_model(cfg), build_augment(cfg)
-    objective = build_objective(cfg, model, rank=0, world_size=1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    gen = torch.Generator().manual_seed(1)
-    images = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8, generator=gen)
-    tokenizer = build_tokenizer(cfg.model.context_length)
-    tokens = torch.stack([tokenizer([CAPTIONS[(i + n) % len(CAPTIONS)] for n in range(cfg.ito.texts)])
-                          for i in range(4)])
-    for _ in range(steps):
-        loss = objective(model(augment(images), tokens))["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    model, _ = train_on_fixed_batch(cfg, lr=1e-2, steps=steps)
     return model.state_dict()
 
 
