@@ -1,8 +1,8 @@
 """Golden numerics of every method on the tiny model: the losses of 3 AdamW steps and the sha256 of the stripped
 (deployable) weights and of the whole training state after them, bitwise on CPU.
 
-``PYTHONPATH=.:tests python tests/unit/golden/numerics.py --write`` rewrites ``numerics.json``: only when a change is meant to alter
-the numbers, saying so in the commit message (torchtitan's numerics rule)."""
+``PYTHONPATH=.:tests python tests/unit/golden/numerics.py --write`` rewrites ``numerics.json``: only when a change
+is meant to alter the numbers, saying so in the commit message (torchtitan's numerics rule)."""
 
 from __future__ import annotations
 
