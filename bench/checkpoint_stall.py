@@ -37,10 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import describe, machine  # noqa: E402
+from common import describe, machine, use_multinode_cluster  # noqa: E402
 
 QUICK_ARGS = ["--steps", "8", "--every", "4"]
-MN_CONF = Path(os.environ.get("MN_DIR", "/tmp/mn-slurm")) / "slurm.conf"
 SHARDS, SAMPLES_PER_SHARD, IMAGE_SIZE = 8, 32, 32
 
 
@@ -96,11 +95,7 @@ def main() -> None:
     parser.add_argument("--nodelist", default="", help="SLURM nodes to run on, e.g. mn1,mn2 (default: any two)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
-    if not MN_CONF.is_file():
-        raise SystemExit(f"no multi-node cluster at {MN_CONF}: run `bash cluster/mn-up.sh` first (root)")
-    os.environ["SLURM_CONF"] = str(MN_CONF)  # submitit's sbatch/squeue go to the multi-node cluster
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    use_multinode_cluster()
 
     from fixtures.s3_server import running_s3_server
 

@@ -48,3 +48,14 @@ class Worker:
         self.proc.stdin.close()
         self.proc.wait()
         return answer
+
+
+def use_multinode_cluster() -> None:
+    """Point submitit's sbatch/squeue at the multi-node cluster of cluster/mn-up.sh, with CPU DeepSpeed and one
+    thread per rank; exit naming the set-up command when no such cluster is up."""
+    conf = Path(os.environ.get("MN_DIR", "/tmp/mn-slurm")) / "slurm.conf"
+    if not conf.is_file():
+        raise SystemExit(f"no multi-node cluster at {conf}: run `bash cluster/mn-up.sh` first (root)")
+    os.environ["SLURM_CONF"] = str(conf)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -25,9 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import describe, machine  # noqa: E402
+from common import describe, machine, use_multinode_cluster  # noqa: E402
 
-MN_CONF = Path(os.environ.get("MN_DIR", "/tmp/mn-slurm")) / "slurm.conf"
 SHARDS, SAMPLES_PER_SHARD = 16, 32
 
 
@@ -59,11 +57,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
-    if not MN_CONF.is_file():
-        raise SystemExit(f"no multi-node cluster at {MN_CONF}: run `bash cluster/mn-up.sh` first (root)")
-    os.environ["SLURM_CONF"] = str(MN_CONF)  # submitit's sbatch/squeue go to the multi-node cluster
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    use_multinode_cluster()
 
     from ito_core.data.embedded import shapes_samples
     from ito_core.data.shards import write_shards
