@@ -25,7 +25,7 @@ from flows.train_slot import LIMIT_NAME, TRAIN_TAG
 from ito_core.artifacts import run_key
 from ito_core.config import load_config
 
-pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.prefect_server, pytest.mark.timeout(1200)]
 
 CLIENT_RETRIES = 3  # the served process's Prefect client retries a request ~14 s (2 + 4 + 8 s, +-20 %)
 OUTAGE_S = 25  # longer than those retries: Prefect's own slot acquisition gives up within it
@@ -87,9 +87,9 @@ def test_a_task_waiting_for_its_slot_rides_out_a_server_restart(
     with prefect_server.client() as client:
         client.release_concurrency_slots_with_lease(full_train_limit)  # its lease outlived the restart
 
-    run.join(420)
+    run.join(600)
     assert run.result is not None, "the deployment run did not end"
-    state = prefect_server.wait_final(run.result[2], timeout_s=60)  # `--watch` itself may exit 1 across a restart
+    state = prefect_server.wait_final(run.result[2], timeout_s=300)  # `--watch` may exit 1 across a restart
     log = served.log_tail(200_000)
     assert state.is_completed(), f"{state}\n--- served ---\n{log[-6000:]}"
     assert "Prefect server unreachable while taking an ito-train slot" in log, "the outage fell in the wait"
