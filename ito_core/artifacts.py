@@ -53,6 +53,11 @@ def committed(store: ArtifactStore, key: str) -> bool:
     return store.exists(manifest_key(key))
 
 
+def checkpoint_key(checkpoints: str, tag: str) -> str:
+    """The folder of one checkpoint tag under a run's ``checkpoints`` key (``RunLayout.checkpoints``)."""
+    return f"{checkpoints}/{tag}"
+
+
 def read_manifest(store: ArtifactStore, key: str) -> Any:
     """The committed artifact's manifest; ``FileNotFoundError`` if it is not committed."""
     return store.read_json(manifest_key(key))
@@ -167,7 +172,7 @@ class RunLayout:
         return f"{self.logs}/{stage}"
 
     def checkpoint(self, tag: str) -> str:
-        return f"{self.checkpoints}/{tag}"
+        return checkpoint_key(self.checkpoints, tag)
 
 
 # For messages that point at a folder of any run (``runs/<run>/checkpoints``), not at one run's.

@@ -3,8 +3,10 @@
 DeepSpeed's ``latest`` file is written by rank 0 before other ranks' shards may be on disk, so
 it is not a commit marker: we save with ``save_latest=False`` and commit ``manifest.json`` in
 the tag folder only after ``save_checkpoint`` returned (it ends in a barrier) and, for remote
-stores, after every node uploaded its files. Resume picks the newest committed tag; partial
-tags are never chosen and are deleted once a newer tag is committed. Weights that are not
+stores, after every node uploaded its files: in the save call (``train.async_checkpoint=false``)
+or from a background upload while training goes on (``CheckpointSaver``). Resume picks the newest
+committed tag; partial tags (a crash mid-save or mid-upload) are never chosen and are deleted once a
+newer tag is committed. Weights that are not
 finite are never saved, so a diverged run cannot commit over the last good checkpoint.
 
 The manifest records the world size and ZeRO stage that wrote the shards. Resuming at another
@@ -17,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import functools
 import io
 import logging
 import os
 import re
 import shutil
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +36,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ito_core.artifacts import committed, read_manifest
+from ito_core.artifacts import checkpoint_key, committed, read_manifest
+from ito_core.checkpoint_upload import BackgroundUpload
 from ito_core.distributed import all_ranks
 from ito_core.storage import ArtifactStore, commit, disk_full_error
 
@@ -54,7 +60,8 @@ def tag_for(step: int) -> str:
 
 
 def committed_tags(store: ArtifactStore, key: str) -> list[str]:
-    return [tag for tag in store.list_dirs(key) if tag.startswith("step_") and committed(store, f"{key}/{tag}")]
+    return [tag for tag in store.list_dirs(key)
+            if tag.startswith("step_") and committed(store, checkpoint_key(key, tag))]
 
 
 def checkpoint_dir(store: ArtifactStore, key: str, staging: Path) -> Path:
@@ -62,38 +69,119 @@ def checkpoint_dir(store: ArtifactStore, key: str, staging: Path) -> Path:
     return store.local_dir(key) or staging
 
 
-def save(engine: Any, *, store: ArtifactStore, key: str, staging: Path, step: int,
-         train_state: dict[str, Any], keep: int) -> None:
-    if not all_ranks(_weights_finite(engine), engine.device):
-        raise FloatingPointError(
-            f"weights are not finite after step {step}: not saving, so the newest committed checkpoint under "
-            f"{store.url(key)} stays the last good one; resume from it with a lower train.lr or train.grad_clip")
-    tag, local, remote = tag_for(step), checkpoint_dir(store, key, staging), store.local_dir(key) is None
-    if remote and _local_rank() == 0:  # a crashed save of this tag may have left files another world size wrote
-        shutil.rmtree(local / tag, ignore_errors=True)
-    dist.barrier()
-    try:
-        engine.save_checkpoint(str(local), tag=tag, client_state={"train_state": train_state}, save_latest=False)
-    except (OSError, RuntimeError) as err:
-        disk = "cluster.scratch_dir (node-local staging)" if remote else "storage.root"
-        full = disk_full_error(err, local / tag, what=f"checkpoint {tag}", fix=(
-            f"Nothing was committed: the newest committed checkpoint under {store.url(key)} is untouched and the "
-            f"partial {tag} is never resumed from. Free space there (delete {local / tag}), point {disk} at a "
-            "larger disk, or lower train.keep_checkpoints; then resume."))
-        if full is None:
-            raise
-        raise full from err
-    if remote and _local_rank() == 0:
-        store.upload_dir(local / tag, f"{key}/{tag}")  # each node uploads the shards its ranks wrote
-    dist.barrier()
-    if dist.get_rank() == 0:
-        shards = {"world_size": dist.get_world_size(), "zero_stage": engine.zero_optimization_stage()}
-        commit(store, f"{key}/{tag}", {"step": step, **shards, **train_state})
-        prune(store, key, keep=keep)
-        log.info("checkpoint %s committed to %s", tag, store.url(f"{key}/{tag}"))
-    dist.barrier()
-    if remote and _local_rank() == 0:
-        shutil.rmtree(local / tag, ignore_errors=True)  # uploaded: the staging copy is not needed
+@dataclass
+class PendingCommit:
+    """A tag whose files are written and on their way to the store, not yet committed."""
+
+    tag: str
+    manifest: dict[str, Any]  # what rank 0 commits once every node uploaded
+    upload: BackgroundUpload | None  # this node's upload (on its local rank 0; None elsewhere)
+
+
+class CheckpointSaver:
+    """Saves one run's checkpoints; a tag is committed (its manifest written, by rank 0) only once all its files are
+    in the store.
+
+    Local store: DeepSpeed writes into the store itself and rank 0 commits in the save call. Remote store: every rank
+    writes to node-local ``staging``, then each node's local rank 0 uploads what its ranks wrote, on a background
+    thread (``BackgroundUpload``). Synchronous (``asynchronous=False``): the save call waits for the upload on every
+    node. Asynchronous: training goes on while it runs; ``poll``, called every step, asks every rank with one
+    all-reduce (only while a tag is pending) whether its node's upload ended, and once all have, rank 0 commits. A
+    collective rather than per-node markers in the store: rank 0 learns of every node's end (or failure) at the same
+    step as the others, polls no bucket, and a dead node fails the collective instead of leaving rank 0 waiting.
+    At most one upload is in flight per node: the next save, and ``finish``, wait for it first and log the wait.
+    ``held_s``: per tag, the seconds rank 0's training loop was held by it (save, waits, commit).
+    """
+
+    def __init__(self, engine: Any, *, store: ArtifactStore, key: str, staging: Path, keep: int,
+                 asynchronous: bool) -> None:
+        self.engine, self.store, self.key, self.keep = engine, store, key, keep
+        self.remote = store.local_dir(key) is None
+        self.local = checkpoint_dir(store, key, staging)
+        self.asynchronous = asynchronous and self.remote  # a local store has nothing to upload
+        self.pending: PendingCommit | None = None
+        self.held_s: dict[str, float] = {}
+
+    def save(self, *, step: int, train_state: dict[str, Any]) -> None:
+        tag, start = tag_for(step), time.perf_counter()
+        if not all_ranks(_weights_finite(self.engine), self.engine.device):
+            raise FloatingPointError(
+                f"weights are not finite after step {step}: not saving, so the newest committed checkpoint under "
+                f"{self.store.url(self.key)} stays the last good one; resume from it with a lower train.lr or "
+                "train.grad_clip")
+        self._settle(before=f"saving {tag}")
+        self._write(tag, train_state)
+        shards = {"world_size": dist.get_world_size(), "zero_stage": self.engine.zero_optimization_stage()}
+        manifest = {"step": step, **shards, **copy.deepcopy(train_state)}  # training goes on changing the state
+        upload = None
+        if self.remote and _local_rank() == 0:  # each node uploads the shards its ranks wrote
+            upload = BackgroundUpload(f"upload of checkpoint {tag}", functools.partial(self._upload, tag))
+        self.pending = PendingCommit(tag, manifest, upload)
+        if not self.asynchronous:
+            self._settle()
+        self._hold(tag, start)
+
+    def poll(self) -> None:
+        """Commit the pending tag once every node's upload has ended; call at every step (all ranks)."""
+        if self.pending is None:
+            return
+        pending, start = self.pending, time.perf_counter()
+        if all_ranks(pending.upload is None or pending.upload.done(), self.engine.device):
+            self._settle()
+        self._hold(pending.tag, start)
+
+    def finish(self) -> None:
+        """Wait for the last upload and commit it: a run is complete only once its last checkpoint is committed."""
+        if self.pending is not None:
+            pending, start = self.pending, time.perf_counter()
+            self._settle(before="the end of training")
+            self._hold(pending.tag, start)
+
+    def _hold(self, tag: str, start: float) -> None:
+        self.held_s[tag] = self.held_s.get(tag, 0.0) + time.perf_counter() - start
+
+    def _write(self, tag: str, train_state: dict[str, Any]) -> None:
+        """Every rank writes its files of ``tag`` (DeepSpeed's save ends in a barrier)."""
+        engine, local = self.engine, self.local
+        if self.remote and _local_rank() == 0:  # a crashed save of this tag may have left files another world wrote
+            shutil.rmtree(local / tag, ignore_errors=True)
+        dist.barrier()
+        try:
+            engine.save_checkpoint(str(local), tag=tag, client_state={"train_state": train_state}, save_latest=False)
+        except (OSError, RuntimeError) as err:
+            disk = "cluster.scratch_dir (node-local staging)" if self.remote else "storage.root"
+            full = disk_full_error(err, local / tag, what=f"checkpoint {tag}", fix=(
+                f"Nothing was committed: the newest committed checkpoint under {self.store.url(self.key)} is "
+                f"untouched and the partial {tag} is never resumed from. Free space there (delete {local / tag}), "
+                f"point {disk} at a larger disk, or lower train.keep_checkpoints; then resume."))
+            if full is None:
+                raise
+            raise full from err
+
+    def _upload(self, tag: str) -> None:
+        self.store.upload_dir(self.local / tag, checkpoint_key(self.key, tag))
+        shutil.rmtree(self.local / tag, ignore_errors=True)  # uploaded: the staging copy is not needed
+
+    def _settle(self, *, before: str = "") -> None:
+        """Wait for this node's upload of the pending tag; once every node's succeeded, rank 0 commits it.
+        Collective: every rank calls it at the same point."""
+        if self.pending is None:
+            return
+        pending, self.pending = self.pending, None
+        ok, waited = pending.upload.wait() if pending.upload is not None else (True, 0.0)
+        if pending.upload is not None and ok:
+            log.info("checkpoint %s uploaded in %.2f s%s", pending.tag, pending.upload.seconds,
+                     f"; waited {waited:.2f} s for it before {before}" if before else "")
+        url = self.store.url(checkpoint_key(self.key, pending.tag))
+        if not all_ranks(ok, self.engine.device):
+            if pending.upload is not None and pending.upload.error is not None:
+                raise pending.upload.error
+            raise RuntimeError(f"checkpoint {url} was not committed: a node's upload failed (its local rank 0 "
+                               "logs the error); the newest committed checkpoint is untouched: resume from it")
+        if dist.get_rank() == 0:
+            commit(self.store, checkpoint_key(self.key, pending.tag), pending.manifest)
+            prune(self.store, self.key, keep=self.keep)
+            log.info("checkpoint %s committed to %s", pending.tag, url)
 
 
 def prune(store: ArtifactStore, key: str, *, keep: int) -> None:
@@ -105,7 +193,7 @@ def prune(store: ArtifactStore, key: str, *, keep: int) -> None:
     for tag in store.list_dirs(key):
         stale = tag in committed[:-keep] or (tag not in committed and tag < newest)
         if stale:
-            store.delete_dir(f"{key}/{tag}")
+            store.delete_dir(checkpoint_key(key, tag))
 
 
 def find_resume_point(store: ArtifactStore, key: str, *, world_size: int, zero_stage: int) -> ResumePoint | None:
@@ -113,11 +201,12 @@ def find_resume_point(store: ArtifactStore, key: str, *, world_size: int, zero_s
     tags = committed_tags(store, key)
     if not tags:
         return None
-    manifest = read_manifest(store, f"{key}/{tags[-1]}")
+    newest = checkpoint_key(key, tags[-1])
+    manifest = read_manifest(store, newest)
     saved_world, saved_stage = manifest.get("world_size", world_size), manifest.get("zero_stage", zero_stage)
     if saved_stage != zero_stage:
         raise ValueError(
-            f"config deepspeed.zero_stage: checkpoint {store.url(f'{key}/{tags[-1]}')} was written with ZeRO stage "
+            f"config deepspeed.zero_stage: checkpoint {store.url(newest)} was written with ZeRO stage "
             f"{saved_stage}, this run uses {zero_stage}; resume with deepspeed=zero{saved_stage} (a stage change "
             "is not supported), or start a new run key")
     universal = saved_world != world_size and zero_stage > 0
@@ -133,7 +222,7 @@ def restore(engine: Any, point: ResumePoint, *, store: ArtifactStore, key: str, 
     tag, local, remote = point.tag, checkpoint_dir(store, key, staging), store.local_dir(key) is None
     include = needed_by(ranks_on_this_node()) if remote and not point.universal else None  # all ranks: collective
     if remote and _local_rank() == 0:
-        store.download_dir(f"{key}/{tag}", local / tag, include=include)
+        store.download_dir(checkpoint_key(key, tag), local / tag, include=include)
     load_dir = staging / "universal" if point.universal else local
     if point.universal and _local_rank() == 0:  # every node converts its own copy into its local staging
         to_universal(local / tag, load_dir / tag)
@@ -148,7 +237,7 @@ def restore(engine: Any, point: ResumePoint, *, store: ArtifactStore, key: str, 
         if remote:
             shutil.rmtree(local / tag, ignore_errors=True)
     how = f" (saved by {point.saved_world_size} ranks, via a universal checkpoint)" if point.universal else ""
-    log.info("resumed from %s%s", store.url(f"{key}/{tag}"), how)
+    log.info("resumed from %s%s", store.url(checkpoint_key(key, tag)), how)
     return client_state["train_state"]
 
 
@@ -187,8 +276,19 @@ def to_universal(tag_dir: Path, out_dir: Path) -> None:
 
 
 def _weights_finite(engine: Any) -> bool:
-    # ZeRO-3 keeps only this rank's partition of each parameter, in ``ds_tensor``.
-    return all(bool(torch.isfinite(getattr(p, "ds_tensor", p)).all()) for p in engine.module.parameters())
+    return all(bool(torch.isfinite(own_weights(p)).all()) for p in engine.module.parameters())
+
+
+def own_weights(param: torch.Tensor) -> torch.Tensor:
+    """The weights of ``param`` this rank holds. ZeRO-3 keeps only this rank's partition, in ``ds_tensor``; the
+    partition of the last rank(s) ends in padding that DeepSpeed allocates with ``torch.empty`` and never writes
+    (a 1-element parameter such as the logit scale is all padding on rank 1 of 2). Whatever the reused memory held
+    there can be NaN or inf, so it is left out, else a healthy run now and then refuses to save."""
+    part = getattr(param, "ds_tensor", None)
+    if part is None:
+        return param
+    start = part.ds_numel * param.ds_zero_partition_rank  # partition size x this rank's place in the ZeRO group
+    return part.narrow(0, 0, max(0, min(part.ds_numel, param.ds_numel - start)))
 
 
 def _local_rank() -> int:

@@ -160,6 +160,8 @@ def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], s
     tracker.catch_up(state.history)  # a resumed run: the rows W&B lost with the killed job
     meter = StepMeter(cfg, env, start_step=state.step)
     loader = build_train_loader(stream, num_workers=cfg.data.num_workers)
+    saver = checkpoint.CheckpointSaver(engine, store=store, key=ckpt_key, staging=scratch,
+                                       keep=cfg.train.keep_checkpoints, asynchronous=cfg.train.async_checkpoint)
     batches = iter(loader)
     for step in range(state.step, total):
         batch = next(batches)
@@ -175,12 +177,14 @@ def train(cfg: RunConfig, *, shard_paths: list[str], shard_samples: list[int], s
         if state.step % cfg.train.log_every == 0 or state.step == total:
             state.history.append(meter.row(state, losses, lr=engine.get_lr()[0]))
             tracker.log(state.history[-1])
+        saver.poll()  # commits the tag uploading in the background once every node's upload ended
         if state.step % cfg.train.checkpoint_every == 0 or state.step == total:
             state.data = loader.state_dict()
-            checkpoint.save(engine, store=store, key=ckpt_key, staging=scratch, step=state.step,
-                            train_state=state.state_dict(), keep=cfg.train.keep_checkpoints)
+            saver.save(step=state.step, train_state=state.state_dict())
+    saver.finish()  # the last checkpoint is committed before the run reports success
     summary = {"step": state.step, "checkpoint": checkpoint.tag_for(state.step),
-               "history": state.history, "config": as_dict(cfg)}
+               "history": state.history, "config": as_dict(cfg),
+               "checkpoint_held_s": {tag: round(s, 3) for tag, s in saver.held_s.items()}}
     if env.rank == 0:
         commit(store, run.train, summary)
     tracker.finish()

@@ -114,6 +114,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
+    # storage=s3: upload checkpoints on a background thread while training goes on; the tag is committed once every
+    # node's upload ended (false: every rank waits for the uploads in the save)
+    async_checkpoint: bool = True
     log_every: int = 10
     nonfinite: str = "skip"  # a NaN/inf loss: skip (no update, counted) | stop (raise at once)
     max_skipped_steps: int = 10  # with nonfinite=skip: stop once more steps than this were skipped

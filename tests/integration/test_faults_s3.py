@@ -1,7 +1,10 @@
 """Training on the real S3 endpoint (rclone) through faults: nothing is lost.
 
-- rank 0 killed in the middle of committing a checkpoint (its shards up, the manifest not): the partial
-  tag in the bucket is never resumed from and is replaced by the resumed run's own commit;
+- the ranks killed while a checkpoint uploads in the background (``train.async_checkpoint``, the default) and
+  training already went on past that save: the tag stays uncommitted, the resume starts from the tag before,
+  and the run ends bitwise equal to the uninterrupted one;
+- rank 0 killed in the middle of committing a checkpoint (synchronous uploads: its shards up, the manifest not):
+  the partial tag in the bucket is never resumed from and is replaced by the resumed run's own commit;
 - the endpoint stopped for 30 s while a checkpoint uploads: the upload retries with backoff and the
   run goes on; the run still ends bitwise equal to the uninterrupted one;
 - the endpoint gone for good: the train stage fails within a bounded time, naming the endpoint and
@@ -59,10 +62,36 @@ def objects(bucket: S3Bucket, prefix: str) -> list[str]:
     return sorted(item["Key"].rsplit("/", 1)[-1] for item in listing.get("Contents", []))
 
 
+def test_killed_while_an_async_upload_is_in_flight_resumes_from_the_tag_before(
+        ranks: TrainRanks, s3_bucket: S3Bucket, small_shards: list[str], reference_run: RunConfig,
+        tmp_path: Path) -> None:
+    cfg, store = s3_config(tmp_path, s3_bucket, "train.async_checkpoint=true")
+    release = tmp_path / "release-upload"  # never created: the upload of step 4 stays in flight until the kill
+
+    # Rank 0's uploader holds its second file of step 4 (the first may be going up) while training goes on.
+    held = Fault("ito_core.storage.s3.S3Calls.call", match=f"/{tag_for(4)}/", nth=2, hold_until=str(release))
+    killed = ranks.start(cfg, shards=small_shards, name="async-killed", env=aws_env(), fault=held)
+    killed.wait_for_text(f"holding ito_core.storage.s3.S3Calls.call(upload {cfg.cluster.scratch_dir}")
+    killed.wait_for_text("step 5/8 ")  # the save of step 4 returned before its upload ended
+    assert committed_tags(store, CKPTS) == [tag_for(2)], "committed while its upload was in flight"
+    killed.kill_all()
+    assert MANIFEST not in objects(s3_bucket, f"exp/{CKPTS}/{tag_for(4)}/")
+
+    resumed = ranks.start(cfg, shards=small_shards, name="async-resumed", env=aws_env())
+    resumed.finish()
+    log = resumed.log()
+    assert f"resumed from {store.url(f'{CKPTS}/{tag_for(2)}')}" in log, "the uncommitted step 4 was not chosen"
+    assert f"checkpoint {tag_for(8)} uploaded in " in log and "before the end of training" in log, "the wait is logged"
+    assert store.list_dirs(CKPTS) == committed_tags(store, CKPTS) == [tag_for(6), tag_for(8)], "partial step 4 gone"
+    expected = checkpoint_weights(reference_run, tag_for(8), tmp_path / "reference")
+    assert_bitwise(expected, checkpoint_weights(cfg, tag_for(8), tmp_path / "download"))
+    assert logged_losses(cfg) == logged_losses(reference_run)
+
+
 def test_upload_killed_midway_then_a_30s_outage_during_an_upload(
         ranks: TrainRanks, s3_bucket: S3Bucket, small_shards: list[str], reference_run: RunConfig,
         tmp_path: Path) -> None:
-    cfg, store = s3_config(tmp_path, s3_bucket)
+    cfg, store = s3_config(tmp_path, s3_bucket, "train.async_checkpoint=false")
     server, step4 = s3_bucket.server, f"exp/{CKPTS}/{tag_for(4)}/"
 
     # Rank 0 dies uploading step 4 once its shards are up, before the manifest (each S3 call goes through

@@ -31,8 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 KEY_HOMES = {"ito_core/artifacts.py", "ito_core/storage/base.py"}
 # Where keys inside an artifact may be formatted: the key module, and the stores, which map a key to files or objects.
 FORMAT_HOMES = ("ito_core/artifacts.py", "ito_core/storage/")
-# TODO(lead): drop once the async-checkpoint branch builds its keys with RunLayout.checkpoint (issue 24).
-FORMAT_HOMES_PENDING = ("ito_core/checkpoint.py",)
 STORE_CALLS = {name for name in dir(ArtifactStore) if not name.startswith("_")}  # store.<method>(key, ...)
 KEY_CALLS = {"commit", "committed", "read_manifest", "manifest_key"}  # f(store, key, ...) or manifest_key(key)
 TOP_FOLDERS = {"RUNS", "DATA", "SWEEPS", "PREFLIGHT", "PREP_TASKS"}
@@ -146,9 +144,8 @@ def formatted_store_keys(source: str, where: str) -> list[str]:
 
 
 def test_no_other_module_formats_a_key_inside_an_artifact() -> None:
-    homes = FORMAT_HOMES + FORMAT_HOMES_PENDING
     sources = sorted(p for package in ("ito_core", "cluster", "flows", "bench") for p in (ROOT / package).rglob("*.py")
-                     if not p.relative_to(ROOT).as_posix().startswith(homes))
+                     if not p.relative_to(ROOT).as_posix().startswith(FORMAT_HOMES))
     found = [hit for path in sources for hit in formatted_store_keys(path.read_text(), str(path.relative_to(ROOT)))]
     assert not found, f"build keys inside an artifact with ito_core.artifacts (member_key, RunLayout, ...): {found}"
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
-from ito_core.checkpoint import ResumePoint, find_resume_point, tag_for
+from ito_core.checkpoint import ResumePoint, find_resume_point, own_weights, tag_for
 from ito_core.storage import LocalStore, commit
 
 
@@ -39,3 +40,21 @@ def test_zero_stage_change_is_refused_with_the_fix(tmp_path: Path) -> None:
     store = store_with(tmp_path, world_size=2, zero_stage=2)
     with pytest.raises(ValueError, match=r"deepspeed.zero_stage.*stage 2.*deepspeed=zero2"):
         find_resume_point(store, "ck", world_size=2, zero_stage=3)
+
+
+def zero3_param(numel: int, *, rank: int, partition: list[float]) -> torch.nn.Parameter:
+    """A parameter as ZeRO-3 leaves it on ``rank``: empty, with this rank's partition in ``ds_tensor``."""
+    param = torch.nn.Parameter(torch.empty(0))
+    param.ds_numel, param.ds_zero_partition_rank = numel, rank
+    param.ds_tensor = torch.tensor(partition)
+    param.ds_tensor.ds_numel = len(partition)
+    return param
+
+
+def test_zero3_partition_padding_is_not_taken_for_weights() -> None:
+    nan = float("nan")  # DeepSpeed's padding is torch.empty: whatever the memory held
+    assert torch.equal(own_weights(zero3_param(3, rank=0, partition=[1.0, 2.0])), torch.tensor([1.0, 2.0]))
+    assert torch.equal(own_weights(zero3_param(3, rank=1, partition=[3.0, nan])), torch.tensor([3.0]))
+    assert own_weights(zero3_param(1, rank=1, partition=[nan])).numel() == 0, "a 1-element parameter on rank 1"
+    plain = torch.ones(2)
+    assert own_weights(plain) is plain
