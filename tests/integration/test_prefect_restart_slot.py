@@ -41,10 +41,8 @@ def served(prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture
 def full_train_limit(prefect_server: PrefectServer) -> Iterator[UUID]:
     """The ``ito-train`` limit with 1 slot, that slot held by the test: yields the lease to release."""
-    from prefect.client.schemas.actions import ConcurrencyLimitCreate
-
     with prefect_server.client() as client:
-        client.create_concurrency_limit(ConcurrencyLimitCreate(tag=TRAIN_TAG, concurrency_limit=1))
+        client.create_concurrency_limit(tag=TRAIN_TAG, concurrency_limit=1)
         taken = client.increment_concurrency_slots_with_lease(names=[LIMIT_NAME], slots=1, mode="concurrency",
                                                               lease_duration=600)
     try:
