@@ -91,9 +91,10 @@ def is_committed(store: LocalStore, step: int) -> bool:
 
 
 def written(saver: CheckpointSaver) -> None:
-    """Wait for the background write of the pending tag; the next poll starts its upload."""
-    saver.pending.write.wait()
-    saver.poll()
+    """Wait for the background write of the pending tag and poll: the upload starts (an earlier poll may have)."""
+    if saver.pending.write is not None:
+        saver.pending.write.wait()
+        saver.poll()
     assert saver.pending.write is None
 
 
