@@ -7,12 +7,13 @@ and one 898 MB optimizer shard per rank) on 32 px images (2 x 2 patches: the com
 The S3 server is bound to the root namespace's link into the cluster's bridge, which every node reaches.
 
 - stall: the seconds rank 0's training loop was held by a checkpoint (``checkpoint_held_s`` of the train summary:
-  the save call, with the upload and commit when synchronous, the wait for the previous upload and the commit when
-  asynchronous). Checkpoints before the last are the steady state; the last one is reported apart, since a run
-  commits its last checkpoint before it reports success, whichever the mode.
+  the save call, with the upload and commit when synchronous; when asynchronous, the save call's copy of the state
+  into host memory, the wait for the previous checkpoint's background write and upload, and the commit).
+  Checkpoints before the last are the steady state; the last one is reported apart, since a run commits its last
+  checkpoint before it reports success, whichever the mode.
 - cost: the wall-clock time the run spent beyond its median step, per checkpoint before the last (from the times of
-  rank 0's per-step log lines): it also counts the steps slowed down by an upload competing for the cores, which the
-  stall leaves out.
+  rank 0's per-step log lines): it also counts the steps slowed down by a background write or upload competing for
+  the cores, which the stall leaves out.
 
 Modes alternate round by round.
 
@@ -57,6 +58,11 @@ def step_times(log: str) -> list[float]:
     return [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False)]
 
 
+def checkpoint_lines(log: str) -> list[str]:
+    """Rank 0's lines on each checkpoint: the snapshot's size, the write and upload times and waits."""
+    return re.findall(r"checkpoint step_\d+(?::| written| uploaded) [^\n]*", log)
+
+
 def train_once(tmp: Path, shards: list[str], bucket_url: str, endpoint: str, *, asynchronous: bool, steps: int,
                every: int, nodelist: str) -> dict:
     from cluster.jobs import submit_training
@@ -78,13 +84,14 @@ def train_once(tmp: Path, shards: list[str], bucket_url: str, endpoint: str, *, 
     job = submit_training(cfg, shard_paths=shards, shard_samples=[SAMPLES_PER_SHARD] * SHARDS, run_key=run_key(cfg))
     summary = job.results()[0]
     held, last = summary["checkpoint_held_s"], tag_for(steps)
-    step_s = step_times(job.task(0).stderr() or "")[1:]  # the first step holds the warm-up
+    log = job.task(0).stderr() or ""
+    step_s = step_times(log)[1:]  # the first step holds the warm-up
     median = statistics.median(step_s)
     before_last = len(range(every, steps, every))  # the last save comes after the last step line: not in step_s
     return {"mode": "async" if asynchronous else "sync", "held_s": held,
             "stall_s": [s for tag, s in held.items() if tag != last], "last_stall_s": held[last],
             "median_step_s": median, "cost_per_checkpoint_s": (sum(step_s) - median * len(step_s)) / before_last,
-            "step_s": step_s}
+            "step_s": step_s, "checkpoint_log": checkpoint_lines(log)}
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
-"""The scale benchmark's meters: flow-process CPU, RSS and threads; SLURM client calls (a counting wrapper on PATH)
-and slurmctld's RPC counts (``sdiag``); Prefect API requests (the server's access log); PostgreSQL rows and size."""
+"""The scale benchmark's meters: flow-process CPU, RSS and threads; slurmctld's RPC counts (``sdiag``); Prefect API
+requests (the server's access log); PostgreSQL rows and size. SLURM client calls are counted by
+``tests/fixtures/slurm_counting.py`` (a wrapper on PATH), which the suite's scale test shares."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from typing import Any
 
 import psutil
 
-SLURM_CLIENTS = ("sbatch", "squeue", "sacct", "scontrol", "scancel", "sinfo", "srun")
 # uvicorn's access log line: 'INFO:     10.231.0.1:40312 - "POST /api/logs/ HTTP/1.1" 201'
 ACCESS = re.compile(r'"(?P<method>[A-Z]+) /api/(?P<path>[^ ?"]*)[^"]*" (?P<status>\d{3})')
 # Prefect's tables a sweep writes into, for the row counts
@@ -67,27 +67,6 @@ class FlowProcessSampler(threading.Thread):
         return {"flow_cpu_s": round(sum(self.cpu_s.values()), 2), "serve_cpu_s": round(self.serve_cpu_s, 2),
                 "flow_peak_rss_mb": round(self.peak_rss_mb, 1), "flow_peak_threads": self.peak_threads,
                 "flow_processes": len(self.cpu_s)}
-
-
-def slurm_wrappers(folder: Path) -> tuple[Path, Path]:
-    """A folder of ``sbatch``/``squeue``/... scripts that note each call (time, command) in a log, then run the
-    real one; put it first on the flow process's PATH. Returns (folder, log)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    log = folder / "calls.log"
-    log.touch()
-    for name in SLURM_CLIENTS:
-        real = subprocess.run(["which", name], capture_output=True, text=True, check=True).stdout.strip()
-        script = folder / name
-        text = f'#!/bin/sh\necho "$(date +%s.%N) {name}" >> {log}\nexec {real} "$@"\n'
-        script.write_text(text)
-        script.chmod(0o755)
-    return folder, log
-
-
-def slurm_calls(log: Path, *, elapsed_s: float) -> dict[str, Any]:
-    calls = collections.Counter(line.split()[1] for line in log.read_text().splitlines() if line.strip())
-    return {"by_command": dict(calls.most_common()), "total": sum(calls.values()),
-            "per_min": round(sum(calls.values()) / elapsed_s * 60, 1)}
 
 
 def sdiag_rpcs(slurm_conf: str) -> dict[str, int]:

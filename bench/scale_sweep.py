@@ -34,28 +34,22 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from common import describe, machine  # noqa: E402
 from counting_proxy import CountingProxy  # noqa: E402
+from fixtures.multinode_cluster import restart_slurmctld  # noqa: E402
 from fixtures.postgres import psql  # noqa: E402
 from fixtures.prefect_server import PrefectServer, serving, venv_script  # noqa: E402
 from fixtures.s3_server import running_s3_server, unused_port  # noqa: E402
+from fixtures.scale_points import scale_overrides  # noqa: E402
+from fixtures.slurm_counting import slurm_calls, slurm_wrappers  # noqa: E402
 from scale_probes import (  # noqa: E402
     FlowProcessSampler,
     database_stats,
     prefect_requests,
     sdiag_reset,
     sdiag_rpcs,
-    slurm_calls,
-    slurm_wrappers,
     slurmd_rss_mb,
 )
 
 MN_DIR = Path(os.environ.get("MN_DIR", "/tmp/mn-slurm"))
-# Tiny trainings: a few steps of a one-layer model on the embedded shapes set; eval on small embedded sets.
-POINT_BUDGET = ["experiment=demo", "model=tiny", "model.vision_layers=1", "model.text_layers=1",
-                "model.vision_width=64", "model.text_width=64", "model.embed_dim=64", "model.vision_heads=2",
-                "model.text_heads=2", "ito.fusion_heads=2", "ito.images=1", "ito.texts=1", "ito.fusion=none",
-                "train.batch_size=16", "train.warmup_steps=1", "train.log_every=1", "data.num_workers=0",
-                "wandb=disabled", "data.max_train_samples=256", "data.shapes_eval=64", "eval.max_samples=64",
-                "data.samples_per_shard=128", "eval.umap_points=0", "cluster.timeout_min=30"]
 
 
 def bring_up(nodes: int, database: str) -> tuple[str, str]:
@@ -86,8 +80,9 @@ class Faults(threading.Thread):
         self.t0 = time.monotonic()
 
     def run(self) -> None:
-        steps = [("slurmctld restarted", self.restart_slurmctld), ("Prefect server restarted", self.restart_prefect),
-                 ("S3 server down 30 s", self.s3_down), ("a node running a job killed", self.kill_node)]
+        steps = [("slurmctld restarted", lambda: restart_slurmctld(MN_DIR)),
+                 ("Prefect server restarted", self.restart_prefect), ("S3 server down 30 s", self.s3_down),
+                 ("a node running a job killed", self.kill_node)]
         time.sleep(self.start_s)
         for name, action in steps:
             began = time.monotonic() - self.t0
@@ -98,13 +93,6 @@ class Faults(threading.Thread):
                 self.done.append({"fault": name, "at_s": round(began, 1), "ok": False, "error": repr(err)})
             print(f"fault: {self.done[-1]}", flush=True)
             time.sleep(self.gap_s)
-
-    def restart_slurmctld(self) -> None:
-        pid = int((MN_DIR / "run/slurmctld.pid").read_text())
-        os.kill(pid, 15)
-        while Path(f"/proc/{pid}").exists():
-            time.sleep(0.2)
-        subprocess.run([str(MN_DIR / "mnexec"), "mnctl", "slurmctld"], check=True)
 
     def restart_prefect(self) -> None:
         process = self.server.process
@@ -190,10 +178,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                          PATH=f"{wrappers}:{os.environ['PATH']}", **aws) as served:
                 sampler = FlowProcessSampler(served.proc.pid)
                 sampler.start()
-                overrides = [*POINT_BUDGET, f"train.steps={args.steps}", f"train.checkpoint_every={args.steps}",
-                             f"seed=range({args.points})", f"cluster.work_dir={work / 'jobs'}",
-                             f"cluster.progress_every_s={args.progress_every_s}",
-                             f"storage.endpoint_url={proxy.url}"]
+                overrides = scale_overrides(points=args.points, steps=args.steps, work_dir=work / "jobs",
+                                            endpoint_url=proxy.url, progress_every_s=args.progress_every_s)
                 params = {"overrides": overrides, "sweep_name": "scale", "storage_root": f"s3://{bucket}/store",
                           "max_concurrent_train": args.max_concurrent_train}
                 sdiag_reset(slurm_conf)

@@ -77,7 +77,7 @@ def run_prep_job(cfg: RunConfig, key: str, logger: logging.Logger | Any) -> dict
     executor = build_executor(prep_cluster(cfg.cluster), work_dir(cfg, key) / PREP_JOBS, name="ito-prep")
     job = executor.submit(PrepJob(), as_dict(cfg))
     logger.info("prep: job %s prepares what is not committed yet for %s (eval sets, embedded data)", job.job_id, key)
-    done = wait_streaming(job, logger, progress_every_s=cfg.cluster.progress_every_s)
+    done = wait_streaming(job, logger, progress_every_s=cfg.cluster.progress_every_s, stage="prep")
     logger.info("prep: job %s done in %.1f CPU s", job.job_id, done["cpu_s"])
     return done["keys"]
 
@@ -92,11 +92,11 @@ def run_prep_array(cfg: RunConfig, key: str, logger: logging.Logger | Any) -> di
         tasks = [executor.submit(PrepTaskJob(), config, key=key, task=t, num_tasks=num_tasks)
                  for t in range(num_tasks)]
     logger.info("prep: submitted a %d-task array (%s) for %s", num_tasks, tasks[0].job_id.split("_")[0], key)
-    done = [wait_streaming(job, logger, progress_every_s=cfg.cluster.progress_every_s) for job in tasks]
+    done = [wait_streaming(job, logger, progress_every_s=cfg.cluster.progress_every_s, stage="prep") for job in tasks]
     final_job = executor.submit(PrepFinishJob(), config, key=key, num_tasks=num_tasks)
     logger.info("prep: %d shards written by the array; final job %s dedups and commits",
                 sum(d["written"] for d in done), final_job.job_id)
-    final = wait_streaming(final_job, logger, progress_every_s=cfg.cluster.progress_every_s)
+    final = wait_streaming(final_job, logger, progress_every_s=cfg.cluster.progress_every_s, stage="prep")
     logger.info("prep: committed %d samples; the %d tasks and the final job used %.1f CPU s", final["num_samples"],
                 num_tasks, sum(d["cpu_s"] for d in [*done, final]))
     return {"tasks": done, "final": final}

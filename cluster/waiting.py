@@ -29,6 +29,12 @@ from cluster.executors import EXECUTORS, Liveness, executor_of
 from cluster.log_forward import LogForwarder
 
 TAIL_LINES = 40
+# What running a stage's job again (a requeue after a node failure, or a rerun of the point) redoes
+RERUN_EFFECT = {
+    "train": "training resumes from its last committed checkpoint",
+    "eval": "the eval starts over (its metrics commit only once all its sets are scored)",
+    "prep": "prep starts over and skips what it already committed",
+}
 # slurmstepd "exceeded memory limit" / "Exceeded job memory limit", cgroup "oom-kill", srun "Out Of Memory", CUDA
 OUT_OF_MEMORY = re.compile(r"exceeded (job )?memory limit|oom[-_ ]?kill|out[-_ ]of[-_ ]memory", re.IGNORECASE)
 
@@ -115,7 +121,23 @@ def _a_rank_raised(job: submitit.Job) -> bool:
     return any(_task_error(job, index) is not None for index in range(job.num_tasks))
 
 
-def _failure(job: submitit.Job, problem: str, *, failed_nodes: list[str] | None = None) -> JobFailedError:
+def rerun_effect(stage: str) -> str:
+    """What running the ``stage``'s job again redoes, for messages about a job that has to run again."""
+    return RERUN_EFFECT.get(stage, "the job starts over")
+
+
+def report_node_failures(job_id: str, failed_nodes: list[str], reported: int, logger: logging.Logger | Any, *,
+                         stage: str) -> int:
+    """Name each node failure of the job once (the log is the only place that says why it started over); return
+    how many are reported now."""
+    for nodes in failed_nodes[reported:]:
+        logger.warning("[job %s] node failure on %s (NODE_FAIL): SLURM requeues the job; %s", job_id, nodes,
+                       rerun_effect(stage))
+    return max(reported, len(failed_nodes))
+
+
+def _failure(job: submitit.Job, problem: str, *, failed_nodes: list[str] | None = None,
+             stage: str = "") -> JobFailedError:
     """The error for a job over without a result, naming the likely cause: out of memory, a node failure the
     scheduler did not requeue (``failed_nodes``: its nodes), or a kill from outside."""
     cause, tail = _failed_task(job), log_tail(job)
@@ -125,7 +147,7 @@ def _failure(job: submitit.Job, problem: str, *, failed_nodes: list[str] | None 
     elif "NODE_FAIL" in problem:
         nodes = ", ".join(failed_nodes or []) or "a node"
         problem += (f" -- node failure on {nodes}, and SLURM did not requeue the job (JobRequeue=0 or --no-requeue): "
-                    "rerun the point; training resumes from its last committed checkpoint")
+                    f"rerun the point; {rerun_effect(stage)}")
     elif cause is None:
         problem += (" -- no rank reported an error, so they were killed from outside by a signal: the kernel's "
                     "out-of-memory killer (check `dmesg`; lower train.micro_batch_size or raise cluster.mem_gb), "
@@ -134,7 +156,8 @@ def _failure(job: submitit.Job, problem: str, *, failed_nodes: list[str] | None 
 
 
 def wait_streaming(job: submitit.Job, logger: logging.Logger | Any, *, poll_s: float = 1.0,
-                   pattern: str = "ito_core", grace_s: float = 10.0, progress_every_s: float = 0.0) -> Any:
+                   pattern: str = "ito_core", grace_s: float = 10.0, progress_every_s: float = 0.0,
+                   stage: str = "") -> Any:
     """Block until ``job`` ends and return rank 0's result; log rank 0's stderr lines containing ``pattern``
     (at most one per ``progress_every_s``; 0 = all) and every warning and error (``cluster/log_forward.py``).
 
@@ -143,19 +166,22 @@ def wait_streaming(job: submitit.Job, logger: logging.Logger | Any, *, poll_s: f
     executor has a liveness check (SLURM) is judged by its result files and that check, which shares one
     scheduler query per interval among all the jobs this process waits for; any other job by its own ``done()``,
     and cancelled as soon as one of its ranks raised (SLURM's ``--kill-on-bad-exit`` does that for SLURM jobs).
+    ``stage`` (train, eval, prep) says in node-failure messages what running the job again redoes.
     """
     executor = executor_of(job)
     watch = executor.liveness(job, logger, grace_s) if executor.liveness else None
     try:
-        return _wait(job, logger, watch, poll_s=poll_s, pattern=pattern, progress_every_s=progress_every_s)
+        return _wait(job, logger, watch, poll_s=poll_s, pattern=pattern, progress_every_s=progress_every_s,
+                     stage=stage)
     finally:
         if watch is not None:
             watch.close()
 
 
 def _wait(job: submitit.Job, logger: logging.Logger | Any, watch: Liveness | None, *, poll_s: float,
-          pattern: str, progress_every_s: float) -> Any:
+          pattern: str, progress_every_s: float, stage: str) -> Any:
     offset, stderr = 0, Path(job.task(0).paths.stderr)  # a multi-task job's own paths name no task
+    reported = 0  # node failures named so far
     forward = LogForwarder(logger, job_id=job.job_id, every_s=progress_every_s, pattern=pattern, log_path=str(stderr))
     while True:
         done = _has_results(job) if watch else job.done()
@@ -178,7 +204,10 @@ def _wait(job: submitit.Job, logger: logging.Logger | Any, watch: Liveness | Non
                 if watch is None or watch.ended:
                     state = watch.state if watch is not None else job.state
                     raise _failure(job, f"failed (state {state})",
-                                   failed_nodes=watch.failed_nodes if watch else None) from err
-        if watch is not None and (problem := watch.check()) is not None:
-            raise _failure(job, problem, failed_nodes=watch.failed_nodes)
+                                   failed_nodes=watch.failed_nodes if watch else None, stage=stage) from err
+        if watch is not None:
+            problem = watch.check()
+            reported = report_node_failures(job.job_id, watch.failed_nodes, reported, logger, stage=stage)
+            if problem is not None:
+                raise _failure(job, problem, failed_nodes=watch.failed_nodes, stage=stage)
         time.sleep(poll_s)

@@ -11,16 +11,19 @@ A committed eval also needs the same eval settings: pointing a finished run at o
 evaluates it again. Eval runs as a one-task job on ``cluster=slurm`` (``eval.executor=auto``, the default) or
 with ``eval.executor=job``, else in the flow's process.
 
-``train`` carries the tag ``ito-train``: ``prefect concurrency-limit create ito-train 8`` caps the
-training jobs of all sweeps on a Prefect server (``max_concurrent_train`` caps one sweep's).
+``train`` takes a slot of the limit ``prefect concurrency-limit create ito-train 8`` makes, which caps the
+training jobs of all sweeps on a Prefect server (``max_concurrent_train`` caps one sweep's); it takes it itself,
+not through a task tag, so that a Prefect server restart does not fail it (``flows.train_slot``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
 
 from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
@@ -30,6 +33,7 @@ from cluster.executors import eval_executor, executor_for
 from cluster.jobs import running_eval, running_training, staging_dir, submit_eval, submit_training
 from cluster.prep_jobs import run_prep_array, run_prep_job
 from cluster.waiting import wait_streaming
+from flows.train_slot import train_slot
 from ito_core.artifacts import RunLayout, committed, member_key, prep_keys, read_manifest
 from ito_core.config import RunConfig, as_dict
 from ito_core.data.order import check_shards
@@ -42,7 +46,6 @@ if TYPE_CHECKING:
     import submitit
 
 T = TypeVar("T")
-TRAIN_TAG = "ito-train"
 
 
 def stage_logger() -> logging.Logger | logging.LoggerAdapter:
@@ -66,7 +69,7 @@ def job_result(stage: str, cfg: RunConfig, key: str, running: submitit.Job | Non
         job = submit()
         logger.info("%s: submitted job %s (%s executor) for %s", stage, job.job_id, cfg.cluster.kind, key)
     try:
-        return wait_streaming(job, logger, progress_every_s=cfg.cluster.progress_every_s)
+        return wait_streaming(job, logger, progress_every_s=cfg.cluster.progress_every_s, stage=stage)
     finally:
         keep_logs(build_store(cfg.storage), job, RunLayout(key).job_logs(stage), logger)
 
@@ -118,7 +121,7 @@ def prep_task(cfg: RunConfig) -> dict[str, str]:
     return run_prep_job(cfg, keys["train"], stage_logger())  # the eval sets (and embedded training data)
 
 
-@task(name="train", cache_policy=NO_CACHE, tags=[TRAIN_TAG], task_run_name=run_name("train"))
+@task(name="train", cache_policy=NO_CACHE, task_run_name=run_name("train"))
 def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str, label: str = "") -> dict[str, Any]:
     store, run = build_store(cfg.storage), RunLayout(key)
     if (done := reuse("train", store, [run.train], lambda: read_manifest(store, run.train))) is not None:
@@ -130,7 +133,10 @@ def train_task(cfg: RunConfig, data_keys: dict[str, str], key: str, label: str =
         check_shards(counts, world_size=cfg.cluster.nodes * cfg.cluster.tasks_per_node, lanes=1)  # before the queue
         return submit_training(cfg, shard_paths=shards, shard_samples=counts, run_key=key)
 
-    return job_result("train", cfg, key, running_training(cfg, key), submit)
+    task_run_id = runtime.task_run.id  # None in a stage command (``ito-sweep train``): no sweep to cap
+    retry_s = cfg.cluster.slot_retry_s
+    with train_slot(UUID(task_run_id), stage_logger(), retry_s=retry_s) if task_run_id else nullcontext():
+        return job_result("train", cfg, key, running_training(cfg, key), submit)
 
 
 @task(name="strip", retries=1, cache_policy=NO_CACHE, task_run_name=run_name("strip"))

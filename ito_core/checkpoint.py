@@ -4,7 +4,7 @@ DeepSpeed's ``latest`` file is written by rank 0 before other ranks' shards may 
 it is not a commit marker: we save with ``save_latest=False`` and commit ``manifest.json`` in
 the tag folder only after ``save_checkpoint`` returned (it ends in a barrier) and, for remote
 stores, after every node uploaded its files: in the save call (``train.async_checkpoint=false``)
-or from a background upload while training goes on (``CheckpointSaver``). Resume picks the newest
+or from a background write and upload while training goes on (``CheckpointSaver``). Resume picks the newest
 committed tag; partial tags (a crash mid-save or mid-upload) are never chosen and are deleted once a
 newer tag is committed. Weights that are not
 finite are never saved, so a diverged run cannot commit over the last good checkpoint.
@@ -37,7 +37,8 @@ import torch
 import torch.distributed as dist
 
 from ito_core.artifacts import checkpoint_key, committed, read_manifest
-from ito_core.checkpoint_upload import BackgroundUpload
+from ito_core.checkpoint_snapshot import SnapshotCheckpointEngine
+from ito_core.checkpoint_upload import BackgroundTransfer
 from ito_core.distributed import all_ranks
 from ito_core.storage import ArtifactStore, commit, disk_full_error
 
@@ -71,11 +72,12 @@ def checkpoint_dir(store: ArtifactStore, key: str, staging: Path) -> Path:
 
 @dataclass
 class PendingCommit:
-    """A tag whose files are written and on their way to the store, not yet committed."""
+    """A tag whose files are being written or on their way to the store, not yet committed."""
 
     tag: str
     manifest: dict[str, Any]  # what rank 0 commits once every node uploaded
-    upload: BackgroundUpload | None  # this node's upload (on its local rank 0; None elsewhere)
+    write: BackgroundTransfer | None  # this rank's write of its snapshot (asynchronous; None once every rank's ended)
+    upload: BackgroundTransfer | None = None  # this node's upload (on its local rank 0, once written; None elsewhere)
 
 
 class CheckpointSaver:
@@ -84,12 +86,16 @@ class CheckpointSaver:
 
     Local store: DeepSpeed writes into the store itself and rank 0 commits in the save call. Remote store: every rank
     writes to node-local ``staging``, then each node's local rank 0 uploads what its ranks wrote, on a background
-    thread (``BackgroundUpload``). Synchronous (``asynchronous=False``): the save call waits for the upload on every
-    node. Asynchronous: training goes on while it runs; ``poll``, called every step, asks every rank with one
-    all-reduce (only while a tag is pending) whether its node's upload ended, and once all have, rank 0 commits. A
+    thread (``BackgroundTransfer``). Synchronous (``asynchronous=False``): the save call waits for the upload on every
+    node. Asynchronous: the save call only copies each rank's checkpoint state into host memory (a
+    ``SnapshotCheckpointEngine`` on the engine); every rank writes its files from that copy on a background thread,
+    and training goes on. ``poll``, called every step, asks every rank with one all-reduce (only while a tag is
+    pending) whether its write ended; once all have, the nodes' uploads start, and the same all-reduce then asks
+    whether each node's upload ended; once all have, rank 0 commits. A
     collective rather than per-node markers in the store: rank 0 learns of every node's end (or failure) at the same
     step as the others, polls no bucket, and a dead node fails the collective instead of leaving rank 0 waiting.
-    At most one upload is in flight per node: the next save, and ``finish``, wait for it first and log the wait.
+    At most one checkpoint is in flight per node (one snapshot per rank in host memory): the next save, and
+    ``finish``, wait for it first and log the wait.
     ``held_s``: per tag, the seconds rank 0's training loop was held by it (save, waits, commit).
     """
 
@@ -99,6 +105,9 @@ class CheckpointSaver:
         self.remote = store.local_dir(key) is None
         self.local = checkpoint_dir(store, key, staging)
         self.asynchronous = asynchronous and self.remote  # a local store has nothing to upload
+        self.snapshots: SnapshotCheckpointEngine | None = None
+        if self.asynchronous:  # DeepSpeed's save then only copies the state; the files are written in the background
+            self.snapshots = engine.checkpoint_engine = SnapshotCheckpointEngine(engine.checkpoint_engine)
         self.pending: PendingCommit | None = None
         self.held_s: dict[str, float] = {}
 
@@ -113,10 +122,15 @@ class CheckpointSaver:
         self._write(tag, train_state)
         shards = {"world_size": dist.get_world_size(), "zero_stage": self.engine.zero_optimization_stage()}
         manifest = {"step": step, **shards, **copy.deepcopy(train_state)}  # training goes on changing the state
-        upload = None
-        if self.remote and _local_rank() == 0:  # each node uploads the shards its ranks wrote
-            upload = BackgroundUpload(f"upload of checkpoint {tag}", functools.partial(self._upload, tag))
-        self.pending = PendingCommit(tag, manifest, upload)
+        if self.snapshots is not None:
+            snapshot = self.snapshots.take()
+            log.info("checkpoint %s: a copy of this rank's state, %.2f GB, held in host memory until written",
+                     tag, snapshot.nbytes / 1e9)
+            files = functools.partial(snapshot.write, self.snapshots.inner)  # through DeepSpeed's own engine
+            write = BackgroundTransfer(f"write of checkpoint {tag}", functools.partial(self._guard_disk, tag, files))
+            self.pending = PendingCommit(tag, manifest, write)
+        else:
+            self.pending = PendingCommit(tag, manifest, write=None, upload=self._start_upload(tag))
         if not self.asynchronous:
             self._settle()
         self._hold(tag, start)
@@ -126,7 +140,10 @@ class CheckpointSaver:
         if self.pending is None:
             return
         pending, start = self.pending, time.perf_counter()
-        if all_ranks(pending.upload is None or pending.upload.done(), self.engine.device):
+        if pending.write is not None:
+            if all_ranks(pending.write.done(), self.engine.device):
+                self._upload_written(pending)
+        elif all_ranks(pending.upload is None or pending.upload.done(), self.engine.device):
             self._settle()
         self._hold(pending.tag, start)
 
@@ -146,8 +163,14 @@ class CheckpointSaver:
         if self.remote and _local_rank() == 0:  # a crashed save of this tag may have left files another world wrote
             shutil.rmtree(local / tag, ignore_errors=True)
         dist.barrier()
+        self._guard_disk(tag, functools.partial(engine.save_checkpoint, str(local), tag=tag, save_latest=False,
+                                                client_state={"train_state": train_state}))
+
+    def _guard_disk(self, tag: str, write: Callable[[], Any]) -> None:
+        """``write()`` files of ``tag``; a full disk raises an error naming the setting to change."""
+        local = self.local
         try:
-            engine.save_checkpoint(str(local), tag=tag, client_state={"train_state": train_state}, save_latest=False)
+            write()
         except (OSError, RuntimeError) as err:
             disk = "cluster.scratch_dir (node-local staging)" if self.remote else "storage.root"
             full = disk_full_error(err, local / tag, what=f"checkpoint {tag}", fix=(
@@ -158,15 +181,40 @@ class CheckpointSaver:
                 raise
             raise full from err
 
+    def _start_upload(self, tag: str) -> BackgroundTransfer | None:
+        """Each node's local rank 0 uploads the files its ranks wrote; None on the other ranks."""
+        if self.remote and _local_rank() == 0:
+            return BackgroundTransfer(f"upload of checkpoint {tag}", functools.partial(self._upload, tag))
+        return None
+
+    def _upload_written(self, pending: PendingCommit, *, before: str = "") -> None:
+        """Wait for this rank's write of the pending tag; once every rank's succeeded, start the uploads.
+        Collective: every rank calls it at the same point."""
+        assert pending.write is not None
+        ok, waited = pending.write.wait()
+        if ok:
+            log.info("checkpoint %s written in %.2f s%s", pending.tag, pending.write.seconds,
+                     f"; waited {waited:.2f} s for the write before {before}" if before else "")
+        if not all_ranks(ok, self.engine.device):
+            self.pending = None
+            if pending.write.error is not None:
+                raise pending.write.error
+            raise RuntimeError(f"checkpoint {self.store.url(checkpoint_key(self.key, pending.tag))} was not "
+                               "committed: a rank's write failed (that rank logs the error); the newest committed "
+                               "checkpoint is untouched: resume from it")
+        pending.write, pending.upload = None, self._start_upload(pending.tag)
+
     def _upload(self, tag: str) -> None:
         self.store.upload_dir(self.local / tag, checkpoint_key(self.key, tag))
         shutil.rmtree(self.local / tag, ignore_errors=True)  # uploaded: the staging copy is not needed
 
     def _settle(self, *, before: str = "") -> None:
-        """Wait for this node's upload of the pending tag; once every node's succeeded, rank 0 commits it.
-        Collective: every rank calls it at the same point."""
+        """Wait for this rank's write (if still pending) and this node's upload of the pending tag; once every
+        node's upload succeeded, rank 0 commits it. Collective: every rank calls it at the same point."""
         if self.pending is None:
             return
+        if self.pending.write is not None:
+            self._upload_written(self.pending, before=before)
         pending, self.pending = self.pending, None
         ok, waited = pending.upload.wait() if pending.upload is not None else (True, 0.0)
         if pending.upload is not None and ok:

@@ -1,10 +1,11 @@
-"""One checkpoint upload running beside training, on a thread of the node's local rank 0.
+"""One checkpoint transfer running beside training on a thread: a rank writing its files from a snapshot
+(``ito_core.checkpoint_snapshot``), or the node's local rank 0 uploading what its ranks wrote.
 
-The transfer is I/O (boto3 sends the files from its own threads and releases the GIL while it waits on sockets), so
+An upload is I/O (boto3 sends the files from its own threads and releases the GIL while it waits on sockets), so
 a thread is enough: no second process, no copy of the files. The thread is a daemon: a rank that fails or is killed
-does not wait for it, and the tag it was uploading stays uncommitted (a resume never picks it).
+does not wait for it, and the tag it was writing or uploading stays uncommitted (a resume never picks it).
 ``wait`` hands back whether it succeeded instead of raising, because every rank must first learn, by one
-collective, that some node's upload failed (``ito_core.checkpoint.CheckpointSaver``).
+collective, that some rank's write or node's upload failed (``ito_core.checkpoint.CheckpointSaver``).
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 
-class BackgroundUpload:
+class BackgroundTransfer:
     """Runs ``send()`` on a daemon thread from construction; ``what`` names it in logs and errors."""
 
     def __init__(self, what: str, send: Callable[[], None]) -> None:
         self.what, self.error = what, None
         self.started = time.perf_counter()
         self.finished: float | None = None
-        self._thread = threading.Thread(target=self._run, args=(send,), name=f"upload {what}", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(send,), name=what, daemon=True)
         self._thread.start()
 
     def _run(self, send: Callable[[], None]) -> None:
@@ -38,7 +39,7 @@ class BackgroundUpload:
         return not self._thread.is_alive()
 
     def wait(self) -> tuple[bool, float]:
-        """Block until the upload ended; (succeeded, seconds this call waited). The error stays in ``error``."""
+        """Block until the transfer ended; (succeeded, seconds this call waited). The error stays in ``error``."""
         start = time.perf_counter()
         self._thread.join()
         waited = time.perf_counter() - start
@@ -49,5 +50,5 @@ class BackgroundUpload:
 
     @property
     def seconds(self) -> float:
-        """How long the upload took (so far, while it runs)."""
+        """How long the transfer took (so far, while it runs)."""
         return (self.finished or time.perf_counter()) - self.started

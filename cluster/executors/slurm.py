@@ -197,7 +197,7 @@ class SlurmLiveness:
         if info.state is not None and info.state != self.state:
             self.logger.info("[job %s] SLURM state %s", self.job.job_id, info.state)
             self.state = info.state
-        self.report_node_failures(info.node_failures)
+        self.failed_nodes = list(info.node_failures)  # the waiter names each (cluster/waiting.py)
         if info.state is None:
             return None
         if not self.ended:
@@ -208,14 +208,6 @@ class SlurmLiveness:
         elif now - self.ended_at >= self.grace_s * (6 if info.state == "COMPLETED" else 1):
             return f"ended without a result (SLURM state {info.state})"
         return None
-
-    def report_node_failures(self, failures: list[str]) -> None:
-        """Name each node failure once: SLURM requeues the job (it resumes from its last commit) unless
-        requeueing is off, and the log is the only place that says why the job started over."""
-        for nodes in failures[len(self.failed_nodes):]:
-            self.logger.warning("[job %s] node failure on %s (NODE_FAIL): SLURM requeues the job; training resumes "
-                                "from its last committed checkpoint", self.job.job_id, nodes)
-        self.failed_nodes = list(failures)
 
     def close(self) -> None:
         self.watcher.unregister(self.job.job_id)

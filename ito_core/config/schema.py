@@ -163,6 +163,9 @@ class ClusterConfig:
     submit_rate_per_s: float = 5.0
     # kind=slurm: how long sbatch is retried with backoff while the controller answers with a transient error
     submit_retry_s: float = 600.0
+    # how long a training task retries taking its slot of the server-wide ito-train limit while the Prefect server
+    # cannot be reached (a restart); 0 = one try
+    slot_retry_s: float = 600.0
 
 
 @dataclass

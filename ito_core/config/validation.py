@@ -149,6 +149,8 @@ def validate_cluster(cfg: ClusterConfig) -> None:
         _require(isinstance(value, int) and value >= low, f"cluster.{key}", f"{value!r}", f"use an integer >= {low}")
     _require(isinstance(cfg.progress_every_s, int | float) and cfg.progress_every_s >= 0, "cluster.progress_every_s",
              f"{cfg.progress_every_s!r}", "use seconds >= 0 (0 sends every progress line to Prefect)")
+    _require(isinstance(cfg.slot_retry_s, int | float) and cfg.slot_retry_s >= 0, "cluster.slot_retry_s",
+             f"{cfg.slot_retry_s!r}", "use seconds >= 0 (0 = one try to take the ito-train slot)")
     if cfg.gpus_per_node:
         _require(cfg.tasks_per_node == cfg.gpus_per_node, "cluster.tasks_per_node",
                  f"{cfg.tasks_per_node} tasks for {cfg.gpus_per_node} GPUs per node (one training process per GPU)",

@@ -43,7 +43,7 @@ def _config(tmp: Path, bucket: S3Bucket, prefix: str, *overrides: str) -> RunCon
 def _train(cfg: RunConfig, shards: list[str], jobs: list[submitit.Job], logger: logging.Logger) -> dict:
     job = submit_training(cfg, shard_paths=shards, shard_samples=[32, 32, 32], run_key=KEY)
     jobs.append(job)
-    return job, wait_streaming(job, logger, poll_s=0.5)
+    return job, wait_streaming(job, logger, poll_s=0.5, stage="train")
 
 
 def _final_weights(cfg: RunConfig, tmp: Path) -> dict[str, torch.Tensor]:

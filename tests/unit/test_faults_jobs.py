@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -145,33 +146,38 @@ def test_why_a_job_ended_is_named(tail: str, cause: Exception | None, hint: str,
         assert " -- " not in message and "a real bug" in message, "a rank's own error needs no guess"
 
 
-def test_a_node_failure_is_named_once_and_when_it_ends_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
-    """sacct -D keeps every attempt: each NODE_FAIL is logged once while SLURM requeues the job, and a job that
-    was not requeued fails naming the nodes."""
+@pytest.mark.parametrize(("stage", "effect"), [
+    ("train", "training resumes from its last committed checkpoint"),
+    ("eval", "the eval starts over (its metrics commit only once all its sets are scored)"),
+    ("prep", "prep starts over and skips what it already committed"),
+])
+def test_a_node_failure_is_named_once_with_what_its_stage_redoes(monkeypatch: pytest.MonkeyPatch, stage: str,
+                                                                 effect: str) -> None:
+    """sacct -D keeps every attempt: each NODE_FAIL is logged once while SLURM requeues the job, saying what the
+    job's stage redoes, and a job that was not requeued fails naming the nodes."""
     answer = subprocess.CompletedProcess([], 0, stdout="9|NODE_FAIL|mn[1-2]\n9|RUNNING|mn[3-4]\n")
     fake = lambda command: answer if command[0] == "sacct" else subprocess.CompletedProcess([], 1, "", "")  # noqa: E731
     assert node_failures("9", run=fake) == ["mn[1-2]"]
     lines: list[str] = []
 
     class Logger:
-        def info(self, *args: object) -> None:
-            pass
-
         def warning(self, message: str, *args: object) -> None:
             lines.append(message % args)
 
-    watch = slurm.SlurmLiveness(_Submitted("9", 2, _Paths(Path("."))), Logger(), 0,
+    watch = slurm.SlurmLiveness(_Submitted("9", 2, _Paths(Path("."))), logging.getLogger("t"), 0,
                                 watcher=SlurmWatcher(interval_s=0, run=fake))
+    reported = 0
     for _ in range(2):
         watch.check()
+        reported = waiting.report_node_failures("9", watch.failed_nodes, reported, Logger(), stage=stage)
     watch.close()
-    assert lines == ["[job 9] node failure on mn[1-2] (NODE_FAIL): SLURM requeues the job; training resumes from "
-                     "its last committed checkpoint"]
+    assert lines == [f"[job 9] node failure on mn[1-2] (NODE_FAIL): SLURM requeues the job; {effect}"]
     monkeypatch.setattr(waiting, "log_tail", lambda job: "step 5/30")
     monkeypatch.setattr(waiting, "_failed_task", lambda job: None)
     error = str(waiting._failure(_Submitted("9", 2, _Paths(Path("."))), "ended without a result (SLURM state "
-                                 "NODE_FAIL)", failed_nodes=watch.failed_nodes))
-    assert "node failure on mn[1-2], and SLURM did not requeue the job" in error and "rerun the point" in error
+                                 "NODE_FAIL)", failed_nodes=watch.failed_nodes, stage=stage))
+    assert f"node failure on mn[1-2], and SLURM did not requeue the job (JobRequeue=0 or --no-requeue): rerun the " \
+           f"point; {effect}" in error
 
 
 def test_prune_keeps_the_newest_commits_and_drops_older_partial_tags(tmp_path: Path) -> None:
