@@ -46,7 +46,8 @@ LAYERS = (
     ("ito_core.methods", "ito_core.methods.*"),  # method specs and their registry (torch-free)
     ("ito_core.config",),  # validation, loading
     ("ito_core.artifacts", "ito_core.distributed", "ito_core.flops", "ito_core.shapes",
-     "ito_core.tracking", "ito_core.checkpoint_upload"),  # keys, process group, input checks, background upload
+     "ito_core.tracking", "ito_core.checkpoint_upload",
+     "ito_core.checkpoint_snapshot"),  # keys, process group, input checks, background upload, state snapshot
     ("ito_core.models", "ito_core.losses", "ito_core.data", "ito_core.eval", "ito_core.accumulation",
      "ito_core.activation_checkpointing", "ito_core.checkpoint", "ito_core.export", "ito_core.methods.*.*",
      "ito_core.model_folder", "ito_core.train_state"),  # components
