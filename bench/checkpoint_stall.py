@@ -29,7 +29,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -39,16 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import describe, machine, use_multinode_cluster  # noqa: E402
+from fixtures.multinode_cluster import bridge_address  # noqa: E402
 
 QUICK_ARGS = ["--steps", "8", "--every", "4"]
 SHARDS, SAMPLES_PER_SHARD, IMAGE_SIZE = 8, 32, 32
-
-
-def host_address() -> str:
-    """The root namespace's address on the cluster's bridge (what the nodes reach)."""
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "mnhost"], capture_output=True, text=True,
-                         check=True).stdout
-    return out.split()[3].split("/")[0]
 
 
 def step_times(log: str) -> list[float]:
@@ -118,7 +111,7 @@ def main() -> None:
         shards = [str(root / "shards" / shard["name"]) for shard in manifest["shards"]]
         (root / "runs").mkdir()
         (root / "s3").mkdir()
-        with running_s3_server(root / "s3", host=host_address()) as server:
+        with running_s3_server(root / "s3", host=bridge_address()) as server:
             os.environ.update(AWS_ACCESS_KEY_ID=server.key, AWS_SECRET_ACCESS_KEY=server.secret,
                               AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
             bucket = f"s3://{server.new_bucket('stall')}"

@@ -34,7 +34,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from common import describe, machine  # noqa: E402
 from counting_proxy import CountingProxy  # noqa: E402
-from fixtures.multinode_cluster import restart_slurmctld  # noqa: E402
+from fixtures.multinode_cluster import bridge_address, restart_slurmctld  # noqa: E402
 from fixtures.postgres import psql  # noqa: E402
 from fixtures.prefect_server import PrefectServer, serving, venv_script  # noqa: E402
 from fixtures.s3_server import running_s3_server, unused_port  # noqa: E402
@@ -63,9 +63,7 @@ def bring_up(nodes: int, database: str) -> tuple[str, str]:
                         capture_output=True, text=True, check=False)
     if pg.returncode != 0:
         sys.exit(f"cluster/postgres-up.sh failed:\n{pg.stderr}")
-    address = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "mnhost"], capture_output=True, text=True,
-                             check=True).stdout.split()[3].split("/")[0]
-    return address, pg.stdout.strip().splitlines()[-1]
+    return bridge_address(), pg.stdout.strip().splitlines()[-1]
 
 
 class Faults(threading.Thread):
