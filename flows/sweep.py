@@ -1,10 +1,10 @@
 """The ``ito-sweep`` Prefect flow: expand the grid, then prep -> train -> strip -> eval per point,
 then one report. Reads like docs/DESIGN.md's pipeline; the work lives in ``flows.stages``.
 
-Concurrency: prep runs once per distinct data config; train tasks go to a task runner with
-``max_concurrent_train`` threads, so a 100-point grid has at most that many jobs on the cluster
-(queued points start as slots free up); strip and eval follow each training on the flow's own
-thread pool. A failed stage stops only its own point (its later stages end ``NotReady``); the flow
+Concurrency: prep runs once per distinct data config; train, strip and eval each go to their own task
+runner of ``max_concurrent_train`` threads, so a 100-point grid has at most that many trainings on the
+cluster (queued points start as slots free up) and the flow process holds a bounded number of threads
+however many points it has. A failed stage stops only its own point (its later stages end ``NotReady``); the flow
 reports every point, then ends Failed if any failed. Re-running or retrying skips committed stages.
 """
 
@@ -13,6 +13,9 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +69,35 @@ def submit_preps(configs: list[RunConfig], data_ids: list[str]) -> dict[str, Pre
     return {key: prep_task.submit(cfg) for key, cfg in firsts.items()}
 
 
-def submit_point(cfg: RunConfig, key: str, data: PrefectFuture, trainers: ThreadPoolTaskRunner, *,
+@dataclass(frozen=True)
+class StageRunners:
+    """One task runner per stage after prep, each ``width`` threads. A strip or eval task takes its thread when
+    submitted and waits there for its point's previous stage, so on the flow's unbounded pool every point of the
+    grid held two threads from the start (docs/BENCHMARKS.md, the live sweep at team scale). Each runner takes
+    its tasks in submission order (points in grid order), so the first ``width`` of a stage always wait on work
+    already running: no deadlock."""
+
+    train: ThreadPoolTaskRunner
+    strip: ThreadPoolTaskRunner
+    eval: ThreadPoolTaskRunner
+
+    @classmethod
+    @contextmanager
+    def opened(cls, width: int) -> Iterator[StageRunners]:
+        with ThreadPoolTaskRunner(max_workers=width) as train, ThreadPoolTaskRunner(max_workers=width) as strip, \
+                ThreadPoolTaskRunner(max_workers=width) as eval_:
+            yield cls(train, strip, eval_)
+
+
+def submit_point(cfg: RunConfig, key: str, data: PrefectFuture, runners: StageRunners, *,
                  label: str = "") -> dict[str, PrefectFuture]:
     """train (waits for a training slot) -> strip -> eval of one grid point (run ``key``; ``label``: its grid
     values, in the task runs' names), as futures."""
-    train = trainers.submit(train_task, {"cfg": cfg, "data_keys": data, "key": key, "label": label})
-    strip = strip_task.submit(cfg, key, label=label, wait_for=[train])
-    return {"prep": data, "train": train, "strip": strip,
-            "eval": eval_task.submit(cfg, data, key, label=label, wait_for=[strip])}
+    train = runners.train.submit(train_task, {"cfg": cfg, "data_keys": data, "key": key, "label": label})
+    strip = runners.strip.submit(strip_task, {"cfg": cfg, "key": key, "label": label}, wait_for=[train])
+    evaluation = runners.eval.submit(eval_task, {"cfg": cfg, "data_keys": data, "key": key, "label": label},
+                                     wait_for=[strip])
+    return {"prep": data, "train": train, "strip": strip, "eval": evaluation}
 
 
 def point_result(key: str, overrides: list[str], stages: dict[str, PrefectFuture]) -> dict[str, Any]:
@@ -189,8 +213,8 @@ def ito_sweep(overrides: list[str] | None = None, config_name: str = "config", s
     axes = axis_values(points)
     logger.info("sweep %s: %d grid points, at most %d training at once", sweep, len(points), max_concurrent_train)
     preps = submit_preps(configs, data_ids)
-    with ThreadPoolTaskRunner(max_workers=max_concurrent_train) as trainers:
-        stages = [submit_point(cfg, key, preps[data], trainers, label=point_label(point, list(axes)) if axes else "")
+    with StageRunners.opened(max_concurrent_train) as runners:
+        stages = [submit_point(cfg, key, preps[data], runners, label=point_label(point, list(axes)) if axes else "")
                   for cfg, key, data, point in zip(configs, keys, data_ids, points, strict=True)]
         wait([future for point in stages for future in point.values()])
     results = [point_result(*args) for args in zip(keys, points, stages, strict=True)]
