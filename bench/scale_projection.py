@@ -3,7 +3,8 @@ requests/s, database growth, scheduler calls/s, the flow process's CPU, memory a
 
 Per-point costs (flow CPU, Prefect requests, database MB, log rows, S3 requests) are the slope of a line fitted
 through the records against their number of points; the flow's peak RSS and threads, a line against the points in
-flight at once (``min(points, max_concurrent_train)``). Scheduler calls come from the largest record alone: with
+flight at once (``min(points, max_concurrent_train)``), from the records whose sampler saw one flow process only
+(the peaks sum every Python process under ``ito-sweep serve``). Scheduler calls come from the largest record alone: with
 one shared watcher per flow they do not depend on the number of points. A real point trains for hours, not the
 records' seconds, so rates are per-point totals spread over ``--point-hours``, plus one progress log row per
 ``progress_every_s`` per training.
@@ -49,8 +50,9 @@ def per_point(records: list[dict[str, Any]]) -> dict[str, float]:
 def projection(records: list[dict[str, Any]], *, points: int, concurrent: int, point_hours: float) -> dict[str, Any]:
     largest = max(records, key=lambda r: r["params"]["points"])
     cost = per_point(records)
-    rss = fit([in_flight(r) for r in records], [r["flow_process"]["flow_peak_rss_mb"] for r in records])
-    threads = fit([in_flight(r) for r in records], [r["flow_process"]["flow_peak_threads"] for r in records])
+    alone = [r for r in records if r["flow_process"]["flow_processes"] == 1]
+    rss = fit([in_flight(r) for r in alone], [r["flow_process"]["flow_peak_rss_mb"] for r in alone])
+    threads = fit([in_flight(r) for r in alone], [r["flow_process"]["flow_peak_threads"] for r in alone])
     progress_rows = point_hours * 3600 / largest["params"]["progress_every_s"]
     point_s = point_hours * 3600
     return {
