@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+from fixtures.tiny_run import one_rank_group
 
 from ito_core.artifacts import committed, read_manifest
 from ito_core.checkpoint import CheckpointSaver, tag_for
 from ito_core.checkpoint_upload import BackgroundTransfer
-from ito_core.distributed import free_port
 from ito_core.storage import LocalStore, StorageError
 
 KEY = "runs/r/checkpoints"
@@ -27,9 +26,8 @@ KEY = "runs/r/checkpoints"
 
 @pytest.fixture(scope="module", autouse=True)
 def one_rank() -> Iterator[None]:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
+    with one_rank_group():  # the session's one gloo rank, which an earlier in-process engine may have made
+        yield
 
 
 class GatedTorchEngine(TorchCheckpointEngine):
