@@ -191,18 +191,10 @@ class CheckpointSaver:
         """Wait for this rank's write of the pending tag; once every rank's succeeded, start the uploads.
         Collective: every rank calls it at the same point."""
         assert pending.write is not None
-        ok, waited = pending.write.wait()
-        if ok:
-            log.info("checkpoint %s written in %.2f s%s", pending.tag, pending.write.seconds,
-                     f"; waited {waited:.2f} s for the write before {before}" if before else "")
-        if not all_ranks(ok, self.engine.device):
-            self.pending = None
-            if pending.write.error is not None:
-                raise pending.write.error
-            raise RuntimeError(f"checkpoint {self.store.url(checkpoint_key(self.key, pending.tag))} was not "
-                               "committed: a rank's write failed (that rank logs the error); the newest committed "
-                               "checkpoint is untouched: resume from it")
-        pending.write, pending.upload = None, self._start_upload(pending.tag)
+        self.pending = None  # a failure below leaves nothing pending
+        self._await_everywhere(pending.write, pending.tag, done="written", waited_for="the write", before=before,
+                               failed="a rank's write failed (that rank logs the error)")
+        self.pending, pending.write, pending.upload = pending, None, self._start_upload(pending.tag)
 
     def _upload(self, tag: str) -> None:
         self.store.upload_dir(self.local / tag, checkpoint_key(self.key, tag))
@@ -216,20 +208,27 @@ class CheckpointSaver:
         if self.pending.write is not None:
             self._upload_written(self.pending, before=before)
         pending, self.pending = self.pending, None
-        ok, waited = pending.upload.wait() if pending.upload is not None else (True, 0.0)
-        if pending.upload is not None and ok:
-            log.info("checkpoint %s uploaded in %.2f s%s", pending.tag, pending.upload.seconds,
-                     f"; waited {waited:.2f} s for it before {before}" if before else "")
-        url = self.store.url(checkpoint_key(self.key, pending.tag))
-        if not all_ranks(ok, self.engine.device):
-            if pending.upload is not None and pending.upload.error is not None:
-                raise pending.upload.error
-            raise RuntimeError(f"checkpoint {url} was not committed: a node's upload failed (its local rank 0 "
-                               "logs the error); the newest committed checkpoint is untouched: resume from it")
+        self._await_everywhere(pending.upload, pending.tag, done="uploaded", waited_for="it", before=before,
+                               failed="a node's upload failed (its local rank 0 logs the error)")
         if dist.get_rank() == 0:
-            commit(self.store, checkpoint_key(self.key, pending.tag), pending.manifest)
+            key = checkpoint_key(self.key, pending.tag)
+            commit(self.store, key, pending.manifest)
             prune(self.store, self.key, keep=self.keep)
-            log.info("checkpoint %s committed to %s", pending.tag, url)
+            log.info("checkpoint %s committed to %s", pending.tag, self.store.url(key))
+
+    def _await_everywhere(self, transfer: BackgroundTransfer | None, tag: str, *, done: str, waited_for: str,
+                          before: str, failed: str) -> None:
+        """Wait for this rank's ``transfer`` of ``tag`` (None: none on this rank) and log how long it took; raise
+        on every rank if any rank's failed (its own error where it has one). Collective."""
+        ok, waited = transfer.wait() if transfer is not None else (True, 0.0)
+        if transfer is not None and ok:
+            log.info("checkpoint %s %s in %.2f s%s", tag, done, transfer.seconds,
+                     f"; waited {waited:.2f} s for {waited_for} before {before}" if before else "")
+        if not all_ranks(ok, self.engine.device):
+            if transfer is not None and transfer.error is not None:
+                raise transfer.error
+            raise RuntimeError(f"checkpoint {self.store.url(checkpoint_key(self.key, tag))} was not committed: "
+                               f"{failed}; the newest committed checkpoint is untouched: resume from it")
 
 
 def prune(store: ArtifactStore, key: str, *, keep: int) -> None:
